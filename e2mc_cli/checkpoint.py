@@ -1,0 +1,116 @@
+"""The canonical checkpoint: one safetensors file with every tensor of an :class:`SSLModel`.
+
+Keys are the model's state-dict keys (``backbone.*``, ``projector.*``, ``prototypes.weight``,
+``predictor.*``); string metadata ``format=sslboost/1``, ``method``, ``arch``, ``base``,
+``criterion``, ``epoch``, ``recipe`` (JSON) and ``heads`` (JSON head sizes).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
+
+from e2mc_cli.errors import UserError
+from e2mc_cli.io import atomic_path
+from e2mc_cli.models import METHOD_NAMES, SSLModel, infer_heads
+
+FORMAT = "sslboost/1"
+
+
+@dataclass
+class Checkpoint:
+    state_dict: dict[str, torch.Tensor]
+    metadata: dict[str, str]
+
+    @property
+    def method(self) -> str:
+        return self.metadata["method"]
+
+    @property
+    def arch(self) -> str:
+        return self.metadata["arch"]
+
+    @property
+    def heads(self) -> dict:
+        if "heads" in self.metadata:
+            return json.loads(self.metadata["heads"])
+        return infer_heads(self.method, self.state_dict)
+
+    def build_model(self) -> SSLModel:
+        """The model with every tensor loaded (strict: no key missing, none unexpected)."""
+        model = SSLModel(self.method, self.arch, self.heads)
+        missing, unexpected = model.load_state_dict(self.state_dict, strict=False)
+        if missing or unexpected:
+            raise UserError(
+                f"checkpoint does not match a {self.arch} {self.method} model: "
+                f"missing {missing[:3]}{'…' if len(missing) > 3 else ''}, "
+                f"unexpected {unexpected[:3]}{'…' if len(unexpected) > 3 else ''}"
+            )
+        return model
+
+
+def _as_str(value) -> str:
+    return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
+
+
+def save_state_dict(path: str | os.PathLike, state_dict: dict[str, torch.Tensor], metadata: dict) -> None:
+    """Write tensors + string metadata atomically (contiguous, unshared copies on the CPU)."""
+    tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state_dict.items()}
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={k: _as_str(v) for k, v in metadata.items()})
+
+
+def save_checkpoint(
+    path: str | os.PathLike,
+    model: SSLModel,
+    *,
+    base: str = "",
+    criterion: str = "",
+    epoch: int | float = 0,
+    recipe: dict | None = None,
+    **extra,
+) -> None:
+    """Save ``model`` as a canonical checkpoint (atomically)."""
+    state = model.state_dict()
+    meta = {
+        "format": FORMAT,
+        "method": model.method,
+        "arch": model.arch,
+        "base": base,
+        "criterion": criterion,
+        "epoch": str(epoch),
+        "recipe": recipe or {},
+        "heads": model.heads,
+        **extra,
+    }
+    save_state_dict(path, state, meta)
+
+
+def read_metadata(path: str | os.PathLike) -> dict[str, str]:
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return dict(f.metadata() or {})
+    except (SafetensorError, OSError) as exc:
+        raise UserError(f"{path}: not a readable safetensors file ({exc})") from None
+
+
+def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
+    """Read a canonical checkpoint; anything else is a :class:`UserError`."""
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"{p}: no such checkpoint file")
+    metadata = read_metadata(p)
+    if metadata.get("format") != FORMAT:
+        raise UserError(
+            f"{p}: not an sslboost checkpoint (metadata format={metadata.get('format')!r}, expected {FORMAT!r}); "
+            "convert official files with `sslboost convert`"
+        )
+    if metadata.get("method") not in METHOD_NAMES:
+        raise UserError(f"{p}: unknown method {metadata.get('method')!r} in metadata")
+    return Checkpoint(load_file(str(p)), metadata)

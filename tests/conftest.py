@@ -1,0 +1,35 @@
+"""Shared test fixtures: deterministic seeds, an isolated cache, and a CLI runner."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from e2mc_cli.cli import app
+
+
+@pytest.fixture(autouse=True)
+def _deterministic(monkeypatch, tmp_path_factory):
+    random.seed(0)
+    np.random.seed(0)
+    torch.manual_seed(0)
+    # Never touch the user's cache or the network from a test.
+    monkeypatch.setenv("SSLBOOST_CACHE", str(tmp_path_factory.mktemp("cache")))
+    monkeypatch.delenv("SSLBOOST_MIRROR", raising=False)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+@pytest.fixture
+def cli():
+    """``cli("bases", "--json")`` runs the app in-process and returns click's Result
+    (``exit_code``, ``stdout``, ``stderr``)."""
+    runner = CliRunner()
+
+    def run(*args: str, **kwargs):
+        return runner.invoke(app, [str(a) for a in args], catch_exceptions=False, **kwargs)
+
+    return run
