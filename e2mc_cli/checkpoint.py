@@ -108,7 +108,8 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     metadata = read_metadata(p)
     if metadata.get("format") != FORMAT:
         raise UserError(
-            f"{p}: not an sslboost checkpoint (metadata format={metadata.get('format')!r}, expected {FORMAT!r}); "
+            f"{p}: not an sslboost checkpoint (metadata format={metadata.get('format')!r}, "
+            f"expected {FORMAT!r}); "
             "convert official files with `sslboost convert`"
         )
     if metadata.get("method") not in METHOD_NAMES:

@@ -65,8 +65,11 @@ def infer_heads(method: str, state_dict: dict[str, torch.Tensor]) -> dict:
     try:
         if method == "vicreg":
             idx = sorted(
-                {int(k.split(".")[1]) for k in state_dict if k.startswith("projector.") and k.endswith("weight")
-                 and state_dict[k].ndim == 2}
+                {
+                    int(k.split(".")[1])
+                    for k in state_dict
+                    if k.startswith("projector.") and k.endswith("weight") and state_dict[k].ndim == 2
+                }
             )
             return {"mlp": "-".join(str(state_dict[f"projector.{i}.weight"].shape[0]) for i in idx)}
         if method == "swav":
@@ -75,7 +78,10 @@ def infer_heads(method: str, state_dict: dict[str, torch.Tensor]) -> dict:
                 "feat_dim": state_dict["projector.3.weight"].shape[0],
                 "n_prototypes": state_dict["prototypes.weight"].shape[0],
             }
-        return {"dim": state_dict["projector.6.weight"].shape[0], "pred_dim": state_dict["predictor.0.weight"].shape[0]}
+        return {
+            "dim": state_dict["projector.6.weight"].shape[0],
+            "pred_dim": state_dict["predictor.0.weight"].shape[0],
+        }
     except KeyError as exc:
         raise UserError(f"checkpoint has no {exc.args[0]!r}: not a complete {method} model") from None
 

@@ -50,7 +50,8 @@ class MiniResNet(nn.Module):
                 downsample = None
                 if s != 1 or inplanes != planes:
                     downsample = nn.Sequential(
-                        nn.Conv2d(inplanes, planes, kernel_size=1, stride=s, bias=False), nn.BatchNorm2d(planes)
+                        nn.Conv2d(inplanes, planes, kernel_size=1, stride=s, bias=False),
+                        nn.BatchNorm2d(planes),
                     )
                 layers.append(BasicBlock(inplanes, planes, stride=s, downsample=downsample))
                 inplanes = planes

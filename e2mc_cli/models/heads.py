@@ -30,7 +30,10 @@ def vicreg_projector(in_dim: int, mlp: str = "8192-8192-8192") -> nn.Sequential:
 
 def swav_projection_head(in_dim: int, hidden_mlp: int = 2048, feat_dim: int = 128) -> nn.Sequential:
     return nn.Sequential(
-        nn.Linear(in_dim, hidden_mlp), nn.BatchNorm1d(hidden_mlp), nn.ReLU(inplace=True), nn.Linear(hidden_mlp, feat_dim)
+        nn.Linear(in_dim, hidden_mlp),
+        nn.BatchNorm1d(hidden_mlp),
+        nn.ReLU(inplace=True),
+        nn.Linear(hidden_mlp, feat_dim),
     )
 
 
@@ -55,5 +58,8 @@ def simsiam_projector(in_dim: int, dim: int = 2048) -> nn.Sequential:
 
 def simsiam_predictor(dim: int = 2048, pred_dim: int = 512) -> nn.Sequential:
     return nn.Sequential(
-        nn.Linear(dim, pred_dim, bias=False), nn.BatchNorm1d(pred_dim), nn.ReLU(inplace=True), nn.Linear(pred_dim, dim)
+        nn.Linear(dim, pred_dim, bias=False),
+        nn.BatchNorm1d(pred_dim),
+        nn.ReLU(inplace=True),
+        nn.Linear(pred_dim, dim),
     )
