@@ -1,3 +1,114 @@
-"""`sslboost` commands of this area (registered on :data:`e2mc_cli.cli.app.app`)."""
+"""`sslboost bases`, `sslboost fetch`, `sslboost convert`: the named public bases."""
 
 from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+from rich import box
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from e2mc_cli.checkpoint import save_state_dict
+from e2mc_cli.cli.app import app, console
+from e2mc_cli.errors import UserError
+from e2mc_cli.zoo import BASES, base_path, convert_base, fetch_base, get_spec, is_cached, spec_heads
+from e2mc_cli.zoo.downloads import sha256_file
+from e2mc_cli.zoo.hf import download_hf, is_hf
+
+
+def _row(spec) -> dict:
+    return {
+        "name": spec.name,
+        "method": spec.method,
+        "arch": spec.arch,
+        "epochs": spec.epochs,
+        "batch_size": spec.batch_size,
+        "url": spec.url,
+        "builtin": spec.builtin,
+        "licence": spec.licence,
+        "linear_top1": spec.linear_top1,
+        "sha256": spec.sha256,
+        "heads": spec_heads(spec),
+        "notes": spec.notes,
+        "cached": is_cached(spec),
+        "path": str(base_path(spec)),
+    }
+
+
+@app.command()
+def bases(
+    as_json: bool = typer.Option(False, "--json", help="Print the registry as JSON."),
+) -> None:
+    """List the named bases: method, epochs, batch size, URL, licence, reported linear top-1."""
+    rows = [_row(spec) for spec in BASES.values()]
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    table = Table(box=box.SIMPLE_HEAD)
+    for column, kw in (
+        ("name", {"style": "bold"}),
+        ("method", {}),
+        ("epochs", {"justify": "right"}),
+        ("batch", {"justify": "right"}),
+        ("top-1", {"justify": "right"}),
+        ("licence", {}),
+        ("cached", {}),
+    ):
+        table.add_column(column, no_wrap=True, **kw)
+    table.add_column("URL", overflow="fold")
+    for r in rows:
+        top1 = f"{r['linear_top1']:.1f}" if r["linear_top1"] is not None else "–"
+        cached = "built-in" if r["builtin"] else ("[green]yes[/]" if r["cached"] else "no")
+        table.add_row(
+            r["name"],
+            r["method"],
+            str(r["epochs"]),
+            str(r["batch_size"]),
+            top1,
+            r["licence"],
+            cached,
+            escape(r["url"] or r["builtin"]),
+        )
+    # Piped output is not folded to 80 columns: one base per line.
+    out = console if console.is_terminal else Console(width=240)
+    out.print(table)
+    out.print("top-1: ImageNet linear probe (%) reported by the authors for that file.")
+
+
+@app.command()
+def fetch(
+    base: str = typer.Option(..., "--base", help="A name from `sslboost bases`, or hf://ORG/NAME[@REV]."),
+) -> None:
+    """Download a base into the cache (resumable) and verify its sha256."""
+    path = download_hf(base) if is_hf(base) else fetch_base(get_spec(base))
+    size_mb = path.stat().st_size / 2**20
+    console.print(f"{escape(base)}: {escape(str(path))} ({size_mb:.1f} MiB, sha256 {sha256_file(path)})")
+
+
+@app.command()
+def convert(
+    out: Path = typer.Option(..., "--out", help="The canonical checkpoint to write (.safetensors)."),
+    base: str = typer.Option(None, "--base", help="A name from `sslboost bases`, or hf://ORG/NAME[@REV]."),
+    base_file: Path = typer.Option(None, "--base-file", help="A local file in an official layout."),
+    method: str = typer.Option(None, "--method", help="vicreg, swav or simsiam (with --base-file)."),
+    allow_new_heads: bool = typer.Option(
+        False, "--allow-new-heads", help="Initialise heads missing from the file with random weights."
+    ),
+) -> None:
+    """Convert an official checkpoint into the canonical safetensors layout, with a report."""
+    if out.suffix != ".safetensors":
+        raise UserError(f"--out {out}: the canonical checkpoint is a .safetensors file")
+    if out.is_dir():
+        raise UserError(f"--out {out}: is a folder")
+    ckpt, report = convert_base(base, base_file=base_file, method=method, allow_new_heads=allow_new_heads)
+    save_state_dict(out, ckpt.state_dict, ckpt.metadata)
+    if report is None:
+        console.print(f"already canonical ({ckpt.method} {ckpt.arch}); copied {len(ckpt.state_dict)} tensors")
+    else:
+        for line in report.lines():
+            style = "bold red" if line.startswith("NEW HEADS") else None
+            console.print(escape(line), style=style, highlight=False, soft_wrap=True)
+    console.print(f"wrote {escape(str(out))} (base {escape(ckpt.metadata.get('base', ''))})", highlight=False)

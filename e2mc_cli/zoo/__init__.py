@@ -1,1 +1,207 @@
-"""zoo."""
+"""The base zoo: named public checkpoints, fetched, verified and converted to the canonical layout.
+
+:func:`resolve_base` is what every command uses to turn ``--base`` / ``--base-file`` into a
+:class:`~e2mc_cli.checkpoint.Checkpoint`:
+
+- a registry name (``swav800``): downloaded once into the cache, verified on every use, converted
+  in memory;
+- ``hf://ORG/NAME[@REV]``: the ``model.safetensors`` of a repository written by ``sslboost push``;
+- a canonical ``*.safetensors`` file;
+- an official file in any of the official layouts, with its ``method``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from importlib import resources
+from pathlib import Path
+
+from e2mc_cli.checkpoint import FORMAT, Checkpoint, load_checkpoint
+from e2mc_cli.errors import UserError
+from e2mc_cli.models import DEFAULT_HEADS, METHOD_NAMES
+from e2mc_cli.zoo.convert import ConversionReport, convert_state_dict, detect_method
+from e2mc_cli.zoo.downloads import cache_dir, download, mirror_url, sha256_file, verify_file
+from e2mc_cli.zoo.hf import download_hf, is_hf
+from e2mc_cli.zoo.registry import BASES, BaseSpec, closest_names, get_spec
+from e2mc_cli.zoo.safe_load import safe_torch_load
+
+
+def spec_heads(spec: BaseSpec) -> dict:
+    """The head sizes of a registry entry (the official ones unless the entry says otherwise)."""
+    return {**DEFAULT_HEADS[spec.method], **(spec.heads or {})}
+
+
+def builtin_dir() -> Path:
+    """The folder of the built-in bases shipped with the package (``e2mc_cli/zoo/weights``)."""
+    return Path(str(resources.files("e2mc_cli.zoo") / "weights"))
+
+
+def base_path(spec: BaseSpec) -> Path:
+    """Where the file of ``spec`` lives: the package (built-in) or the cache (downloads)."""
+    if spec.builtin:
+        return builtin_dir() / spec.builtin
+    return cache_dir() / "bases" / spec.name / spec.filename
+
+
+def is_cached(spec: BaseSpec) -> bool:
+    return base_path(spec).is_file()
+
+
+def _validate_checkpoint_file(path: Path) -> None:
+    safe_torch_load(path)
+
+
+def fetch_base(base: str | BaseSpec, progress: bool = True) -> Path:
+    """The verified local file of a registry base, downloading it into the cache if needed."""
+    spec = base if isinstance(base, BaseSpec) else get_spec(base)
+    path = base_path(spec)
+    if spec.builtin:
+        if not path.is_file():
+            raise UserError(f"built-in base {spec.name}: {path} is missing from the installation")
+        if spec.sha256 and sha256_file(path) != spec.sha256.lower():
+            raise UserError(
+                f"built-in base {spec.name}: {path} does not match its sha256; reinstall sslboost"
+            )
+        return path
+    if path.is_file():
+        verify_file(path, spec.sha256, hint=f"run `sslboost fetch --base {spec.name}` again")
+        return path
+    return download(spec.url, path, sha256=spec.sha256, progress=progress, validate=_validate_checkpoint_file)
+
+
+def _metadata(report: ConversionReport, base: str, epoch: int | None, **extra: str) -> dict[str, str]:
+    meta = {
+        "format": FORMAT,
+        "method": report.method,
+        "arch": report.arch,
+        "base": base,
+        "criterion": "",
+        "epoch": str(epoch if epoch is not None else 0),
+        "recipe": "{}",
+        "heads": json.dumps(report.heads, sort_keys=True),
+    }
+    if report.new:
+        meta["new_heads"] = ",".join(report.new_modules)
+    meta.update({k: v for k, v in extra.items() if v})
+    return meta
+
+
+def _normalised(heads: dict) -> dict[str, str]:
+    return {k: str(v) for k, v in heads.items()}
+
+
+def _check_method(found: str, method: str | None, what: str) -> None:
+    if method is not None and method != found:
+        raise UserError(f"{what} is a {found} checkpoint, not {method}")
+
+
+def _from_registry(
+    spec: BaseSpec, method: str | None, allow_new_heads: bool
+) -> tuple[Checkpoint, ConversionReport | None]:
+    _check_method(spec.method, method, f"base {spec.name}")
+    path = fetch_base(spec)
+    if path.suffix == ".safetensors":
+        ckpt = load_checkpoint(path)
+        _check_method(ckpt.method, spec.method, str(path))
+        ckpt.metadata.update(base=spec.name, licence=spec.licence or ckpt.metadata.get("licence", ""))
+        return ckpt, None
+    expected = spec_heads(spec)
+    state, report = convert_state_dict(
+        safe_torch_load(path),
+        spec.method,
+        arch=spec.arch,
+        heads=expected,
+        allow_new_heads=allow_new_heads,
+        source=f"{spec.name} ({path})",
+    )
+    if _normalised(report.heads) != _normalised(expected):
+        raise UserError(
+            f"{path}: heads {report.heads} do not match the registry entry {spec.name} ({expected}); "
+            f"delete the file and run `sslboost fetch --base {spec.name}` again"
+        )
+    epoch = report.epoch if report.epoch is not None else spec.epochs
+    meta = _metadata(report, spec.name, epoch, licence=spec.licence, source=spec.url or "")
+    return Checkpoint(state, meta), report
+
+
+def _from_file(
+    path: Path, method: str | None, allow_new_heads: bool
+) -> tuple[Checkpoint, ConversionReport | None]:
+    if not path.is_file():
+        raise UserError(f"{path}: no such file")
+    if path.suffix == ".safetensors":
+        ckpt = load_checkpoint(path)
+        _check_method(ckpt.method, method, str(path))
+        return ckpt, None
+    obj = safe_torch_load(path)
+    if method is None:
+        inner = obj.get("model", obj.get("state_dict", obj)) if isinstance(obj, dict) else {}
+        looks, _ = detect_method(inner if isinstance(inner, dict) else {})
+        guess = f" (it looks like a {looks} checkpoint)" if looks else ""
+        raise UserError(f"{path}: pass --method {'|'.join(METHOD_NAMES)} for an official file{guess}")
+    if method not in METHOD_NAMES:
+        raise UserError(f"unknown method {method!r}; expected one of: {', '.join(METHOD_NAMES)}")
+    state, report = convert_state_dict(obj, method, allow_new_heads=allow_new_heads, source=str(path))
+    return Checkpoint(state, _metadata(report, str(path), report.epoch)), report
+
+
+def convert_base(
+    base: str | None = None,
+    *,
+    base_file: str | os.PathLike | None = None,
+    method: str | None = None,
+    allow_new_heads: bool = False,
+) -> tuple[Checkpoint, ConversionReport | None]:
+    """:func:`resolve_base` plus the conversion report (``None`` for canonical inputs)."""
+    if base and base_file:
+        raise UserError("pass either --base or --base-file, not both")
+    if base_file:
+        return _from_file(Path(base_file), method, allow_new_heads)
+    if not base:
+        raise UserError(
+            "no base given: pass --base NAME (see `sslboost bases`), --base hf://ORG/NAME, "
+            "or --base-file PATH --method METHOD"
+        )
+    if is_hf(base):
+        ckpt = load_checkpoint(download_hf(base))
+        _check_method(ckpt.method, method, base)
+        ckpt.metadata["base"] = base
+        return ckpt, None
+    path = Path(base).expanduser()
+    if base not in BASES and (path.suffix == ".safetensors" or path.is_file()):
+        return _from_file(path, method, allow_new_heads)
+    return _from_registry(get_spec(base), method, allow_new_heads)  # unknown names: closest ones
+
+
+def resolve_base(
+    base: str | None = None,
+    *,
+    base_file: str | os.PathLike | None = None,
+    method: str | None = None,
+    allow_new_heads: bool = False,
+) -> Checkpoint:
+    """The canonical checkpoint of a base: registry name, ``hf://ORG/NAME[@REV]``, canonical
+    ``.safetensors`` path, or (``base_file`` + ``method``) an official file."""
+    return convert_base(base, base_file=base_file, method=method, allow_new_heads=allow_new_heads)[0]
+
+
+__all__ = [
+    "BASES",
+    "BaseSpec",
+    "ConversionReport",
+    "base_path",
+    "builtin_dir",
+    "cache_dir",
+    "closest_names",
+    "convert_base",
+    "convert_state_dict",
+    "download",
+    "fetch_base",
+    "get_spec",
+    "is_cached",
+    "mirror_url",
+    "resolve_base",
+    "safe_torch_load",
+    "spec_heads",
+]

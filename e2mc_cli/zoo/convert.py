@@ -1,0 +1,310 @@
+"""Official checkpoint layouts → the canonical state dict, with strict accounting.
+
+The containers (facebookresearch/vicreg, /swav, /simsiam training code):
+
+- SwAV: a bare state dict, ``module.`` + torchvision backbone names, ``module.projection_head.
+  {0,1,3}.*``, ``module.prototypes.weight``; its training checkpoints wrap the same keys as
+  ``{epoch, state_dict, optimizer[, amp]}``.
+- SimSiam: ``{epoch, arch, state_dict, optimizer}``; ``module.encoder.*`` is a torchvision ResNet
+  whose ``fc`` is the projector (``module.encoder.fc.{0,1,3,4,6,7}.*``), ``module.predictor.
+  {0,1,3}.*``.
+- VICReg full: ``{epoch, model, optimizer}``; ``module.backbone.*``, ``module.projector.
+  {0,1,3,4,6}.*``. VICReg backbone only (``resnet50.pth``): bare torchvision names.
+
+Every source tensor is either mapped to exactly one canonical key or named as dropped with a
+reason; every canonical tensor of the method's model is filled (heads may be freshly initialised
+only when asked). Anything else is a :class:`UserError`.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+import torch
+from rich.console import Console
+from rich.markup import escape
+
+from e2mc_cli.errors import UserError
+from e2mc_cli.models import BACKBONES, DEFAULT_HEADS, METHOD_NAMES, build_backbone, build_model, infer_heads
+
+
+def _warn(message: str) -> None:
+    """A warning no command can miss: bold, on stderr, whatever the caller."""
+    Console(stderr=True).print(f"[bold red]WARNING:[/] {escape(message)}", highlight=False, soft_wrap=True)
+
+
+HEAD_MODULES: dict[str, tuple[str, ...]] = {
+    "vicreg": ("projector",),
+    "swav": ("projector", "prototypes"),
+    "simsiam": ("projector", "predictor"),
+}
+
+# Entries of a training-checkpoint container besides its state dict.
+_KEPT_ENTRIES = ("epoch", "arch")
+_DROPPED_ENTRIES = {"optimizer": "optimiser state", "amp": "mixed-precision loss-scaler state"}
+_SHOWN = 4  # how many keys an error message lists
+
+
+@dataclass
+class ConversionReport:
+    """What happened to every tensor of a converted file."""
+
+    source: str
+    method: str
+    arch: str
+    layout: str
+    epoch: int | None
+    heads: dict
+    mapped: list[tuple[str, str]] = field(default_factory=list)  # (source key, canonical key)
+    dropped: list[tuple[str, int, str]] = field(default_factory=list)  # (what, tensors, reason)
+    new: list[str] = field(default_factory=list)  # canonical keys freshly initialised
+
+    @property
+    def new_modules(self) -> list[str]:
+        return sorted({k.split(".", 1)[0] for k in self.new})
+
+    def lines(self) -> list[str]:
+        """A short human report, one fact per line."""
+        epoch = f"epoch {self.epoch}" if self.epoch is not None else "no epoch recorded"
+        out = [
+            f"source: {self.source} ({self.layout}, {epoch})",
+            f"model: {self.method} {self.arch}, heads {json.dumps(self.heads, sort_keys=True)}",
+        ]
+        per_module = Counter(canon.split(".", 1)[0] for _, canon in self.mapped)
+        out.append(
+            "mapped: " + ", ".join(f"{n} tensor{'s' * (n != 1)} → {m}.*" for m, n in per_module.items())
+        )
+        for what, n, reason in self.dropped:
+            out.append(f"dropped: {what} ({n} tensor{'s' if n != 1 else ''}): {reason}")
+        total = len(self.mapped) + len(self.new)
+        out.append(f"filled: {len(self.mapped)}/{total} canonical tensors from the file")
+        if self.new:
+            out.append(
+                f"NEW HEADS: {', '.join(self.new_modules)} ({len(self.new)} tensors) freshly initialised "
+                "with random weights; they are not the base's"
+            )
+        return out
+
+
+def _count_tensors(obj) -> int:
+    if isinstance(obj, torch.Tensor):
+        return 1
+    if isinstance(obj, Mapping):
+        return sum(_count_tensors(v) for v in obj.values())
+    if isinstance(obj, list | tuple):
+        return sum(_count_tensors(v) for v in obj)
+    return 0
+
+
+def _listing(keys: list[str]) -> str:
+    shown = ", ".join(keys[:_SHOWN])
+    return shown + (f" (+{len(keys) - _SHOWN} more)" if len(keys) > _SHOWN else "")
+
+
+def _unwrap(obj, source: str) -> tuple[str, dict[str, torch.Tensor], dict, list[tuple[str, int, str]]]:
+    """(layout, state dict, kept entries, dropped entries) of an official container."""
+    if not isinstance(obj, Mapping) or not obj:
+        raise UserError(f"{source}: not a state dict or a training checkpoint (found {type(obj).__name__})")
+    if all(isinstance(v, torch.Tensor) for v in obj.values()):
+        return "bare state dict", dict(obj), {}, []
+    inner_key = next((k for k in ("model", "state_dict") if isinstance(obj.get(k), Mapping)), None)
+    if inner_key is None:
+        entries = _listing(list(map(str, obj)))
+        raise UserError(
+            f"{source}: not an official checkpoint layout (top-level entries {entries}; "
+            "expected a state dict, {epoch, model, optimizer} or {epoch, arch, state_dict, optimizer})"
+        )
+    kept, dropped, foreign = {}, [], []
+    for k, v in obj.items():
+        if k == inner_key:
+            continue
+        if k in _KEPT_ENTRIES:
+            kept[k] = v
+        elif k in _DROPPED_ENTRIES:
+            dropped.append((k, _count_tensors(v), _DROPPED_ENTRIES[k]))
+        else:
+            foreign.append(str(k))
+    inner = obj[inner_key]
+    foreign += [f"{inner_key}.{k}" for k, v in inner.items() if not isinstance(v, torch.Tensor)]
+    if foreign:
+        raise UserError(f"{source}: foreign entries in the checkpoint: {_listing(foreign)}")
+    layout = "{" + ", ".join(map(str, obj)) + "}"
+    return layout, dict(inner), kept, dropped
+
+
+def _strip_module(key: str) -> str:
+    return key[len("module.") :] if key.startswith("module.") else key
+
+
+def detect_method(keys) -> tuple[str | None, str]:
+    """The method whose head names appear in ``keys`` (``None`` for a backbone-only file), with
+    the key that shows it."""
+    stripped = [(k, _strip_module(k)) for k in keys]
+    for method, prefixes in (
+        ("simsiam", ("encoder.", "predictor.")),
+        ("swav", ("projection_head.", "prototypes.")),
+        ("vicreg", ("backbone.", "projector.")),
+    ):
+        for key, k in stripped:
+            if k.startswith(prefixes):
+                return method, key
+    return None, ""
+
+
+def _map_key(method: str, key: str) -> tuple[str | None, str]:
+    """(canonical key, "") or (None, reason it is dropped)."""
+    k = _strip_module(key)
+    if k == "queue" or k.startswith("queue."):
+        return None, "SwAV queue of past embeddings (training state)"
+    if method == "simsiam":
+        if k.startswith("encoder.fc."):
+            return "projector." + k[len("encoder.fc.") :], ""
+        if k.startswith("predictor."):
+            return k, ""
+        k = k.removeprefix("encoder.")
+    elif method == "swav":
+        if k.startswith("projection_head."):
+            return "projector." + k[len("projection_head.") :], ""
+        if k.startswith("prototypes."):
+            return k, ""
+    elif k.startswith("projector."):
+        return k, ""
+    else:
+        k = k.removeprefix("backbone.")
+    if k.startswith("fc."):
+        return None, "classifier fc of a backbone file (not part of the method)"
+    return "backbone." + k, ""
+
+
+@functools.cache
+def _backbone_shapes(arch: str) -> dict[str, torch.Size]:
+    with torch.device("meta"):
+        backbone = build_backbone(arch)
+    return {k: v.shape for k, v in backbone.state_dict().items()}
+
+
+@functools.cache
+def _model_shapes(method: str, arch: str, heads_json: str) -> dict[str, torch.Size]:
+    try:
+        with torch.device("meta"):
+            model = build_model(method, arch, json.loads(heads_json))
+    except (ValueError, KeyError, RuntimeError) as exc:
+        raise UserError(f"cannot build a {arch} {method} model with heads {heads_json}: {exc}") from None
+    return {k: v.shape for k, v in model.state_dict().items()}
+
+
+def _pick_arch(backbone_keys: dict[str, torch.Size]) -> str:
+    """The registered backbone whose names and shapes the file has (else the closest one)."""
+    names = set(backbone_keys)
+
+    def score(arch: str) -> tuple[int, int]:
+        shapes = _backbone_shapes(arch)
+        same = sum(1 for k in names & set(shapes) if shapes[k] == backbone_keys[k])
+        return same, -len(names ^ set(shapes))
+
+    return max(BACKBONES, key=score)
+
+
+def _heads_of(method: str, canonical: dict[str, torch.Tensor], fallback: dict) -> dict:
+    if not any(not k.startswith("backbone.") for k in canonical):
+        return dict(fallback)
+    try:
+        return {**fallback, **infer_heads(method, canonical)}
+    except (UserError, KeyError, IndexError):
+        return dict(fallback)
+
+
+def convert_state_dict(
+    obj,
+    method: str,
+    *,
+    arch: str | None = None,
+    heads: dict | None = None,
+    allow_new_heads: bool = False,
+    source: str = "checkpoint",
+) -> tuple[dict[str, torch.Tensor], ConversionReport]:
+    """Map an official checkpoint object (as ``torch.load`` returns it) to canonical keys.
+
+    ``arch`` (default: inferred from the backbone's names and shapes) and ``heads`` (the sizes of
+    freshly initialised heads; default the official ones) are optional. Returns the canonical
+    state dict (the source tensors themselves, unchanged) and the accounting report.
+    """
+    if method not in METHOD_NAMES:
+        raise UserError(f"unknown method {method!r}; expected one of: {', '.join(METHOD_NAMES)}")
+    layout, inner, kept, dropped = _unwrap(obj, source)
+
+    looks, evidence = detect_method(inner)
+    if looks is not None and looks != method:
+        raise UserError(
+            f"{source}: this file looks like a {looks} checkpoint (it has {evidence}), not {method}; "
+            f"use --method {looks}"
+        )
+
+    canonical: dict[str, torch.Tensor] = {}
+    origin: dict[str, str] = {}
+    dropped_keys: dict[str, list[str]] = {}
+    for key, tensor in inner.items():
+        canon, reason = _map_key(method, key)
+        if canon is None:
+            dropped_keys.setdefault(reason, []).append(key)
+        elif canon in canonical:
+            raise UserError(f"{source}: {origin[canon]} and {key} both map to {canon}")
+        else:
+            canonical[canon], origin[canon] = tensor, key
+    dropped += [(", ".join(keys), len(keys), reason) for reason, keys in dropped_keys.items()]
+
+    backbone = {k[len("backbone.") :]: v.shape for k, v in canonical.items() if k.startswith("backbone.")}
+    if not backbone:
+        raise UserError(f"{source}: no backbone tensors found (keys: {_listing(list(inner))})")
+    arch = arch or _pick_arch(backbone)
+    heads = _heads_of(method, canonical, heads or DEFAULT_HEADS[method])
+    target = _model_shapes(method, arch, json.dumps(heads, sort_keys=True))
+
+    foreign = [origin[k] for k in canonical if k not in target]
+    if foreign:
+        raise UserError(
+            f"{source}: {len(foreign)} tensor(s) foreign to a {arch} {method} checkpoint: {_listing(foreign)}"
+        )
+    wrong = [
+        f"{origin[k]} {tuple(v.shape)} (expected {tuple(target[k])})"
+        for k, v in canonical.items()
+        if v.shape != target[k]
+    ]
+    if wrong:
+        raise UserError(f"{source}: tensor shapes do not fit a {arch} {method} model: {_listing(wrong)}")
+    missing = [k for k in target if k not in canonical]
+    missing_backbone = [k for k in missing if k.startswith("backbone.")]
+    if missing_backbone:
+        raise UserError(f"{source}: backbone tensors missing for a {arch}: {_listing(missing_backbone)}")
+
+    epoch = kept.get("epoch")
+    report = ConversionReport(
+        source=source,
+        method=method,
+        arch=arch,
+        layout=layout,
+        epoch=int(epoch) if isinstance(epoch, int | float) else None,
+        heads=heads,
+        mapped=[(origin[k], k) for k in target if k in canonical],
+        dropped=dropped,
+    )
+    if missing:
+        modules = sorted({k.split(".", 1)[0] for k in missing})
+        if not allow_new_heads:
+            raise UserError(
+                f"{source}: no {' or '.join(modules)} for {method} in this file (a backbone-only "
+                "checkpoint?); pass --allow-new-heads to start them from random weights"
+            )
+        fresh = build_model(method, arch, heads).state_dict()
+        for k in missing:
+            canonical[k] = fresh[k]
+        report.new = missing
+        _warn(
+            f"{source}: {', '.join(modules)} freshly initialised with random weights "
+            "(--allow-new-heads); only the backbone comes from the base"
+        )
+    return {k: canonical[k] for k in target}, report

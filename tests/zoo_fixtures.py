@@ -1,0 +1,281 @@
+"""Test helpers for the base zoo: files in each official layout, rebuilt here from the official
+code's architecture (CRITERIA.md §6), and a local HTTP server that can drop a connection.
+
+The official heads below are written out independently of ``e2mc_cli.models`` so that the
+conversion is checked against the official architectures, not against itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import re
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import torch
+import torchvision
+from torch import nn
+
+from e2mc_cli.models.backbones import MiniResNet
+
+# --- the official architectures ------------------------------------------------------------
+
+
+def official_backbone(arch: str) -> nn.Module:
+    """A ResNet without classifier, torchvision names (the official ResNets have no ``fc``)."""
+    if arch == "resnet-mini":
+        return MiniResNet()
+    model = getattr(torchvision.models, arch)(weights=None)
+    model.fc = nn.Identity()
+    return model
+
+
+def backbone_width(arch: str) -> int:
+    return {"resnet-mini": 128, "resnet18": 512, "resnet50": 2048}[arch]
+
+
+def vicreg_projector(embedding: int, mlp: str) -> nn.Sequential:
+    """main_vicreg.Projector: (Linear-BN-ReLU) per hidden layer, last Linear without bias."""
+    f = [embedding, *map(int, mlp.split("-"))]
+    layers: list[nn.Module] = []
+    for i in range(len(f) - 2):
+        layers += [nn.Linear(f[i], f[i + 1]), nn.BatchNorm1d(f[i + 1]), nn.ReLU(True)]
+    layers.append(nn.Linear(f[-2], f[-1], bias=False))
+    return nn.Sequential(*layers)
+
+
+def swav_projection_head(width: int, hidden_mlp: int, output_dim: int) -> nn.Sequential:
+    """src/resnet50.py projection_head (hidden_mlp > 0)."""
+    return nn.Sequential(
+        nn.Linear(width, hidden_mlp),
+        nn.BatchNorm1d(hidden_mlp),
+        nn.ReLU(inplace=True),
+        nn.Linear(hidden_mlp, output_dim),
+    )
+
+
+def simsiam_encoder_fc(prev_dim: int, dim: int) -> nn.Sequential:
+    """simsiam/builder.py: the 3-layer projector that replaces the encoder's fc."""
+    return nn.Sequential(
+        nn.Linear(prev_dim, prev_dim, bias=False),
+        nn.BatchNorm1d(prev_dim),
+        nn.ReLU(inplace=True),
+        nn.Linear(prev_dim, prev_dim, bias=False),
+        nn.BatchNorm1d(prev_dim),
+        nn.ReLU(inplace=True),
+        nn.Linear(prev_dim, dim),
+        nn.BatchNorm1d(dim, affine=False),
+    )
+
+
+def simsiam_predictor(dim: int, pred_dim: int) -> nn.Sequential:
+    return nn.Sequential(
+        nn.Linear(dim, pred_dim, bias=False),
+        nn.BatchNorm1d(pred_dim),
+        nn.ReLU(inplace=True),
+        nn.Linear(pred_dim, dim),
+    )
+
+
+@torch.no_grad()
+def randomize_(module: nn.Module) -> nn.Module:
+    """Distinct random values in every tensor (BN variances positive), eval mode."""
+    for name, t in module.state_dict().items():
+        if t.dtype.is_floating_point:
+            t.copy_(torch.rand_like(t) + 0.5 if name.endswith("running_var") else torch.randn_like(t))
+        else:
+            t.fill_(int(torch.randint(1, 10_000, ())))
+    return module.eval()
+
+
+# --- the official containers ----------------------------------------------------------------
+
+
+def _exclude_bias_and_norm(p):  # the official filter; calling it here would be a test failure
+    raise AssertionError("the pickled exclude_bias_and_norm must never be called")
+
+
+_exclude_bias_and_norm.__module__ = "__main__"
+_exclude_bias_and_norm.__name__ = _exclude_bias_and_norm.__qualname__ = "exclude_bias_and_norm"
+
+
+def save_with_main_reference(obj, **kwargs) -> bytes:
+    """torch.save ``obj`` whose pickle references ``__main__.exclude_bias_and_norm`` by name."""
+    main = sys.modules["__main__"]
+    had = hasattr(main, "exclude_bias_and_norm")
+    main.exclude_bias_and_norm = _exclude_bias_and_norm
+    try:
+        buf = io.BytesIO()
+        torch.save(obj, buf, **kwargs)
+        return buf.getvalue()
+    finally:
+        if not had:
+            del main.exclude_bias_and_norm
+
+
+def lars_state(params: list[torch.Tensor]) -> dict:
+    """An optimiser state dict shaped like the official LARS one (momentum ``mu`` per param)."""
+    return {
+        "state": {i: {"mu": torch.randn_like(p)} for i, p in enumerate(params)},
+        "param_groups": [
+            {
+                "lr": 0.2,
+                "weight_decay": 1e-6,
+                "momentum": 0.9,
+                "eta": 0.001,
+                "weight_decay_filter": _exclude_bias_and_norm,
+                "lars_adaptation_filter": _exclude_bias_and_norm,
+                "params": list(range(len(params))),
+            }
+        ],
+    }
+
+
+def prefixed(prefix: str, state: dict) -> dict:
+    return {prefix + k: v for k, v in state.items()}
+
+
+class Official:
+    """One official file: its bytes, flat source state dict, the reference modules."""
+
+    def __init__(self, data: bytes, source: dict[str, torch.Tensor], modules: dict[str, nn.Module]):
+        self.data, self.source, self.modules = data, source, modules
+
+
+def vicreg_full(arch: str = "resnet-mini", mlp: str = "32-32-32", epoch: int = 1000) -> Official:
+    """{epoch, model, optimizer}: module.backbone.*, module.projector.*, pickled LARS state."""
+    backbone = randomize_(official_backbone(arch))
+    projector = randomize_(vicreg_projector(backbone_width(arch), mlp))
+    model = {
+        **prefixed("module.backbone.", backbone.state_dict()),
+        **prefixed("module.projector.", projector.state_dict()),
+    }
+    params = [p for m in (backbone, projector) for p in m.parameters()]
+    data = save_with_main_reference({"epoch": epoch, "model": model, "optimizer": lars_state(params)})
+    return Official(data, model, {"backbone": backbone, "projector": projector})
+
+
+def vicreg_backbone_only(arch: str = "resnet-mini", with_fc: bool = False) -> Official:
+    """resnet50.pth: bare torchvision names (an ``fc`` only when a classifier was kept)."""
+    backbone = randomize_(official_backbone(arch))
+    state = dict(backbone.state_dict())
+    if with_fc:
+        width = backbone_width(arch)
+        state.update({"fc.weight": torch.randn(10, width), "fc.bias": torch.randn(10)})
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    return Official(buf.getvalue(), state, {"backbone": backbone})
+
+
+def swav_bare(
+    arch: str = "resnet-mini", hidden_mlp: int = 32, feat_dim: int = 16, n_prototypes: int = 20
+) -> Official:
+    """A bare DDP state dict: module.<backbone>, module.projection_head.*, module.prototypes.weight.
+
+    Written with the legacy (pre-1.6, non-zip) serialisation, as files of that era may be.
+    """
+    backbone = randomize_(official_backbone(arch))
+    head = randomize_(swav_projection_head(backbone_width(arch), hidden_mlp, feat_dim))
+    prototypes = randomize_(nn.Linear(feat_dim, n_prototypes, bias=False))
+    state = {
+        **prefixed("module.", backbone.state_dict()),
+        **prefixed("module.projection_head.", head.state_dict()),
+        "module.prototypes.weight": prototypes.weight.detach().clone(),
+    }
+    buf = io.BytesIO()
+    torch.save(state, buf, _use_new_zipfile_serialization=False)
+    return Official(
+        buf.getvalue(), state, {"backbone": backbone, "projector": head, "prototypes": prototypes}
+    )
+
+
+def simsiam_checkpoint(
+    arch: str = "resnet-mini", dim: int = 32, pred_dim: int = 8, epoch: int = 100
+) -> Official:
+    """{epoch, arch, state_dict, optimizer}: module.encoder.* (fc = projector), module.predictor.*."""
+    encoder = official_backbone(arch)
+    encoder.fc = simsiam_encoder_fc(backbone_width(arch), dim)
+    randomize_(encoder)
+    predictor = randomize_(simsiam_predictor(dim, pred_dim))
+    params = [p for m in (encoder, predictor) for p in m.parameters()]
+    optimizer = torch.optim.SGD(params, lr=0.05, momentum=0.9, weight_decay=1e-4)
+    for p in params:
+        p.grad = torch.randn_like(p)
+    optimizer.step()  # momentum buffers in the state, as in a real checkpoint
+    state = {
+        **prefixed("module.encoder.", encoder.state_dict()),
+        **prefixed("module.predictor.", predictor.state_dict()),
+    }
+    buf = io.BytesIO()
+    torch.save({"epoch": epoch, "arch": arch, "state_dict": state, "optimizer": optimizer.state_dict()}, buf)
+    backbone = official_backbone(arch)
+    backbone.load_state_dict({k: v for k, v in encoder.state_dict().items() if not k.startswith("fc.")})
+    return Official(
+        buf.getvalue(), state, {"backbone": backbone.eval(), "projector": encoder.fc, "predictor": predictor}
+    )
+
+
+# --- a local HTTP server ----------------------------------------------------------------------
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self):  # noqa: N802 (http.server's naming)
+        srv = self.server
+        rng = self.headers.get("Range")
+        srv.requests.append((self.path, rng))
+        data = srv.files.get(self.path)
+        if data is None:
+            self.send_error(404, "Not Found")
+            return
+        m = re.fullmatch(r"bytes=(\d+)-", rng or "")
+        start = int(m.group(1)) if m else 0
+        if start >= len(data) and m:
+            self.send_response(416)
+            self.send_header("Content-Range", f"bytes */{len(data)}")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+            return
+        body = data[start:]
+        self.send_response(206 if m else 200)
+        if m:
+            self.send_header("Content-Range", f"bytes {start}-{len(data) - 1}/{len(data)}")
+        self.send_header("Accept-Ranges", "bytes")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.path in srv.drop_first and self.path not in srv.dropped:
+            srv.dropped.add(self.path)
+            self.wfile.write(body[: len(body) // 2])
+            self.wfile.flush()
+            self.close_connection = True  # the connection ends before Content-Length bytes
+            return
+        self.wfile.write(body)
+        srv.sent[self.path] = srv.sent.get(self.path, 0) + len(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@contextlib.contextmanager
+def serve(files: dict[str, bytes], drop_first: set[str] | None = None):
+    """Serve ``files`` (path → bytes) on http://127.0.0.1:<port>; honours ``Range: bytes=N-``.
+
+    The first GET of each path in ``drop_first`` sends half the body, then closes. Yields the
+    server, with ``.url``, ``.requests`` [(path, Range header)] and ``.sent`` {path: bytes}.
+    """
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    server.daemon_threads = True
+    server.files, server.drop_first = files, set(drop_first or ())
+    server.dropped, server.requests, server.sent = set(), [], {}
+    server.url = f"http://127.0.0.1:{server.server_address[1]}"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
