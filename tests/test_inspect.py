@@ -1,0 +1,158 @@
+"""`sslboost inspect` end to end on tiny random-init checkpoints and a tiny ImageFolder."""
+
+from __future__ import annotations
+
+import json
+
+import matplotlib.image as mpimg
+import numpy as np
+import pytest
+from PIL import Image
+
+from e2mc_cli.checkpoint import save_checkpoint
+from e2mc_cli.models import build_model
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+CLASSES = ("ant", "bee", "cow")
+
+
+@pytest.fixture
+def image_root(tmp_path):
+    """root/{train,val}/<class>/*.png: random 16 px RGB images, 12 per class in val."""
+    rng = np.random.default_rng(0)
+    root = tmp_path / "images"
+    for split, per_class in (("train", 2), ("val", 12)):
+        for c in CLASSES:
+            folder = root / split / c
+            folder.mkdir(parents=True)
+            for i in range(per_class):
+                pixels = rng.integers(0, 256, size=(16, 16, 3), dtype=np.uint8)
+                Image.fromarray(pixels).save(folder / f"{i}.png")
+    return root
+
+
+@pytest.fixture
+def checkpoints(tmp_path):
+    first = tmp_path / "first.safetensors"
+    second = tmp_path / "second.safetensors"
+    save_checkpoint(
+        first, build_model("vicreg", "resnet-mini", {"mlp": "32-32-32"}), base="toyv", criterion="none"
+    )
+    save_checkpoint(
+        second,
+        build_model("simsiam", "resnet-mini", {"dim": 24, "pred_dim": 8}),
+        base="toys",
+        criterion="e2mc",
+    )
+    return first, second
+
+
+def _args(weights, data, out, *extra):
+    args = ["inspect"]
+    for w in weights:
+        args += ["--weights", w]
+    return [*args, "--data", data, "--image-size", "16", "--out", out, *extra]
+
+
+def _png_size(path) -> tuple[int, int]:
+    assert path.read_bytes()[:8] == PNG_SIGNATURE
+    img = mpimg.imread(path)
+    return img.shape[1], img.shape[0]
+
+
+def test_two_models_ordered_and_labelled(cli, image_root, checkpoints, tmp_path):
+    first, second = checkpoints
+    out = tmp_path / "out"
+    r = cli(*_args([first, second], image_root, out))
+    assert r.exit_code == 0, r.stderr
+    # side by side in the order given, labelled by file name and base+criterion
+    assert r.stdout.index("first.safetensors") < r.stdout.index("second.safetensors")
+    assert "(toyv+none)" in r.stdout and "(toys+e2mc)" in r.stdout
+    assert "effective rank" in r.stdout and "centre norm²" in r.stdout
+
+    report = json.loads((out / "inspect.json").read_text())
+    assert [m["label"] for m in report["models"]] == [
+        "first.safetensors (toyv+none)",
+        "second.safetensors (toys+e2mc)",
+    ]
+    assert [(m["method"], m["space"]) for m in report["models"]] == [
+        ("vicreg", "hypercube"),
+        ("simsiam", "hypersphere"),
+    ]
+    assert report["n_samples"] == 3 * 12 and report["neighbour_k"] == 35  # k = min(100, n − 1)
+    for m in report["models"]:
+        assert m["backbone"]["d"] == 128  # resnet-mini features
+        for level in ("backbone", "projector"):
+            st = m[level]
+            assert 1.0 <= st["eff_rank"] <= min(st["n"], st["d"])
+            assert st["residual_sq"] == pytest.approx(st["aug_mean_sq"] - st["centre_sq"])
+            assert 0.0 <= st["nn_overlap"] <= 1.0
+            assert st["entropy_worst"] <= st["entropy_mean"] <= 0.05
+    assert report["models"][0]["projector"]["d"] == 32 and report["models"][1]["projector"]["d"] == 24
+
+    # figures: one row per model; the scatter uses 3 pairs of the smaller projector (24 dims)
+    assert report["figures"] == ["neighbours.png", "scatter.png", "spectrum.png"]
+    assert _png_size(out / "neighbours.png") == (2 * 420, 2 * 300)
+    assert _png_size(out / "scatter.png") == (3 * 300, 2 * 300)
+    assert _png_size(out / "spectrum.png") == (2 * 450, 320)
+    pairs = report["scatter_pairs"]
+    assert len(pairs) == 3 and len({d for p in pairs for d in p}) == 6 and max(max(p) for p in pairs) < 24
+    assert sorted(p.name for p in out.iterdir()) == [
+        "inspect.json",
+        "neighbours.png",
+        "scatter.png",
+        "spectrum.png",
+    ]
+
+    # the reverse order gives the reverse columns and the same numbers (seeded subset and views)
+    r2 = cli(*_args([second, first], image_root, tmp_path / "out2"))
+    assert r2.exit_code == 0, r2.stderr
+    assert r2.stdout.index("second.safetensors") < r2.stdout.index("first.safetensors")
+    report2 = json.loads((tmp_path / "out2" / "inspect.json").read_text())
+    assert report2["models"][1]["projector"] == report["models"][0]["projector"]
+
+
+def test_max_samples_subsets_and_same_file_names_get_their_folder(cli, image_root, tmp_path):
+    a, b = tmp_path / "a" / "model.safetensors", tmp_path / "b" / "model.safetensors"
+    for path, crit in ((a, "none"), (b, "e2mc")):
+        save_checkpoint(
+            path, build_model("vicreg", "resnet-mini", {"mlp": "16-16"}), base="x", criterion=crit
+        )
+    out = tmp_path / "out"
+    r = cli(*_args([a, b], image_root, out, "--max-samples", "10", "--neighbours", "3"))
+    assert r.exit_code == 0, r.stderr
+    report = json.loads((out / "inspect.json").read_text())
+    assert [m["label"] for m in report["models"]] == [
+        "a/model.safetensors (x+none)",
+        "b/model.safetensors (x+e2mc)",
+    ]
+    assert report["n_samples"] == 10 and report["neighbour_k"] == 3
+    assert all(m["projector"]["n"] == 10 for m in report["models"])
+
+
+@pytest.mark.parametrize(
+    "problem", ["missing", "not-safetensors", "unknown-base", "no-data", "bad-split", "tiny-sample"]
+)
+def test_bad_input_is_one_line_exit_2_nothing_written(cli, image_root, checkpoints, tmp_path, problem):
+    first, _ = checkpoints
+    weights, data, extra = [first], image_root, []
+    if problem == "missing":
+        weights = [first, tmp_path / "nope.safetensors"]
+    elif problem == "not-safetensors":
+        junk = tmp_path / "junk.safetensors"
+        junk.write_bytes(b"not a tensor file")
+        weights = [junk]
+    elif problem == "unknown-base":
+        weights = [first, "vicreg-no-such-base"]
+    elif problem == "no-data":
+        data = tmp_path / "no-such-folder"
+    elif problem == "bad-split":
+        extra = ["--split", "holdout"]
+    else:
+        extra = ["--max-samples", "2"]
+    out = tmp_path / "out"
+    r = cli(*_args(weights, data, out, *extra))
+    assert r.exit_code == 2
+    assert r.stderr.startswith("error:") and r.stderr.strip().count("\n") == 0
+    assert "Traceback" not in r.stderr
+    assert not out.exists()
