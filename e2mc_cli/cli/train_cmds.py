@@ -1,3 +1,250 @@
-"""`sslboost` commands of this area (registered on :data:`e2mc_cli.cli.app.app`)."""
+"""``sslboost continue``, ``sslboost recipes`` and ``sslboost bench train``."""
 
 from __future__ import annotations
+
+import json
+import sys
+
+import typer
+from rich import box
+from rich.markup import escape
+from rich.table import Table
+
+from e2mc_cli.cli.app import app, bench_app, console, err_console
+
+
+@app.command("continue")
+def continue_(
+    base: str = typer.Option(
+        None,
+        "--base",
+        help="Base to start from: a registry name, hf://ORG/NAME, or a model.safetensors file.",
+    ),
+    base_file: str = typer.Option(None, "--base-file", help="An official checkpoint file (with --method)."),
+    method: str = typer.Option(None, "--method", help="Method of --base-file: vicreg, swav or simsiam."),
+    criterion: str = typer.Option(
+        None, "--criterion", help="Add-on criterion (default e2mc; see `sslboost criteria`)."
+    ),
+    data: str = typer.Option(
+        None, "--data", help="ImageFolder root (train/<class>/*, or class folders) or fmnist."
+    ),
+    out: str = typer.Option(None, "--out", help="Run folder (default runs/<base>-<criterion>)."),
+    recipe: str = typer.Option(None, "--recipe", help="A recipe TOML file instead of the shipped one."),
+    epochs: int = typer.Option(None, "--epochs", min=1, help="Override run.epochs."),
+    batch_size: int = typer.Option(None, "--batch-size", min=1, help="Override run.batch_size (global)."),
+    lr: float = typer.Option(None, "--lr", min=0.0, help="Override optim.lr."),
+    image_size: int = typer.Option(
+        None, "--image-size", min=8, help="Scale every crop size by PX/224 (224 -> PX, 96 -> PX*96/224)."
+    ),
+    sets: list[str] = typer.Option(
+        None, "--set", help="Override any recipe key: section.key=value (value read as TOML). Repeatable."
+    ),
+    max_steps: int = typer.Option(
+        None, "--max-steps", min=1, help="Stop after N optimiser steps (all outputs written)."
+    ),
+    checkpoint_every: int = typer.Option(
+        None, "--checkpoint-every", min=1, help="Override run.checkpoint_every."
+    ),
+    workers: int = typer.Option(
+        4, "--workers", min=0, help="Data-loading worker processes per training process."
+    ),
+    compile_: bool = typer.Option(False, "--compile", help="torch.compile the backbone and heads."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    resume: bool = typer.Option(
+        False, "--resume", help="Continue the run in --out from its last checkpoint."
+    ),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Replace the outputs of an earlier run in --out."
+    ),
+) -> None:
+    """Continue the pre-training of a base with its own loss plus an add-on criterion.
+
+    Exit codes: 0 finished (or stopped by --max-steps, SIGINT or SIGTERM after saving);
+    1 the loss became non-finite (the last good checkpoint is kept); 2 bad input.
+    """
+    from e2mc_cli.errors import UserError
+    from e2mc_cli.training.loop import NonFiniteLoss, TrainOptions, run
+
+    if device not in ("auto", "cpu", "cuda"):
+        raise UserError(f"--device {device!r}: expected auto, cpu or cuda")
+    sets = list(sets or [])
+    if checkpoint_every is not None:
+        sets.append(f"run.checkpoint_every={checkpoint_every}")
+    opts = TrainOptions(
+        base=base,
+        base_file=base_file,
+        method=method,
+        criterion=criterion,
+        data=data,
+        out=out,
+        recipe_file=recipe,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        image_size=image_size,
+        sets=sets,
+        max_steps=max_steps,
+        workers=workers,
+        compile=compile_,
+        resume=resume,
+        overwrite=overwrite,
+        device=device,
+        argv=_argv(locals()),
+    )
+    try:
+        result = run(opts, console)
+    except NonFiniteLoss as exc:
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    s = result.summary
+    if result.status == "interrupted":
+        console.print(
+            f"stopped at step {s['steps']} and saved {escape(str(result.out))}/checkpoints/last.pt; "
+            f"continue with:\n  {escape(result.resume_command)}",
+            highlight=False,
+            soft_wrap=True,
+        )
+        return
+    done = "stopped at --max-steps" if result.status == "max_steps" else "finished"
+    console.print(
+        f"{done}: {s['steps']} steps, {s['images_seen']} images in {s['wall_time_s']:.1f} s "
+        f"({s['images_per_s'] or 0:.1f} img/s), {s['skipped_files']} skipped files; "
+        f"wrote {escape(str(result.out))}/model.safetensors (epoch {s['epoch']:g})",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+_FLAGS = {
+    "base": "--base",
+    "base_file": "--base-file",
+    "method": "--method",
+    "criterion": "--criterion",
+    "data": "--data",
+    "out": "--out",
+    "recipe": "--recipe",
+    "epochs": "--epochs",
+    "batch_size": "--batch-size",
+    "lr": "--lr",
+    "image_size": "--image-size",
+    "max_steps": "--max-steps",
+    "checkpoint_every": "--checkpoint-every",
+    "workers": "--workers",
+    "device": "--device",
+}
+
+
+def _argv(params: dict) -> list[str]:
+    """The command line as typed (``sys.argv``), or rebuilt from the options when called in-process."""
+    if sys.argv[1:2] == ["continue"]:
+        return sys.argv[1:]
+    args = ["continue"]
+    for name, flag in _FLAGS.items():
+        value = params.get(name)
+        if (
+            value is not None
+            and not (name == "workers" and value == 4)
+            and not (name == "device" and value == "auto")
+        ):
+            args += [flag, str(value)]
+    for item in params.get("sets") or []:
+        if not item.startswith("run.checkpoint_every=") or params.get("checkpoint_every") is None:
+            args += ["--set", item]
+    for name, flag in (("compile_", "--compile"), ("resume", "--resume"), ("overwrite", "--overwrite")):
+        if params.get(name):
+            args.append(flag)
+    return args
+
+
+@app.command("recipes")
+def recipes(json_: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")) -> None:
+    """List the shipped recipes (method, criterion, key coefficients, optimiser, source)."""
+    from e2mc_cli.training.recipe import list_recipes
+
+    rows = list_recipes()
+    if json_:
+        console.print_json(json.dumps(rows))
+        return
+    for kind, title in (
+        (
+            "continue",
+            "sslboost continue (other method/criterion pairs: <method>-continued + the criterion's defaults)",
+        ),
+        ("pretrain", "sslboost pretrain (from scratch)"),
+    ):
+        chosen = [r for r in rows if r["kind"] == kind]
+        if not chosen:
+            continue
+        table = Table(title=title, box=box.SIMPLE, title_justify="left")
+        table.add_column("name", no_wrap=True)
+        table.add_column("criterion", no_wrap=True)
+        table.add_column("coefficients", min_width=16)
+        table.add_column("optimizer", no_wrap=True)
+        table.add_column("lr", no_wrap=True)
+        table.add_column("bs×ep", no_wrap=True)
+        for r in chosen:
+            coef = " ".join(
+                f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in r["coefficients"].items()
+            )
+            table.add_row(
+                r["name"],
+                r["criterion"],
+                coef or "-",
+                str(r["optimizer"]),
+                f"{r['lr']:g}",
+                f"{r['batch_size']}×{r['epochs']}",
+            )
+        console.print(table)
+
+
+@bench_app.command("train")
+def bench_train(
+    method: str = typer.Option("all", "--method", help="vicreg, swav, simsiam or all."),
+    arch: str = typer.Option("resnet-mini", "--arch", help="Backbone: resnet-mini, resnet18 or resnet50."),
+    image_size: int = typer.Option(32, "--image-size", min=8, help="Full-resolution view size in px."),
+    batch_size: int = typer.Option(32, "--batch-size", min=2, help="Images per step."),
+    steps: int = typer.Option(10, "--steps", min=1, help="Timed steps per measurement (after warm-up)."),
+    warmup: int = typer.Option(3, "--warmup", min=0, help="Untimed steps before each measurement."),
+    criterion: str = typer.Option("e2mc", "--criterion", help="Add-on criterion of the full step."),
+    heads: str = typer.Option(
+        "scaled", "--heads", help="scaled (official shapes × backbone width / 2048) or official."
+    ),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    json_: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """Images/s of a full training step vs a bare backbone forward+backward on the same views."""
+    from e2mc_cli.benchmarks.train import bench_train as run_bench
+
+    report = run_bench(
+        methods=method,
+        arch=arch,
+        image_size=image_size,
+        batch_size=batch_size,
+        steps=steps,
+        warmup=warmup,
+        criterion=criterion,
+        heads=heads,
+        device=device,
+    )
+    if json_:
+        console.print_json(json.dumps(report))
+        return
+    cfg = report["config"]
+    table = Table(
+        title=f"training step vs bare backbone ({cfg['arch']}, {cfg['image_size']} px, "
+        f"batch {cfg['batch_size']}, {cfg['device']}{', bf16 + channels_last' if cfg['amp'] else ''}, "
+        f"criterion {cfg['criterion']})"
+    )
+    for col in ("method", "views", "full step img/s", "bare backbone img/s", "full / bare", "overhead"):
+        table.add_column(col, justify="right")
+    for r in report["results"]:
+        table.add_row(
+            r["method"],
+            r["views"],
+            f"{r['full_img_s']:.1f}",
+            f"{r['bare_img_s']:.1f}",
+            f"{r['ratio']:.3f}",
+            f"{r['overhead_pct']:+.1f} %",
+        )
+    console.print(table)
+    console.print(escape(report["note"]), highlight=False, soft_wrap=True)

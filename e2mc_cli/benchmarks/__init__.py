@@ -1,0 +1,1 @@
+"""Benchmarks behind ``sslboost bench ...``: measured figures, no assertions."""

@@ -1,0 +1,318 @@
+"""Recipes: every hyperparameter of a continued pre-training run, in one TOML document.
+
+A recipe has the sections
+
+- ``[recipe]``: ``name``, ``method``, ``source`` (where the numbers come from);
+- ``[run]``: ``epochs`` (a fraction trains that share of an epoch's steps), ``batch_size``
+  (global, over all processes), ``seed``,
+  ``checkpoint_every`` (optimiser steps), ``log_every`` (optimiser steps);
+- ``[optim]``: ``name`` (``lars``, ``sgd-larc``, ``sgd``), ``lr``, ``lr_batch_scaling``
+  (multiply ``lr`` by ``batch_size / 256`` as the VICReg and SimSiam code do), ``momentum``,
+  ``weight_decay``, ``schedule`` (``constant`` or ``cosine``), ``warmup_epochs``,
+  ``final_lr_ratio`` and the optimiser's own keys (LARS ``eta``, ``exclude_bias_and_norm``;
+  LARC ``trust_coefficient``, ``clip``; ``predictor_lr`` for groups a method keeps at a fixed
+  learning rate);
+- ``[method]``: the base method's options (loss coefficients, SwAV's Sinkhorn and queue);
+- ``[criterion]``: ``name`` and the criterion's coefficients;
+- ``[views]``: ``image_size`` and the view options (crop sizes given at the 224-px reference,
+  scaled by ``image_size / 224``).
+
+Resolution: the recipe file (``recipes/<method>-<criterion>.toml``, or ``--recipe FILE``; a pair
+without a file starts from ``<method>-continued.toml`` and takes the criterion's own defaults),
+then ``--epochs``, ``--batch-size``, ``--lr``, then each ``--set section.key=value`` (the value is
+read as TOML, so ``1e-3``, ``true``, ``[2, 6]`` and ``"text"`` keep their types; a bare word is a
+string).
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import math
+import sys
+from pathlib import Path
+
+import tomli_w
+
+import e2mc_cli
+from e2mc_cli.errors import UserError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+RECIPES_DIR = Path(e2mc_cli.__file__).parent / "recipes"
+SECTIONS = ("recipe", "run", "optim", "method", "criterion", "views")
+
+# Keys the loop understands in the fixed sections, with their defaults where a recipe omits them.
+RUN_KEYS: dict[str, object] = {
+    "epochs": 10,
+    "batch_size": 512,
+    "seed": 0,
+    "checkpoint_every": 500,
+    "log_every": 20,
+}
+OPTIM_KEYS: dict[str, object] = {
+    "name": "sgd",
+    "lr": 0.001,
+    "lr_batch_scaling": False,
+    "momentum": 0.9,
+    "weight_decay": 0.0,
+    "schedule": "cosine",
+    "warmup_epochs": 0,
+    "final_lr_ratio": 0.0,
+}
+# Keys of one optimiser only, with their defaults (official values).
+OPTIMIZER_KEYS: dict[str, dict[str, object]] = {
+    "lars": {"eta": 0.001, "exclude_bias_and_norm": True},
+    "sgd-larc": {"trust_coefficient": 0.001, "clip": False},
+    "sgd": {},
+}
+EXTRA_OPTIM_KEYS = ("predictor_lr",)
+RECIPE_KEYS = ("name", "method", "source")
+
+
+def _load_toml(path: Path) -> dict:
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such recipe file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise UserError(f"{path}: not valid TOML ({exc})") from None
+
+
+def recipe_kind(recipe: dict) -> str:
+    """``"pretrain"`` for a from-scratch recipe (it has a ``[model]`` section), else ``"continue"``."""
+    return "pretrain" if "model" in recipe else "continue"
+
+
+def recipe_files(kind: str | None = None) -> list[Path]:
+    """The shipped recipe files, sorted by name (only those of ``kind`` when given)."""
+    files = sorted(RECIPES_DIR.glob("*.toml"))
+    return files if kind is None else [p for p in files if recipe_kind(_load_toml(p)) == kind]
+
+
+def list_recipes() -> list[dict]:
+    """One record per shipped recipe: name, kind, method, criterion, key coefficients, source."""
+    rows = []
+    for path in recipe_files():
+        r = _load_toml(path)
+        crit = dict(r.get("criterion", {}))
+        optim = r.get("optim", {})
+        run = r.get("run", {})
+        rows.append(
+            {
+                "name": path.stem,
+                "kind": recipe_kind(r),
+                "method": r.get("recipe", {}).get("method", path.stem.split("-")[0]),
+                "criterion": crit.pop("name", "continued"),
+                "coefficients": crit,
+                "optimizer": optim.get("name"),
+                "lr": optim.get("lr"),
+                "batch_size": run.get("batch_size"),
+                "epochs": run.get("epochs"),
+                "source": r.get("recipe", {}).get("source", ""),
+            }
+        )
+    return rows
+
+
+def _criterion_defaults(name: str) -> dict:
+    from e2mc_cli.criteria import criterion_defaults
+
+    return {k: v for k, v in criterion_defaults(name).items() if k != "space"}
+
+
+def _check_criterion(name: str) -> None:
+    from e2mc_cli.criteria import CRITERIA
+
+    if name not in CRITERIA:
+        close = difflib.get_close_matches(name, list(CRITERIA), n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise UserError(f"unknown criterion '{name}'{hint}; valid names: {', '.join(CRITERIA)}")
+
+
+def _toml_safe(value):
+    """Criterion defaults as TOML values (tuples become lists; ``None`` is left out by callers)."""
+    if isinstance(value, tuple):
+        return [_toml_safe(v) for v in value]
+    return value
+
+
+def base_recipe(method: str, criterion: str) -> dict:
+    """The recipe for ``(method, criterion)`` before any command-line override."""
+    _check_criterion(criterion)
+    path = RECIPES_DIR / f"{method}-{criterion}.toml"
+    if path.is_file():
+        return _load_toml(path)
+    control = RECIPES_DIR / f"{method}-continued.toml"
+    if not control.is_file():
+        raise UserError(f"no recipe for method {method!r} (expected {control})")
+    recipe = _load_toml(control)
+    defaults = {k: _toml_safe(v) for k, v in _criterion_defaults(criterion).items() if v is not None}
+    recipe["criterion"] = {"name": criterion, **defaults}
+    recipe.setdefault("recipe", {})
+    recipe["recipe"]["name"] = f"{method}-{criterion}"
+    recipe["recipe"]["source"] = (
+        f"ours: the {method}-continued recipe (paper settings of the base method) with the "
+        f"{criterion} criterion's own default coefficients"
+    )
+    return recipe
+
+
+def _method_keys(method: str) -> set[str]:
+    from e2mc_cli.methods import method_options
+
+    return set(method_options(method))
+
+
+def _view_keys(method: str) -> set[str]:
+    from e2mc_cli.data.augment import VIEW_OPTIONS
+
+    return {"image_size", *VIEW_OPTIONS.get(method, {})}
+
+
+def known_keys(recipe: dict, section: str) -> set[str]:
+    """The keys ``--set`` may change in ``section`` of ``recipe``."""
+    method = recipe.get("recipe", {}).get("method", "")
+    if section == "run":
+        return set(RUN_KEYS)
+    if section == "optim":
+        return {*OPTIM_KEYS, *EXTRA_OPTIM_KEYS, *(k for keys in OPTIMIZER_KEYS.values() for k in keys)}
+    if section == "recipe":
+        return set(RECIPE_KEYS)
+    if section == "method":
+        return _method_keys(method)
+    if section == "views":
+        return _view_keys(method)
+    if section == "criterion":
+        name = recipe.get("criterion", {}).get("name", "continued")
+        return {"name", *_criterion_defaults(name)}
+    raise UserError(f"unknown recipe section [{section}]; expected one of: {', '.join(SECTIONS)}")
+
+
+def parse_value(text: str):
+    """A ``--set`` value read as TOML (``3``, ``1e-3``, ``true``, ``nan``, ``[2, 6]``, ``"x"``);
+    anything TOML cannot read is taken as a plain string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def apply_set(recipe: dict, assignment: str) -> None:
+    """Apply one ``section.key=value`` to ``recipe`` in place (unknown key → :class:`UserError`)."""
+    target, sep, text = assignment.partition("=")
+    section, dot, key = target.strip().partition(".")
+    if not sep or not dot or not key:
+        raise UserError(f"--set {assignment!r}: expected section.key=value, e.g. criterion.beta=10")
+    if section not in SECTIONS:
+        close = difflib.get_close_matches(section, SECTIONS, n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise UserError(
+            f"--set {assignment!r}: unknown section [{section}]{hint}; expected one of: {', '.join(SECTIONS)}"
+        )
+    keys = known_keys(recipe, section)
+    if key not in keys:
+        close = difflib.get_close_matches(key, sorted(keys), n=1)
+        hint = f" (did you mean '{section}.{close[0]}'?)" if close else ""
+        raise UserError(
+            f"--set {assignment!r}: unknown key {section}.{key}{hint}; known keys: {', '.join(sorted(keys))}"
+        )
+    value = parse_value(text.strip())
+    if section == "criterion" and key == "name":
+        _check_criterion(str(value))
+        if value != recipe.get("criterion", {}).get("name"):
+            recipe["criterion"] = {"name": value, **_criterion_defaults(str(value))}
+            return
+    recipe.setdefault(section, {})[key] = value
+
+
+def _check(recipe: dict) -> None:
+    """Sanity of the values the loop relies on; one clear line for each mistake."""
+    run = recipe["run"]
+    epochs = run["epochs"]
+    if (
+        not isinstance(epochs, (int, float))
+        or isinstance(epochs, bool)
+        or not epochs > 0
+        or math.isinf(epochs)
+    ):
+        raise UserError(f"recipe run.epochs must be a positive number (fractions allowed), got {epochs!r}")
+    for key in ("batch_size", "checkpoint_every", "log_every"):
+        value = run[key]
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise UserError(f"recipe run.{key} must be a positive integer, got {value!r}")
+    if not isinstance(run["seed"], int):
+        raise UserError(f"recipe run.seed must be an integer, got {run['seed']!r}")
+    lr = recipe["optim"]["lr"]
+    if not isinstance(lr, (int, float)) or isinstance(lr, bool) or not math.isfinite(lr) or lr < 0:
+        raise UserError(f"recipe optim.lr must be a non-negative number, got {lr!r}")
+    size = recipe["views"].get("image_size", 224)
+    if not isinstance(size, int) or size < 8:
+        raise UserError(f"recipe views.image_size must be an integer ≥ 8, got {size!r}")
+
+
+def resolve_recipe(
+    method: str,
+    criterion: str,
+    *,
+    recipe_file: str | Path | None = None,
+    epochs: int | None = None,
+    batch_size: int | None = None,
+    lr: float | None = None,
+    image_size: int | None = None,
+    sets: list[str] | tuple[str, ...] = (),
+) -> dict:
+    """The resolved recipe of a run (see the module docstring for the order)."""
+    if recipe_file is not None:
+        recipe = _load_toml(Path(recipe_file))
+        crit = recipe.get("criterion", {}).get("name")
+        if crit is None:
+            raise UserError(f"{recipe_file}: the recipe has no [criterion] name")
+        _check_criterion(crit)
+        rmethod = recipe.get("recipe", {}).get("method", method)
+        if rmethod != method:
+            raise UserError(f"{recipe_file}: a recipe for {rmethod}, but the base is a {method} model")
+    else:
+        recipe = base_recipe(method, criterion)
+    recipe = copy.deepcopy(recipe)
+    for section in SECTIONS:
+        recipe.setdefault(section, {})
+    recipe["recipe"]["method"] = method
+    recipe["recipe"].setdefault("name", f"{method}-{recipe['criterion'].get('name', criterion)}")
+    recipe["run"] = {**RUN_KEYS, **recipe["run"]}
+    optim = {**OPTIM_KEYS, **recipe["optim"]}
+    recipe["optim"] = {**optim, **{**OPTIMIZER_KEYS.get(optim["name"], {}), **recipe["optim"]}}
+    recipe["views"].setdefault("image_size", 224)
+    for section in ("run", "optim", "method", "views", "criterion"):
+        keys = known_keys(recipe, section)
+        unknown = sorted(set(recipe[section]) - keys)
+        if unknown:
+            where = recipe_file or f"recipe {recipe['recipe']['name']}"
+            raise UserError(f"{where}: unknown key(s) {', '.join(f'{section}.{k}' for k in unknown)}")
+    if epochs is not None:
+        recipe["run"]["epochs"] = epochs
+    if batch_size is not None:
+        recipe["run"]["batch_size"] = int(batch_size)
+    if lr is not None:
+        recipe["optim"]["lr"] = float(lr)
+    if image_size is not None:
+        recipe["views"]["image_size"] = int(image_size)
+    for assignment in sets:
+        apply_set(recipe, assignment)
+    _check(recipe)
+    return recipe
+
+
+def dumps(recipe: dict) -> str:
+    """The recipe as TOML text (sections in the documented order)."""
+    ordered = {s: recipe[s] for s in SECTIONS if s in recipe}
+    ordered.update({k: v for k, v in recipe.items() if k not in ordered})
+    return tomli_w.dumps(ordered)
+
+
+def loads(text: str) -> dict:
+    return tomllib.loads(text)
