@@ -1,3 +1,97 @@
-"""`sslboost` commands of this area (registered on :data:`e2mc_cli.cli.app.app`)."""
+"""`sslboost criteria` and `sslboost bench criteria`."""
 
 from __future__ import annotations
+
+import json
+
+import typer
+from rich.table import Table
+
+from e2mc_cli.cli.app import app, bench_app, console, err_console
+from e2mc_cli.errors import UserError
+
+
+def _fmt_defaults(defaults: dict[str, object]) -> str:
+    return ", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in defaults.items()) or "—"
+
+
+@app.command("criteria")
+def criteria_cmd(
+    as_json: bool = typer.Option(False, "--json", help="Print the table as JSON."),
+) -> None:
+    """List the add-on criteria: name, formula, paper and default coefficients."""
+    from e2mc_cli.criteria import criterion_info
+
+    rows = criterion_info()
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2, ensure_ascii=False))
+        return
+    table = Table(title="Add-on criteria (loss as added to the base loss)")
+    for col in ("name", "formula", "paper", "views", "defaults"):
+        table.add_column(col, overflow="fold")
+    for r in rows:
+        table.add_row(r["name"], r["formula"], r["paper"], r["views"], _fmt_defaults(r["defaults"]))
+    console.print(table)
+
+
+def _parse_dims(dims: str) -> list[int]:
+    try:
+        out = [int(x) for x in dims.split(",") if x.strip()]
+    except ValueError:
+        raise UserError(
+            f"--dims must be comma-separated integers, e.g. 128,2048,8192; got {dims!r}"
+        ) from None
+    if not out:
+        raise UserError("--dims needs at least one dimension")
+    return out
+
+
+def _ms(x: float | None) -> str:
+    return "—" if x is None else f"{x:.2f}"
+
+
+@bench_app.command("criteria")
+def bench_criteria_cmd(
+    n: int = typer.Option(512, "--n", help="Batch size (samples per view)."),
+    dims: str = typer.Option("128,2048,8192", "--dims", help="Comma-separated embedding dimensions."),
+    repeats: int = typer.Option(5, "--repeats", help="Timed repetitions per cell (median reported)."),
+    warmup: int = typer.Option(1, "--warmup", help="Untimed warm-up calls per cell."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    space: str = typer.Option("hypercube", "--space", help="E2MC space: hypercube or hypersphere."),
+    as_json: bool = typer.Option(False, "--json", help="Print the figures as JSON."),
+) -> None:
+    """Forward + backward milliseconds of every criterion; E2MC against the paper's literal pseudocode."""
+    import torch
+
+    from e2mc_cli.benchmarks.criteria import bench_criteria, device_description, rows_as_json
+
+    if space not in ("hypercube", "hypersphere"):
+        raise UserError(f"--space must be hypercube or hypersphere, got {space!r}")
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device not in ("cpu", "cuda") or (device == "cuda" and not torch.cuda.is_available()):
+        raise UserError(f"--device must be auto, cpu or cuda (with a GPU present), got {device!r}")
+    dim_list = _parse_dims(dims)
+    dev = torch.device(device)
+    desc = device_description(dev)
+    progress = None if as_json else (lambda msg: err_console.print(f"[dim]… {msg}[/]", highlight=False))
+    rows = bench_criteria(
+        n=n, dims=dim_list, repeats=repeats, warmup=warmup, device=dev, space=space, progress=progress
+    )
+    if as_json:
+        typer.echo(json.dumps(rows_as_json(rows, n=n, device=desc, repeats=repeats), indent=2))
+        return
+    table = Table(title=f"Criteria forward+backward, n={n}, median of {repeats}, {desc}")
+    for col in ("criterion", "d", "ms", "paper pseudocode ms", "speed-up", "max rel. diff", "note"):
+        table.add_column(col, justify="left" if col in ("criterion", "note") else "right")
+    for r in rows:
+        table.add_row(
+            r.criterion,
+            str(r.d),
+            _ms(r.ms),
+            _ms(r.paper_ms),
+            "" if r.speedup is None else f"{r.speedup:.2f}×",
+            "" if r.max_rel_diff is None else f"{r.max_rel_diff:.1e}",
+            r.note,
+        )
+    console.print(table)

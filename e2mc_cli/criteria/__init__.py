@@ -1,1 +1,99 @@
-"""criteria."""
+"""Add-on criteria for continued pre-training.
+
+``CRITERIA`` maps a name to a :class:`~e2mc_cli.criteria.base.Criterion` subclass; build one with
+:func:`build_criterion`. Every criterion takes ``views: list[Tensor]`` (each ``(n, d)``) and
+returns ``CriterionOutput(loss, terms)`` with ``loss`` signed so that training adds it.
+The math lives in :mod:`e2mc_cli.criteria.functional`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+
+from e2mc_cli.criteria.base import Continued, Criterion, CriterionOutput
+from e2mc_cli.criteria.e2mc import E2MC
+from e2mc_cli.criteria.logdet import LogDet
+from e2mc_cli.criteria.rank import MMCR, SimMER, VonNeumannEntropy
+from e2mc_cli.criteria.regularizers import Uniformity, VCReg
+from e2mc_cli.errors import UserError
+
+__all__ = [
+    "CRITERIA",
+    "Criterion",
+    "CriterionOutput",
+    "build_criterion",
+    "criterion_defaults",
+    "criterion_info",
+    "E2MC",
+    "Continued",
+    "VCReg",
+    "Uniformity",
+    "MMCR",
+    "VonNeumannEntropy",
+    "LogDet",
+    "SimMER",
+]
+
+CRITERIA: dict[str, type[Criterion]] = {
+    "continued": Continued,
+    "e2mc": E2MC,
+    "vcreg": VCReg,
+    "uniformity": Uniformity,
+    "mmcr": MMCR,
+    "vne": VonNeumannEntropy,
+    "logdet": LogDet,
+    "simmer": SimMER,
+}
+
+
+def _lookup(name: str) -> type[Criterion]:
+    try:
+        return CRITERIA[name]
+    except KeyError:
+        close = difflib.get_close_matches(name, list(CRITERIA), n=1)
+        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        raise UserError(f"unknown criterion '{name}'{hint}; valid names: {', '.join(CRITERIA)}") from None
+
+
+def criterion_defaults(name: str) -> dict[str, object]:
+    """The constructor's keyword defaults of criterion ``name`` (read from its signature)."""
+    params = inspect.signature(_lookup(name).__init__).parameters
+    return {
+        k: p.default for k, p in params.items() if k != "self" and p.default is not inspect.Parameter.empty
+    }
+
+
+def build_criterion(name: str, space: str = "hypercube", **kwargs) -> Criterion:
+    """Instantiate criterion ``name`` with ``kwargs``; ``space`` goes only to criteria that take it.
+
+    An unknown name or option raises :class:`~e2mc_cli.errors.UserError` naming the valid ones.
+    """
+    cls = _lookup(name)
+    options = criterion_defaults(name)
+    unknown = sorted(set(kwargs) - set(options))
+    if unknown:
+        valid = ", ".join(k for k in options if k != "space") or "none"
+        raise UserError(
+            f"criterion '{name}' has no option {', '.join(map(repr, unknown))}; its options: {valid}"
+        )
+    if "space" in options:
+        kwargs["space"] = space
+    return cls(**kwargs)
+
+
+def criterion_info() -> list[dict[str, object]]:
+    """One record per criterion for tables: name, formula, paper, views, default coefficients."""
+    rows = []
+    for name, cls in CRITERIA.items():
+        defaults = {k: v for k, v in criterion_defaults(name).items() if k != "space"}
+        rows.append(
+            {
+                "name": name,
+                "formula": cls.formula,
+                "paper": cls.paper,
+                "views": cls.views,
+                "defaults": defaults,
+            }
+        )
+    return rows

@@ -1,0 +1,194 @@
+"""``sslboost bench criteria``: forward + backward time of every criterion, and E2MC against the paper.
+
+The paper's Appendix A pseudocode is transcribed literally below (:func:`paper_e2mc_loss`) and
+timed side by side with :class:`e2mc_cli.criteria.E2MC` in the same process, on the same inputs,
+with the ratio of the times and the largest relative difference of the values.
+"""
+
+from __future__ import annotations
+
+import math
+import platform
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+
+import torch
+
+from e2mc_cli.criteria import CRITERIA, build_criterion
+from e2mc_cli.errors import UserError
+
+__all__ = ["paper_e2mc_loss", "BenchRow", "bench_criteria", "device_description"]
+
+
+# --- Paper 002, Appendix A, Algorithm 1: PyTorch pseudocode, transcribed literally. ----------
+# ``off_diagonal`` is not spelled out in the paper; it is VICReg's helper, which the pseudocode
+# calls. Kept deliberately unoptimised: it is the reference the library is measured against.
+
+
+def off_diagonal(x):
+    n, m = x.shape
+    assert n == m
+    return x.flatten()[:-1].view(n - 1, n + 1)[:, 1:].flatten()
+
+
+def max_ent_criterion(x, type):
+    if type == "hypercube":
+        # apply the sigmoid transformation
+        x_hyper = torch.sigmoid(x)
+    elif type == "hypersphere":
+        # apply the CDF of 0-mean, 1 variance gaussian
+        x_hyper = 0.5 * (1 + torch.erf(x / math.sqrt(2)))
+    ent_loss = m_spacings_estimator(x_hyper)
+    cov_loss = sample_cov_estimator(x_hyper)
+    return (ent_loss, cov_loss)
+
+
+def m_spacings_estimator(x):
+    n = x.shape[0]  # batch size
+    m = round(math.sqrt(n))  # window size
+    eps = 1e-7  # small constant to avoid underflow
+    x, _ = torch.sort(x, dim=0)  # order statistics
+    x = x[m:] - x[: n - m]  # m-spaced differences
+    x = x * (n + 1) / m
+    marginal_ents = torch.log(x + eps).sum(dim=0) / (n - m)
+    return marginal_ents.mean()
+
+
+def sample_cov_estimator(x):
+    n, d = x.shape
+    x = x - x.mean(dim=0)  # mean subtraction
+    cov_x = (x.T @ x) / (n - 1)  # sample covariance matrix
+    cov_loss = off_diagonal(cov_x).pow(2).sum().div(d)
+    return cov_loss
+
+
+def paper_e2mc_loss(z_a, z_b, type, beta, gamma):
+    """The criterion part of the paper's training step: ``−beta·ent_loss + gamma·cov_loss``."""
+    ent_z_a, cov_z_a = max_ent_criterion(z_a, type)
+    ent_z_b, cov_z_b = max_ent_criterion(z_b, type)
+    ent_loss = ent_z_a + ent_z_b
+    cov_loss = cov_z_a + cov_z_b
+    return -beta * ent_loss + gamma * cov_loss
+
+
+# --- Timing -----------------------------------------------------------------------------------
+
+
+@dataclass
+class BenchRow:
+    criterion: str
+    d: int
+    ms: float | None  # median forward + backward milliseconds; None when not applicable
+    note: str = ""
+    paper_ms: float | None = None  # E2MC only: the literal pseudocode
+    speedup: float | None = None  # paper_ms / ms
+    max_rel_diff: float | None = None  # E2MC only: largest |ours − paper| / |paper| over the repeats
+
+
+def device_description(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"{torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda})"
+    return f"CPU {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _time_ms(
+    fns: Sequence[Callable[[], torch.Tensor]], device: torch.device, repeats: int, warmup: int
+) -> list[tuple[float, list[torch.Tensor]]]:
+    """Median wall time (ms) and the returned values of each ``fn()``, after ``warmup`` untimed calls.
+
+    The functions take turns within each repetition, so a machine whose load changes during the
+    run slows all of them alike and their ratio stays meaningful.
+    """
+    for _ in range(warmup):
+        for fn in fns:
+            fn()
+    _sync(device)
+    times: list[list[float]] = [[] for _ in fns]
+    values: list[list[torch.Tensor]] = [[] for _ in fns]
+    for _ in range(repeats):
+        for i, fn in enumerate(fns):
+            _sync(device)
+            t0 = time.perf_counter()
+            values[i].append(fn())
+            _sync(device)
+            times[i].append((time.perf_counter() - t0) * 1e3)
+    return [(statistics.median(t), v) for t, v in zip(times, values)]
+
+
+def _inputs(n: int, d: int, device: torch.device, seed: int) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(n, d, generator=g).to(device).requires_grad_() for _ in range(2)]
+
+
+def bench_criteria(
+    n: int = 512,
+    dims: Sequence[int] = (128, 2048, 8192),
+    repeats: int = 5,
+    warmup: int = 1,
+    device: str | torch.device | None = None,
+    names: Sequence[str] | None = None,
+    space: str = "hypercube",
+    progress: Callable[[str], None] | None = None,
+) -> list[BenchRow]:
+    """Forward + backward milliseconds of every criterion at batch ``n`` and each ``d``.
+
+    For ``e2mc`` the paper's literal pseudocode runs on the same inputs in the same process
+    (same β, γ, space); the row carries both times, their ratio and the largest relative
+    difference of the two loss values.
+    """
+    if n < 4:
+        raise UserError(f"--n must be at least 4, got {n}")
+    if repeats < 1:
+        raise UserError(f"--repeats must be at least 1, got {repeats}")
+    if not dims or any(d < 2 for d in dims):
+        raise UserError(f"--dims must be integers >= 2, got {list(dims)}")
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    names = list(names or CRITERIA)
+    rows: list[BenchRow] = []
+    for d in dims:
+        views = _inputs(n, d, device, seed=d)
+        views_all = views + _inputs(n, d, device, seed=d + 1)  # 4 crops for "all"-view criteria
+        for name in names:
+            if progress:
+                progress(f"{name} d={d}")
+            crit = build_criterion(name, space=space).to(device)
+            inp = views_all if crit.views == "all" else views
+            if name == "logdet" and n <= d:
+                rows.append(BenchRow(name, d, None, note="needs n > d"))
+                continue
+
+            def step(crit=crit, inp=inp):
+                for v in inp:
+                    v.grad = None
+                out = crit(inp)
+                if out.loss.requires_grad:
+                    out.loss.backward()
+                return out.loss.detach()
+
+            if name != "e2mc":
+                ((ms, _),) = _time_ms([step], device, repeats, warmup)
+                rows.append(BenchRow(name, d, ms))
+                continue
+
+            def paper_step(inp=inp, beta=crit.beta, gamma=crit.gamma):
+                for v in inp:
+                    v.grad = None
+                loss = paper_e2mc_loss(inp[0], inp[1], space, beta, gamma)
+                loss.backward()
+                return loss.detach()
+
+            (ms, ours), (paper_ms, paper) = _time_ms([step, paper_step], device, repeats, warmup)
+            rel = max(float((o - p).abs() / p.abs().clamp_min(1e-30)) for o, p in zip(ours, paper))
+            rows.append(BenchRow(name, d, ms, paper_ms=paper_ms, speedup=paper_ms / ms, max_rel_diff=rel))
+    return rows
+
+
+def rows_as_json(rows: list[BenchRow], *, n: int, device: str, repeats: int) -> dict:
+    return {"n": n, "device": device, "repeats": repeats, "rows": [asdict(r) for r in rows]}

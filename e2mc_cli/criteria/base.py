@@ -1,0 +1,91 @@
+"""The criterion contract: a module from a list of view embeddings to a signed loss and log terms."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import ClassVar, NamedTuple
+
+import torch
+from torch import nn
+
+from e2mc_cli.distributed import gather_with_grad, is_distributed
+from e2mc_cli.errors import UserError
+
+__all__ = ["CriterionOutput", "Criterion", "Continued"]
+
+
+class CriterionOutput(NamedTuple):
+    """``loss``: scalar tensor, already signed so that training adds it to the base loss;
+    ``terms``: detached Python floats for logging (names without a prefix)."""
+
+    loss: torch.Tensor
+    terms: dict[str, float]
+
+
+_LOW_PRECISION = (torch.float16, torch.bfloat16)
+
+
+class Criterion(nn.Module):
+    """Base class of the add-on criteria.
+
+    ``forward(views)`` all-gathers every view across processes (keeping gradients, see
+    :func:`e2mc_cli.distributed.gather_with_grad`), turns off autocast, upcasts half precision to
+    float32 and hands the list of ``(n, d)`` tensors to :meth:`compute`. Subclasses set
+    ``views`` (``"global"``: the two full-resolution views; ``"all"``: every crop), ``formula``
+    (one line) and ``paper`` (where it comes from), and implement :meth:`compute`.
+    """
+
+    views: ClassVar[str] = "global"
+    formula: ClassVar[str] = ""
+    paper: ClassVar[str] = ""
+
+    def forward(self, views: Sequence[torch.Tensor]) -> CriterionOutput:
+        if isinstance(views, torch.Tensor) or len(views) == 0:
+            raise ValueError("a criterion takes a non-empty list of (n, d) embedding tensors")
+        shape = views[0].shape
+        for v in views:
+            if v.dim() != 2 or v.shape != shape:
+                shapes = [tuple(x.shape) for x in views]
+                raise ValueError(f"every view must be an (n, d) tensor of the same shape; got {shapes}")
+        device_type = views[0].device.type
+        with torch.autocast(device_type=device_type, enabled=False):
+            gathered = list(views)
+            if is_distributed():  # one all-gather for all views: (n, V, d) -> (world·n, V, d)
+                gathered = list(gather_with_grad(torch.stack(gathered, dim=1)).unbind(dim=1))
+            gathered = [v.float() if v.dtype in _LOW_PRECISION else v for v in gathered]
+            if gathered[0].shape[0] < 2:
+                raise UserError(f"{type(self).__name__} needs at least 2 samples per view (the whole batch)")
+            loss, terms = self.compute(gathered)
+        return CriterionOutput(loss, {k: float(t.detach()) for k, t in terms.items()})
+
+    def compute(self, views: list[torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        raise NotImplementedError
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{k}={v!r}" for k, v in self.hparams().items())
+
+    def hparams(self) -> dict[str, object]:
+        """The constructor arguments this instance was built with (for logs and recipes)."""
+        return dict(getattr(self, "_hparams", {}))
+
+
+class Continued(Criterion):
+    """No add-on: the base loss alone (β = γ = 0), the control every comparison needs (paper 002, Table 3).
+
+    ``loss = 0``.
+    """
+
+    formula: ClassVar[str] = "0  (base loss only)"
+    paper: ClassVar[str] = "002 E2MC, Table 3 (control)"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._hparams = {}
+
+    def forward(self, views: Sequence[torch.Tensor]) -> CriterionOutput:
+        # Nothing to compute, so nothing to gather: every process returns the same zero.
+        dtype = torch.float32 if views[0].dtype in _LOW_PRECISION else views[0].dtype
+        return CriterionOutput(views[0].new_zeros((), dtype=dtype), {})
+
+    def compute(self, views):
+        return views[0].new_zeros(()), {}

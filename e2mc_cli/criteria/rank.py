@@ -1,0 +1,109 @@
+"""Spectral criteria: MMCR's nuclear norm, von Neumann entropy and SimMER (papers 002, 001, 000)."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+
+from e2mc_cli.criteria import functional as Fn
+from e2mc_cli.criteria.base import Criterion
+from e2mc_cli.errors import UserError
+
+__all__ = ["MMCR", "VonNeumannEntropy", "SimMER"]
+
+
+class MMCR(Criterion):
+    """MMCR: maximum manifold capacity (Yerxa et al. 2023) as an add-on (paper 002, App. B.1.2, Eq. B.5).
+
+    ``C = (1/V) Σ_v normalize(z_v)`` is each image's centroid over all V crops (every crop, so
+    ``views = "all"``), and ``loss = −λ‖C‖_*`` with the nuclear norm ``‖C‖_* = Σ σ_i(C)``;
+    λ = 0.005 as in the paper's SwAV ablation (V = 8).
+    """
+
+    views: ClassVar[str] = "all"
+    formula: ClassVar[str] = "−λ·‖C‖_*,  C = mean_v z_v/‖z_v‖ (all crops)"
+    paper: ClassVar[str] = "002 E2MC, App. B.1.2 (Yerxa et al. 2023)"
+
+    def __init__(self, lam: float = 0.005, normalize: bool = True) -> None:
+        super().__init__()
+        self.lam, self.normalize = float(lam), bool(normalize)
+        self._hparams = {"lam": self.lam, "normalize": self.normalize}
+
+    def compute(self, views):
+        z = torch.stack(views)
+        if self.normalize:
+            z = F.normalize(z, dim=-1)
+        nuc = Fn.nuclear_norm(z.mean(dim=0))
+        return -self.lam * nuc, {"nuclear_norm": nuc}
+
+
+class VonNeumannEntropy(Criterion):
+    """Von Neumann entropy maximisation (paper 001, Eq. 1 and Algorithm 1).
+
+    ``u = normalize(z)``, ``ρ = uᵀu / n`` (trace 1), ``S = −Σ λ log λ`` over ρ's eigenvalues
+    (computed from the n × n Gram matrix when n < d); ``loss = −coef · mean_v S(z_v)``.
+    ``S ≤ log min(n, d)``. coef = 1 is the paper's weight of the entropy term.
+    """
+
+    formula: ClassVar[str] = "−coef·mean_v S(ρ_v),  S = −Σλ log λ,  ρ = uᵀu/n"
+    paper: ClassVar[str] = "001 von Neumann entropy bound (ICLR 2022 subm.)"
+
+    def __init__(self, coef: float = 1.0) -> None:
+        super().__init__()
+        self.coef = float(coef)
+        self._hparams = {"coef": self.coef}
+
+    def compute(self, views):
+        s = torch.stack([Fn.von_neumann_entropy(z) for z in views]).mean()
+        return -self.coef * s, {"vne": s}
+
+
+class SimMER(Criterion):
+    """SimMER's entropy and rank maximisation on the view-averaged embedding (paper 000, Eq. 5, 8–15).
+
+    ``z̄ = mean_v z_v``, standardised per dimension first (the paper's heads end in a BatchNorm
+    without affine; the criterion is otherwise unbounded in scale). Entropy:
+    ``L_H = −mean_b log(min_{i≠b} ‖z̄_b − z̄_i‖ + eps)``; rank: ``L_R = −R(z̄)`` with ``rank=``
+    ``"nuclear"`` (``‖z̄‖_*``, L_R2, the paper's default), ``"tlsm"`` (``σ_min(n,d)``, L_R1),
+    ``"nuclear_l2"`` (``‖z̄‖_*/(r‖z̄‖₂)``, L_R3) or ``"nuclear_fro"`` (``(‖z̄‖_*/‖z̄‖_F)²/r``, L_R4),
+    ``r = min(n, d)``. ``loss = α_H·L_H + α_R·L_R`` with α_H = 0.1, α_R = 2e-4 (the paper used
+    α_R = 2e-3 for L_R1, L_R3, L_R4, Table 5). ``bias=True`` appends a column of ones (Sec. 2.3).
+    """
+
+    formula: ClassVar[str] = "−α_H·mean_b log min_{i≠b}‖z̄_b − z̄_i‖ − α_R·‖z̄‖_*,  z̄ = mean_v z_v"
+    paper: ClassVar[str] = "000 SimMER (ICLR 2022 subm.)"
+
+    def __init__(
+        self,
+        alpha_h: float = 0.1,
+        alpha_r: float = 2e-4,
+        rank: str = "nuclear",
+        standardize: bool = True,
+        bias: bool = False,
+        eps: float = 1e-7,
+    ) -> None:
+        super().__init__()
+        if rank not in Fn.RANK_VARIANTS:
+            raise UserError(f"simmer: rank must be one of {', '.join(Fn.RANK_VARIANTS)}, not {rank!r}")
+        self.alpha_h, self.alpha_r, self.rank = float(alpha_h), float(alpha_r), rank
+        self.standardize, self.bias, self.eps = bool(standardize), bool(bias), float(eps)
+        self._hparams = {
+            "alpha_h": self.alpha_h,
+            "alpha_r": self.alpha_r,
+            "rank": rank,
+            "standardize": self.standardize,
+            "bias": self.bias,
+            "eps": self.eps,
+        }
+
+    def compute(self, views):
+        z = torch.stack(views).mean(dim=0)
+        if self.standardize:
+            z = Fn.standardize(z)
+        ent = Fn.nn_entropy(z, eps=self.eps)
+        a = torch.cat([z, z.new_ones(z.shape[0], 1)], dim=1) if self.bias else z
+        rank = Fn.rank_surrogate(a, self.rank)
+        loss = -self.alpha_h * ent - self.alpha_r * rank
+        return loss, {"nn_entropy": ent, "rank": rank}
