@@ -30,6 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from e2mc_cli.criteria import functional as CF
 from e2mc_cli.criteria.functional import (
     m_spacings_entropy,
     psd_logdet,
@@ -150,17 +151,13 @@ def logdet_per_dim(x: torch.Tensor, ridge: float = LOGDET_RIDGE) -> float:
 
 @torch.no_grad()
 def singular_spectrum(z: torch.Tensor) -> torch.Tensor:
-    """Singular values of ``z`` (descending, float64) from the eigenvalues of the smaller Gram
-    matrix (``z zᵀ`` or ``zᵀz``): the same numbers as an SVD, many times faster on a CPU for a
-    512 × 8192 batch. Values below ≈ 1e-8 · σ_max are at the float64 noise floor."""
-    z = _f64(z)
-    gram = z @ z.T if z.shape[0] <= z.shape[1] else z.T @ z
-    return torch.linalg.eigvalsh(gram).flip(0).clamp_min(0.0).sqrt()
+    """Singular values of ``z`` (descending, float64), from the smaller Gram matrix as
+    :func:`~e2mc_cli.criteria.functional.singular_values`."""
+    return CF.singular_values(_f64(z))
 
 
 def effective_rank_of(spectrum: torch.Tensor, eps: float = 1e-12) -> float:
-    """RankMe's effective rank ``exp(H(p))``, ``p = σ / Σσ`` (as
-    :func:`~e2mc_cli.criteria.functional.effective_rank`, from a precomputed spectrum):
+    """RankMe's effective rank ``exp(H(p))``, ``p = σ / Σσ``, of a precomputed spectrum:
     1 for rank one, ``k`` for k equal singular values, at most ``min(n, d)``."""
     p = spectrum / (spectrum.sum() + eps)
     return float(torch.exp(-(p * torch.log(p + eps)).sum()))
@@ -168,8 +165,9 @@ def effective_rank_of(spectrum: torch.Tensor, eps: float = 1e-12) -> float:
 
 @torch.no_grad()
 def effective_rank(z: torch.Tensor) -> float:
-    """Effective rank (RankMe) of the raw embedding ``z``."""
-    return effective_rank_of(singular_spectrum(z))
+    """Effective rank (RankMe) of the raw embedding ``z``
+    (:func:`~e2mc_cli.criteria.functional.effective_rank` in float64)."""
+    return float(CF.effective_rank(_f64(z)))
 
 
 @torch.no_grad()
