@@ -1,1 +1,11 @@
-"""evaluate."""
+"""The paper's evaluation protocols and the statistics to compare two checkpoints.
+
+- :mod:`~e2mc_cli.evaluate.protocols`: per-method hyperparameters (paper 002, Appendix B.2).
+- :mod:`~e2mc_cli.evaluate.features`: evaluation / training transforms, frozen-backbone features.
+- :mod:`~e2mc_cli.evaluate.linear`: linear probe (``standard`` and ``cached`` modes).
+- :mod:`~e2mc_cli.evaluate.semisup`: fine-tuning backbone and classifier.
+- :mod:`~e2mc_cli.evaluate.knn`: weighted k-nearest neighbours.
+- :mod:`~e2mc_cli.evaluate.run`: one evaluation end to end, ``eval.json`` + ``predictions.npz``.
+- :mod:`~e2mc_cli.evaluate.stats` and :mod:`~e2mc_cli.evaluate.compare`: McNemar, paired
+  permutation test, Cohen's d (Appendix D.1).
+"""

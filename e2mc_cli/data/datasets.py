@@ -1,0 +1,169 @@
+"""Datasets every command reads: an ImageFolder root (ImageNet layout) or the built-in ``fmnist``.
+
+:func:`resolve_dataset` turns a ``--data`` value and a split name into a map-style dataset of
+``(PIL image, int label)`` items with ``.classes``, ``.targets``, ``.skipped`` (unreadable images
+left out) and ``.identity()`` (a SHA-256 of what results on the split depend on).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from PIL import Image, UnidentifiedImageError
+from torch.utils.data import Dataset
+from torchvision.datasets.folder import IMG_EXTENSIONS
+
+from e2mc_cli.data import fmnist
+from e2mc_cli.errors import UserError
+
+BUILTIN = ("fmnist",)
+SPLITS = ("train", "val", "test")
+
+
+def _class_dirs(folder: Path, exclude: tuple[str, ...] = ()) -> list[str]:
+    return sorted(
+        e.name
+        for e in os.scandir(folder)
+        if e.is_dir() and not e.name.startswith(".") and e.name not in exclude
+    )
+
+
+def _image_files(folder: Path) -> list[Path]:
+    found = []
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
+        dirnames.sort()
+        found.extend(
+            Path(dirpath) / f for f in sorted(filenames) if f.lower().endswith(IMG_EXTENSIONS) and f[0] != "."
+        )
+    return found
+
+
+def _readable(path: Path) -> bool:
+    """Whether PIL recognises the file and its structure checks out (header, chunk CRCs)."""
+    try:
+        with Image.open(path) as im:
+            im.verify()
+        return True
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError):
+        return False
+
+
+class ImageFolderDataset(Dataset):
+    """Images under ``folder/<class>/**`` (torchvision's ImageFolder layout).
+
+    ``classes`` fixes the label order (the training split's class folders, sorted); a class folder
+    missing from ``classes`` is an error. Files PIL cannot identify or verify are left out and
+    counted in ``skipped`` (their paths in ``skipped_files``).
+    """
+
+    def __init__(
+        self,
+        folder: str | os.PathLike,
+        classes: list[str] | None = None,
+        *,
+        exclude: tuple[str, ...] = (),
+        verify: bool = True,
+        spec: str | None = None,
+        split: str = "train",
+    ):
+        self.folder = Path(folder)
+        self.spec = spec or str(folder)
+        self.split = split
+        present = _class_dirs(self.folder, exclude)
+        if not present:
+            raise UserError(f"{self.folder}: no class folders (expected {self.folder}/<class>/<image files>)")
+        self.classes: list[str] = list(classes) if classes is not None else present
+        unknown = sorted(set(present) - set(self.classes))
+        if unknown:
+            raise UserError(
+                f"{self.folder}: class folder(s) {', '.join(unknown[:5])} not among the training classes"
+            )
+        index = {c: i for i, c in enumerate(self.classes)}
+        candidates = [(p, index[c]) for c in present for p in _image_files(self.folder / c)]
+        if not candidates:
+            raise UserError(
+                f"{self.folder}: no image files ({', '.join(IMG_EXTENSIONS)}) in its class folders"
+            )
+        if verify:
+            with ThreadPoolExecutor(max_workers=min(16, (os.cpu_count() or 1) * 4)) as pool:
+                ok = list(pool.map(_readable, (p for p, _ in candidates), chunksize=256))
+        else:
+            ok = [True] * len(candidates)
+        self.samples: list[tuple[Path, int]] = [s for s, good in zip(candidates, ok) if good]
+        self.skipped_files: list[Path] = [s[0] for s, good in zip(candidates, ok) if not good]
+        if not self.samples:
+            raise UserError(f"{self.folder}: none of its {len(candidates)} image files is readable")
+        self.targets: list[int] = [label for _, label in self.samples]
+        self._identity: str | None = None
+
+    @property
+    def skipped(self) -> int:
+        return len(self.skipped_files)
+
+    @property
+    def names(self) -> list[str]:
+        """File names (no folder) in dataset order, e.g. ``n01440764_10026.JPEG``."""
+        return [p.name for p, _ in self.samples]
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[Image.Image, int]:
+        path, label = self.samples[index]
+        try:
+            with Image.open(path) as im:
+                image = im.convert("RGB")
+        except (OSError, ValueError) as exc:
+            raise UserError(f"{path}: unreadable image ({exc}); remove it and run again") from None
+        return image, label
+
+    def identity(self) -> str:
+        """SHA-256 of the sorted ``relative/path<TAB>label`` lines of the split."""
+        if self._identity is None:
+            lines = sorted(f"{p.relative_to(self.folder).as_posix()}\t{label}" for p, label in self.samples)
+            self._identity = hashlib.sha256("\n".join(lines).encode()).hexdigest()
+        return self._identity
+
+
+def _imagefolder(root: Path, split: str, spec: str, verify: bool) -> ImageFolderDataset:
+    train_dir = root / "train" if (root / "train").is_dir() else root
+    exclude = ("val", "test") if train_dir == root else ()
+    if split == "train":
+        return ImageFolderDataset(train_dir, exclude=exclude, verify=verify, spec=spec, split=split)
+    folder = root / split
+    if not folder.is_dir():
+        raise UserError(f"{root}: no {split}/ folder (expected {root}/{split}/<class>/<image files>)")
+    classes = _class_dirs(train_dir, exclude)
+    if not classes:
+        raise UserError(f"{train_dir}: no class folders to take the label order from")
+    return ImageFolderDataset(folder, classes, verify=verify, spec=spec, split=split)
+
+
+def resolve_dataset(spec: str, split: str = "train", *, verify: bool = True) -> Dataset:
+    """The dataset named by ``spec`` (``--data``), split ``train``, ``val`` or ``test``.
+
+    ``spec`` is an ImageFolder root (``root/train/<class>/*`` and ``root/val/<class>/*``, or a
+    plain folder of class folders for training), the built-in name ``fmnist`` (optionally
+    ``fmnist:PATH``), or a folder holding the Fashion-MNIST idx files (directly, in
+    ``fashion-mnist/`` or in torchvision's ``FashionMNIST/raw/``).
+    """
+    if split not in SPLITS:
+        raise UserError(f"unknown split {split!r}; expected one of: {', '.join(SPLITS)}")
+    spec = str(spec)
+    if spec == "fmnist" or spec.startswith("fmnist:"):
+        return fmnist.FashionMNIST(split, spec.partition(":")[2] or None)
+    root = Path(spec).expanduser()
+    if not root.exists():
+        raise UserError(
+            f"--data {spec}: no such folder (expected an ImageFolder root with train/ and val/ "
+            f"class folders, or a built-in dataset: {', '.join(BUILTIN)})"
+        )
+    if not root.is_dir():
+        raise UserError(f"--data {spec}: not a folder")
+    for folder in fmnist.candidates(root):  # the idx files, or torchvision's FashionMNIST/raw
+        if fmnist.has_files(folder):
+            return fmnist.FashionMNIST(split, folder)
+    return _imagefolder(root, split, spec, verify)

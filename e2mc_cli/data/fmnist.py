@@ -1,0 +1,184 @@
+"""The built-in dataset ``fmnist``: the real Fashion-MNIST (Xiao et al., 2017), read from its idx files.
+
+The four official files (``train-images-idx3-ubyte.gz``, ``train-labels-idx1-ubyte.gz``,
+``t10k-images-idx3-ubyte.gz``, ``t10k-labels-idx1-ubyte.gz``; plain or gzipped) are looked for, in
+order, in:
+
+1. an explicit folder (``--data PATH`` or ``fmnist:PATH``),
+2. ``$SSLBOOST_DATA`` (the folder itself, or its ``fashion-mnist/`` or ``FashionMNIST/raw/`` subfolder),
+3. ``/usr/share/datasets/fashion-mnist/`` (Debian's ``dataset-fashion-mnist`` package),
+4. torchvision's ``FashionMNIST(download=True)`` into ``<cache>/datasets`` (network needed once).
+
+Splits: ``train`` (60 000 images) and ``val`` = ``test`` (the 10 000 test images). Items are
+``(PIL grayscale 28 × 28 image, int label)``.
+"""
+
+from __future__ import annotations
+
+import functools
+import gzip
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from torch.utils.data import Dataset
+
+from e2mc_cli.errors import UserError
+
+CLASSES = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
+FILES = {
+    "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+    "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+SPLIT_SIZES = {"train": 60_000, "test": 10_000}
+SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
+_IDX_MAGIC = {1: 0x00000801, 3: 0x00000803}  # unsigned-byte labels (1-d) and images (3-d)
+
+
+def _cache_dir() -> Path:
+    try:
+        from e2mc_cli.zoo import cache_dir  # the one cache every download shares
+
+        return Path(cache_dir())
+    except ImportError:  # pragma: no cover - the zoo always provides it in a full install
+        return Path(os.environ.get("SSLBOOST_CACHE") or Path.home() / ".cache" / "sslboost")
+
+
+def _find_file(folder: Path, stem: str) -> Path | None:
+    for name in (f"{stem}.gz", stem):
+        if (folder / name).is_file():
+            return folder / name
+    return None
+
+
+def has_files(folder: str | os.PathLike) -> bool:
+    """Whether ``folder`` holds all four Fashion-MNIST idx files (plain or gzipped)."""
+    folder = Path(folder)
+    return all(_find_file(folder, stem) for pair in FILES.values() for stem in pair)
+
+
+def candidates(folder: Path) -> list[Path]:
+    """Where under ``folder`` the idx files may lie."""
+    return [folder, folder / "fashion-mnist", folder / "FashionMNIST" / "raw"]
+
+
+def _torchvision_download(root: Path) -> Path:
+    """Download with torchvision into ``root``; return the folder holding the idx files."""
+    from torchvision.datasets import FashionMNIST
+
+    for train in (True, False):
+        FashionMNIST(str(root), train=train, download=True)
+    return root / "FashionMNIST" / "raw"
+
+
+def locate(path: str | os.PathLike | None = None, *, download: bool = True) -> Path:
+    """The folder with the idx files, searched in the documented order; else a :class:`UserError`
+    listing every place tried."""
+    tried: list[str] = []
+    places: list[tuple[str, Path]] = []
+    if path is not None:
+        places.append(("given path", Path(path).expanduser()))
+    env = os.environ.get("SSLBOOST_DATA")
+    if env:
+        places.append(("$SSLBOOST_DATA", Path(env).expanduser()))
+    else:
+        tried.append("$SSLBOOST_DATA (not set)")
+    places.append(("Debian dataset-fashion-mnist", SYSTEM_DIR))
+    cache = _cache_dir() / "datasets"
+    places.append(("cache", cache))
+    for label, place in places:
+        for folder in candidates(place):
+            if has_files(folder):
+                return folder
+        tried.append(f"{place} ({label})")
+    if download:
+        try:
+            folder = _torchvision_download(cache)
+            if has_files(folder):
+                return folder
+            tried.append(f"torchvision download into {cache} (files incomplete)")
+        except Exception as exc:  # network errors of every kind end up here
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            tried.append(f"torchvision download into {cache} (failed: {reason})")
+    raise UserError(
+        "Fashion-MNIST not found; tried: "
+        + "; ".join(tried)
+        + ". Install Debian's dataset-fashion-mnist, set $SSLBOOST_DATA, or pass --data PATH "
+        "to a folder with the four idx files"
+    )
+
+
+def read_idx(path: str | os.PathLike, ndim: int) -> np.ndarray:
+    """Parse an unsigned-byte idx file (plain or gzipped) into a uint8 array."""
+    path = Path(path)
+    opener = gzip.open if path.suffix == ".gz" else open
+    try:
+        with opener(path, "rb") as f:
+            data = f.read()
+    except (OSError, EOFError) as exc:
+        raise UserError(f"{path}: unreadable idx file ({exc})") from None
+    if len(data) < 4 + 4 * ndim or int.from_bytes(data[:4], "big") != _IDX_MAGIC[ndim]:
+        raise UserError(f"{path}: not an unsigned-byte idx file with {ndim} dimension(s)")
+    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    body = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
+    if body.size != int(np.prod(shape)):
+        raise UserError(f"{path}: truncated idx file ({body.size} bytes for shape {shape})")
+    return body.reshape(shape)
+
+
+@functools.lru_cache(maxsize=4)
+def _load(folder: str, split: str) -> tuple[np.ndarray, np.ndarray]:
+    images_stem, labels_stem = FILES[split]
+    images = read_idx(_find_file(Path(folder), images_stem), 3)
+    labels = read_idx(_find_file(Path(folder), labels_stem), 1).astype(np.int64)
+    if len(images) != len(labels) or len(images) != SPLIT_SIZES[split]:
+        raise UserError(
+            f"{folder}: Fashion-MNIST {split} split has {len(images)} images and {len(labels)} labels, "
+            f"expected {SPLIT_SIZES[split]}"
+        )
+    return images, labels
+
+
+class FashionMNIST(Dataset):
+    """One split of Fashion-MNIST held in memory: ``(PIL 'L' image, int label)`` items."""
+
+    def __init__(self, split: str = "train", path: str | os.PathLike | None = None, *, download: bool = True):
+        split = {"val": "test"}.get(split, split)
+        if split not in FILES:
+            raise UserError(f"unknown Fashion-MNIST split {split!r}; expected train, val or test")
+        self.folder = locate(path, download=download)
+        self.split = split
+        self.images, labels = _load(str(self.folder), split)
+        self.targets: list[int] = labels.tolist()
+        self.classes: list[str] = list(CLASSES)
+        self.skipped = 0  # nothing is ever unreadable here; kept for the ImageFolder interface
+        self.spec = "fmnist"
+        self._identity: str | None = None
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, index: int) -> tuple[Image.Image, int]:
+        return Image.fromarray(self.images[index]), self.targets[index]
+
+    def identity(self) -> str:
+        """SHA-256 of the split's labels and pixels (what a result on this split depends on)."""
+        if self._identity is None:
+            h = hashlib.sha256(f"fmnist/{self.split}/{len(self)}\n".encode())
+            h.update(np.asarray(self.targets, dtype=np.int64).tobytes())
+            h.update(self.images.tobytes())
+            self._identity = h.hexdigest()
+        return self._identity

@@ -1,0 +1,202 @@
+"""Image pipelines of the evaluation protocols, data loading, and frozen-backbone features.
+
+- Evaluation transform (every protocol's validation pass, and the training images of ``--mode
+  cached`` and ``knn``): resize the short side to ``PX / crop_ratio``, centre-crop ``PX``
+  (``crop_ratio`` = 224/256 as in the official code; 1 for datasets used at their native size,
+  where the whole image is kept), normalise.
+- Training transform (``--mode standard`` and ``semisup``): ``RandomResizedCrop(PX)`` (scale
+  0.08–1) and a horizontal flip, drawn afresh every epoch, normalised.
+
+Normalisation: ImageNet mean/std; SwAV's evaluation code uses std (0.228, 0.224, 0.225).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+from torchvision.transforms import v2
+
+from e2mc_cli.errors import UserError
+
+STANDARD_CROP_RATIO = 224 / 256
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+SWAV_STD = (0.228, 0.224, 0.225)  # SwAV's eval_linear.py / eval_semisup.py
+
+
+class ToRGBImage:
+    """PIL image of any mode → 3-channel ``tv_tensors.Image`` (grayscale is repeated)."""
+
+    def __call__(self, img: Image.Image):
+        if img.mode != "RGB":
+            img = img.convert("RGB")
+        return v2.functional.to_image(img)
+
+
+def _normalise(method: str | None) -> list:
+    std = SWAV_STD if method == "swav" else IMAGENET_STD
+    return [
+        v2.ToDtype(torch.float32, scale=True),
+        v2.Normalize(list(IMAGENET_MEAN), list(std)),
+        v2.ToPureTensor(),
+    ]
+
+
+def eval_transform(image_size: int, crop_ratio: float = STANDARD_CROP_RATIO, method: str | None = None):
+    """Resize the short side to ``round(PX / crop_ratio)``, centre-crop ``PX``, normalise."""
+    px = int(image_size)
+    return v2.Compose(
+        [
+            ToRGBImage(),
+            v2.Resize(max(px, round(px / crop_ratio)), antialias=True),
+            v2.CenterCrop(px),
+            *_normalise(method),
+        ]
+    )
+
+
+def train_transform(image_size: int, method: str | None = None):
+    """``RandomResizedCrop(PX, scale=(0.08, 1))`` + horizontal flip, normalised."""
+    return v2.Compose(
+        [
+            ToRGBImage(),
+            v2.RandomResizedCrop(int(image_size), antialias=True),
+            v2.RandomHorizontalFlip(),
+            *_normalise(method),
+        ]
+    )
+
+
+class Transformed(Dataset):
+    """``dataset[indices[i]]`` through ``transform``: ``(tensor, label)``."""
+
+    def __init__(self, dataset, indices, transform):
+        self.dataset = dataset
+        self.indices = np.asarray(indices, dtype=np.int64)
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, i: int):
+        image, label = self.dataset[int(self.indices[i])]
+        return self.transform(image), label
+
+
+def default_workers(dataset, n: int) -> int:
+    """Loader processes: none for in-memory datasets or fewer than 1024 images, else up to 8."""
+    if not hasattr(dataset, "samples") or n < 1024:
+        return 0
+    return min(8, os.cpu_count() or 1)
+
+
+def loader(
+    dataset,
+    indices,
+    transform,
+    batch_size: int,
+    *,
+    shuffle: bool = False,
+    seed: int = 0,
+    workers: int | None = None,
+    drop_last: bool = False,
+) -> DataLoader:
+    workers = default_workers(dataset, len(indices)) if workers is None else workers
+    generator = torch.Generator().manual_seed(seed)
+    return DataLoader(
+        Transformed(dataset, indices, transform),
+        batch_size=batch_size,
+        shuffle=shuffle,
+        generator=generator,
+        num_workers=workers,
+        pin_memory=torch.cuda.is_available(),
+        drop_last=drop_last,
+        persistent_workers=workers > 0,  # one start-up for every epoch
+    )
+
+
+def pick_device(device: str | None = None) -> torch.device:
+    if device in (None, "", "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {device}: no CUDA device available")
+    return torch.device(device)
+
+
+def autocast(device: torch.device):
+    """bf16 autocast on CUDA; nothing on the CPU."""
+    if device.type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+@torch.inference_mode()
+def extract_features(
+    backbone: nn.Module,
+    dataset,
+    indices,
+    transform,
+    *,
+    batch_size: int = 256,
+    device: torch.device | str = "cpu",
+    workers: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pooled features (float32, on the CPU) and labels of ``dataset[indices]``, backbone in eval mode."""
+    device = torch.device(device)
+    was_training = backbone.training
+    backbone.eval()
+    n = len(indices)
+    feats, labels = None, torch.empty(n, dtype=torch.long)
+    start = 0
+    try:
+        for x, y in loader(dataset, indices, transform, batch_size, workers=workers):
+            with autocast(device):
+                f = backbone(x.to(device, non_blocking=True)).float().cpu()
+            if feats is None:  # filled in place: no second copy of a large feature matrix
+                feats = torch.empty(n, f.shape[1], dtype=torch.float32)
+            feats[start : start + len(f)] = f
+            labels[start : start + len(f)] = y
+            start += len(f)
+    finally:
+        backbone.train(was_training)
+    if feats is None:
+        raise UserError("no images to extract features from")
+    return feats, labels
+
+
+class FeatureCache:
+    """Frozen-backbone features kept across evaluations of one checkpoint.
+
+    Features are stored per ``key`` (the caller's description of split, dataset identity and
+    transform) and per dataset index, so the 1 % subset, the 10 % subset, the kNN bank and the
+    validation set of one checkpoint are each passed through the backbone once. The cache binds
+    to the first checkpoint it serves and empties itself if given another.
+    """
+
+    def __init__(self) -> None:
+        self._owner: int | None = None
+        self._banks: dict[tuple, dict] = {}
+
+    def bind(self, owner: object) -> None:
+        if self._owner != id(owner):
+            self._owner, self._banks = id(owner), {}
+
+    def get(self, key: tuple, backbone: nn.Module, dataset, indices, transform, **kwargs):
+        """Features and labels of ``dataset[indices]``, extracting only those not cached yet."""
+        bank = self._banks.setdefault(key, {"pos": {}, "feats": None, "labels": None})
+        indices = np.asarray(indices, dtype=np.int64)
+        missing = np.array([i for i in indices.tolist() if i not in bank["pos"]], dtype=np.int64)
+        if missing.size:
+            f, y = extract_features(backbone, dataset, missing, transform, **kwargs)
+            offset = 0 if bank["feats"] is None else len(bank["feats"])
+            bank["feats"] = f if bank["feats"] is None else torch.cat([bank["feats"], f])
+            bank["labels"] = y if bank["labels"] is None else torch.cat([bank["labels"], y])
+            bank["pos"].update({int(i): offset + r for r, i in enumerate(missing.tolist())})
+        rows = torch.as_tensor([bank["pos"][int(i)] for i in indices.tolist()], dtype=torch.long)
+        return bank["feats"][rows], bank["labels"][rows]

@@ -1,0 +1,169 @@
+"""The per-method hyperparameters of the evaluation protocols (paper 002, Appendix B.2).
+
+Linear probe on frozen features, 100 epochs, cosine decay per epoch, SGD momentum 0.9:
+
+| method  | labels | optimiser | lr   | batch | weight decay |
+|---------|--------|-----------|------|-------|--------------|
+| VICReg  | 1 %, 10 % / 100 % | SGD | 0.02 | 256 | 1e-4 / 1e-6 |
+| SwAV    | all    | SGD       | 0.3  | 256   | 1e-6         |
+| SimSiam | 1 % / 10 % / 100 % | LARS | 2.0 / 0.2 / 0.1 | 256 / 2048 / 2048 | 0 |
+
+SimSiam's learning rates are the ``--lr`` of its ``main_lincls.py``, which scales them by
+``batch / 256`` (so 2.0 at 256, 1.6 at 2048, 0.8 at 2048); LARS is the same rule as VICReg's
+(η = 0.001, no decay or rescaling of 1-d tensors).
+
+Semi-supervised fine-tuning of backbone and classifier, 20 epochs, batch 256, SGD momentum 0.9,
+no weight decay:
+
+| method | schedule | 1 %: backbone / head lr | 10 %: backbone / head lr |
+|--------|----------|-------------------------|--------------------------|
+| VICReg | cosine   | 0.03 / 0.08             | 0.01 / 0.1               |
+| SwAV   | ×0.2 at epochs 12 and 16 | 0.02 / 5 | 0.01 / 0.2             |
+
+The paper gives no semi-supervised setting for SimSiam (VICReg's is used) nor for 100 % labels
+(the 10 % row is used). A labels value between the paper's is served by the next row up
+(≤ 1 % → 1 %, ≤ 10 % → 10 %, else 100 %). kNN: cosine similarity, k = 20, votes weighted by
+``exp(sim / 0.07)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from e2mc_cli.data.subsets import fraction
+from e2mc_cli.errors import UserError
+
+PROTOCOLS = ("linear", "semisup", "knn")
+MODES = ("standard", "cached")
+
+_LINEAR: dict[str, dict[str, dict]] = {
+    "vicreg": {
+        "1%": {"optimizer": "sgd", "lr": 0.02, "batch_size": 256, "wd": 1e-4},
+        "10%": {"optimizer": "sgd", "lr": 0.02, "batch_size": 256, "wd": 1e-4},
+        "100%": {"optimizer": "sgd", "lr": 0.02, "batch_size": 256, "wd": 1e-6},
+    },
+    "swav": {
+        "1%": {"optimizer": "sgd", "lr": 0.3, "batch_size": 256, "wd": 1e-6},
+        "10%": {"optimizer": "sgd", "lr": 0.3, "batch_size": 256, "wd": 1e-6},
+        "100%": {"optimizer": "sgd", "lr": 0.3, "batch_size": 256, "wd": 1e-6},
+    },
+    "simsiam": {
+        "1%": {"optimizer": "lars", "lr": 2.0, "batch_size": 256, "wd": 0.0, "lr_batch_scaling": True},
+        "10%": {"optimizer": "lars", "lr": 0.2, "batch_size": 2048, "wd": 0.0, "lr_batch_scaling": True},
+        "100%": {"optimizer": "lars", "lr": 0.1, "batch_size": 2048, "wd": 0.0, "lr_batch_scaling": True},
+    },
+}
+
+_SEMISUP: dict[str, dict[str, dict]] = {
+    "vicreg": {
+        "1%": {"schedule": "cosine", "lr": 0.03, "head_lr": 0.08},
+        "10%": {"schedule": "cosine", "lr": 0.01, "head_lr": 0.1},
+    },
+    "swav": {
+        "1%": {"schedule": "step", "lr": 0.02, "head_lr": 5.0},
+        "10%": {"schedule": "step", "lr": 0.01, "head_lr": 0.2},
+    },
+}
+SEMISUP_MILESTONES = (12, 16)
+SEMISUP_GAMMA = 0.2
+
+
+@dataclass
+class ProtocolConfig:
+    """Every hyperparameter of one evaluation (the resolved defaults plus the user's overrides)."""
+
+    protocol: str
+    epochs: int = 100
+    batch_size: int = 256
+    lr: float = 0.0
+    wd: float = 0.0
+    optimizer: str = "sgd"  # "sgd" or "lars"
+    momentum: float = 0.9
+    lr_batch_scaling: bool = False  # SimSiam: effective lr = lr · batch / 256
+    head_lr: float = 0.0  # semisup only
+    schedule: str = "cosine"  # "cosine" or "step" (×gamma at milestones)
+    milestones: tuple[int, ...] = ()
+    gamma: float = 1.0
+    k: int = 20  # knn
+    temperature: float = 0.07  # knn
+    source: str = ""  # where the defaults come from
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def effective_lr(self) -> float:
+        return self.lr * self.batch_size / 256 if self.lr_batch_scaling else self.lr
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["milestones"] = list(self.milestones)
+        d["effective_lr"] = self.effective_lr
+        return d
+
+
+def row_for(labels: str) -> str:
+    """The paper's row serving a labels value: ≤ 1 % → 1 %, ≤ 10 % → 10 %, else 100 %."""
+    frac = fraction(labels)
+    return "1%" if frac <= 0.01 + 1e-12 else "10%" if frac <= 0.1 + 1e-12 else "100%"
+
+
+def default_config(protocol: str, method: str, labels: str) -> ProtocolConfig:
+    """The paper's hyperparameters for ``protocol`` on a ``method`` checkpoint at ``labels``."""
+    if protocol not in PROTOCOLS:
+        raise UserError(f"unknown protocol {protocol!r}; expected one of: {', '.join(PROTOCOLS)}")
+    if method not in _LINEAR:
+        raise UserError(
+            f"no evaluation settings for method {method!r}; expected one of: {', '.join(_LINEAR)}"
+        )
+    row = row_for(labels)
+    if protocol == "knn":
+        return ProtocolConfig("knn", epochs=0, batch_size=256, source="common practice (k=20, T=0.07)")
+    if protocol == "linear":
+        return ProtocolConfig(
+            "linear", epochs=100, **_LINEAR[method][row], source=f"paper B.2.1, {method} {row}"
+        )
+    notes = []
+    semi_method = method
+    if method not in _SEMISUP:
+        semi_method = "vicreg"
+        notes.append(f"the paper gives no semi-supervised setting for {method}; VICReg's is used")
+    semi_row = row
+    if row == "100%":
+        semi_row = "10%"
+        notes.append("the paper gives no semi-supervised setting for 100 % labels; the 10 % row is used")
+    hp = _SEMISUP[semi_method][semi_row]
+    step = hp["schedule"] == "step"
+    return ProtocolConfig(
+        "semisup",
+        epochs=20,
+        batch_size=256,
+        lr=hp["lr"],
+        head_lr=hp["head_lr"],
+        wd=0.0,
+        schedule=hp["schedule"],
+        milestones=SEMISUP_MILESTONES if step else (),
+        gamma=SEMISUP_GAMMA if step else 1.0,
+        source=f"paper B.2.2, {semi_method} {semi_row}",
+        notes=notes,
+    )
+
+
+def resolve_config(protocol: str, method: str, labels: str, **overrides) -> ProtocolConfig:
+    """:func:`default_config` with every non-``None`` override applied (and checked)."""
+    cfg = default_config(protocol, method, labels)
+    for key, value in overrides.items():
+        if value is None:
+            continue
+        if not hasattr(cfg, key):
+            raise UserError(f"unknown evaluation option {key!r}")
+        setattr(cfg, key, type(getattr(cfg, key))(value))
+    if cfg.protocol != "knn" and cfg.epochs < 1:
+        raise UserError(f"--epochs must be at least 1, got {cfg.epochs}")
+    if cfg.batch_size < 1:
+        raise UserError(f"--batch-size must be at least 1, got {cfg.batch_size}")
+    if cfg.protocol != "knn" and (cfg.lr <= 0 or (cfg.protocol == "semisup" and cfg.head_lr <= 0)):
+        raise UserError("learning rates must be positive")
+    if cfg.wd < 0:
+        raise UserError(f"--wd must be non-negative, got {cfg.wd}")
+    if cfg.k < 1 or cfg.temperature <= 0:
+        raise UserError("--k must be at least 1 and --temperature positive")
+    return cfg
