@@ -166,3 +166,22 @@ def test_bad_options_are_user_errors():
         "swav", image_size=28, nmb_crops=[2], size_crops=[224], min_scale_crops=[0.14], max_scale_crops=[1.0]
     )
     assert len(two(gray28())) == 2
+
+
+
+def _blur_sigmas(method: str, image_size: int) -> set[tuple[float, float]]:
+    from e2mc_cli.data.augment import RandomGaussianBlur, view_transform
+
+    tf = view_transform(method, image_size=image_size)
+    return {
+        (round(t.sigma[0], 6), round(t.sigma[1], 6))
+        for pipeline in tf.pipelines
+        for t in pipeline.transforms
+        if isinstance(t, RandomGaussianBlur)
+    }
+
+
+def test_swav_blur_sigma_scales_with_image_size_not_crop_size():
+    """Official SwAV blurs every crop, 224 px and 96 px alike, with radius 0.1-2."""
+    assert _blur_sigmas("swav", 224) == {(0.1, 2.0)}
+    assert _blur_sigmas("swav", 28) == {(0.0125, 0.25)}

@@ -181,7 +181,7 @@ def _swav(
                 v2.RandomHorizontalFlip(p=0.5),
                 v2.RandomApply([v2.ColorJitter(0.8, 0.8, 0.8, 0.2)], p=0.8),
                 v2.RandomGrayscale(p=0.2),
-                _blur(0.5, crop_px),
+                _blur(0.5, px),  # official SwAV: radius 0.1-2 for every crop size
                 *_finish(IMAGENET_MEAN, SWAV_STD),
             ]
         )
