@@ -23,6 +23,9 @@ class E2MC(Criterion):
     ``L_cov = C(ž_a) + C(ž_b)`` and ``loss = −β·L_ent + γ·L_cov``. The defaults β = 1, γ = 25 are
     the paper's SwAV setting (Appendix B.1.2, the Table 3 comparison); the paper uses β = 1000,
     γ = 100 for VICReg and β = 0.001, γ = 0.01 for SimSiam (the recipes carry these).
+    The entropy is summed over the two views, as the paper's pseudocode writes it; the authors'
+    released training scripts average it over the views instead, so at equal β their entropy
+    weight is half of this one (halve β to reproduce those scripts exactly).
     Both views are processed in one batched sort and one batched Gram product.
     """
 
