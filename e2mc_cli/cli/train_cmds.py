@@ -56,6 +56,12 @@ def continue_(
     overwrite: bool = typer.Option(
         False, "--overwrite", help="Replace the outputs of an earlier run in --out."
     ),
+    eval_after: bool = typer.Option(
+        None,
+        "--eval-after/--no-eval-after",
+        help="Linear probe (1 % and 10 % labels, cached features) of base and result, as a table "
+        "(default: on for the built-in fmnist-* bases).",
+    ),
 ) -> None:
     """Continue the pre-training of a base with its own loss plus an add-on criterion.
 
@@ -110,6 +116,39 @@ def continue_(
         f"{done}: {s['steps']} steps, {s['images_seen']} images in {s['wall_time_s']:.1f} s "
         f"({s['images_per_s'] or 0:.1f} img/s), {s['skipped_files']} skipped files; "
         f"wrote {escape(str(result.out))}/model.safetensors (epoch {s['epoch']:g})",
+        highlight=False,
+        soft_wrap=True,
+    )
+    if eval_after is None:
+        from e2mc_cli.training.loop import builtin_data
+
+        eval_after = builtin_data(base) is not None
+    if eval_after:
+        _before_after(result, base, base_file, method, data)
+
+
+def _before_after(result, base, base_file, method, data) -> None:
+    """Evaluate base and result (linear probe, 1 % and 10 % labels) and print the table."""
+    from e2mc_cli.study import before_after, before_after_table
+    from e2mc_cli.training.loop import builtin_data
+    from e2mc_cli.zoo import resolve_base
+
+    spec = data or builtin_data(base)
+    if not spec or not (base or base_file):
+        console.print("--eval-after: pass --base (and --data) to evaluate base and result", highlight=False)
+        return
+    console.print("evaluating base and result (linear probe, cached features) …", highlight=False)
+    rows = before_after(
+        resolve_base(base, base_file=base_file, method=method),
+        result.out / "model.safetensors",
+        data=spec,
+        out=result.out,
+        base_source=base or str(base_file),
+    )
+    console.print(before_after_table(rows, base or str(base_file), str(result.out / "model.safetensors")))
+    console.print(
+        f"evaluations in {escape(str(result.out))}/eval-before and eval-after "
+        "(`sslboost compare` gives the other tests)",
         highlight=False,
         soft_wrap=True,
     )

@@ -61,7 +61,10 @@ def bases(
     table.add_column("URL", overflow="fold")
     for r in rows:
         top1 = f"{r['linear_top1']:.1f}" if r["linear_top1"] is not None else "–"
-        cached = "built-in" if r["builtin"] else ("[green]yes[/]" if r["cached"] else "no")
+        if r["builtin"]:
+            cached = "built-in" if r["cached"] else "[red]missing[/]"
+        else:
+            cached = "[green]yes[/]" if r["cached"] else "no"
         table.add_row(
             r["name"],
             r["method"],
@@ -75,7 +78,10 @@ def bases(
     # Piped output is not folded to 80 columns: one base per line.
     out = console if console.is_terminal else Console(width=240)
     out.print(table)
-    out.print("top-1: ImageNet linear probe (%) reported by the authors for that file.")
+    out.print(
+        "top-1: ImageNet linear probe (%) reported by the authors for that file; "
+        "fmnist-* bases are built in (pre-trained on Fashion-MNIST by sslboost, default --data fmnist)."
+    )
 
 
 @app.command()

@@ -176,6 +176,14 @@ def _init_distributed(device: str) -> tuple[torch.device, bool]:
     return torch.device("cpu"), started
 
 
+def builtin_data(base: str | None) -> str | None:
+    """The dataset a built-in base was pre-trained on (its default ``--data``), else ``None``."""
+    from e2mc_cli.zoo import BASES
+
+    spec = BASES.get(base) if base else None
+    return getattr(spec, "data", None)
+
+
 def _resolve_base(opts: TrainOptions) -> Checkpoint:
     from e2mc_cli.zoo import resolve_base
 
@@ -288,21 +296,24 @@ class Trainer:
             R._check_criterion(opts.criterion)
             self.out = Path(opts.out) if opts.out else default_out(opts.base, opts.base_file, opts.criterion)
             _check_out(self.out, False, opts.overwrite)
-            data = opts.data
+            data = opts.data or builtin_data(opts.base)
             if not data:
                 raise UserError("--data is required: an ImageFolder root or a built-in dataset (fmnist)")
             self.dataset = resolve_dataset(data, "train")
             ckpt = _resolve_base(opts)
+            recipe_file, extra_sets = opts.recipe_file, []
+            if recipe_file is None:
+                recipe_file, extra_sets = R.base_recipe_file(opts.base, opts.criterion)
             model = ckpt.build_model()
             self.recipe = R.resolve_recipe(
                 ckpt.method,
                 opts.criterion,
-                recipe_file=opts.recipe_file,
+                recipe_file=recipe_file,
                 epochs=opts.epochs,
                 batch_size=opts.batch_size,
                 lr=opts.lr,
                 image_size=opts.image_size,
-                sets=opts.sets,
+                sets=[*extra_sets, *opts.sets],
             )
             try:
                 base_epoch = float(ckpt.metadata.get("epoch", "0") or 0)

@@ -162,6 +162,27 @@ def base_recipe(method: str, criterion: str) -> dict:
     return recipe
 
 
+def base_recipe_file(base: str | None, criterion: str) -> tuple[str | None, list[str]]:
+    """``(recipe file, extra --set)`` for a registry base with its own recipes (``BaseSpec.recipes``,
+    e.g. the built-in ``fmnist-*`` bases): ``recipes/<prefix>-<criterion>.toml``, else
+    ``<prefix>-continued.toml`` with ``criterion.name=<criterion>`` (the criterion's defaults).
+    ``(None, [])`` for every other base: the recipe is chosen by method."""
+    from e2mc_cli.zoo import BASES
+
+    spec = BASES.get(base) if base else None
+    prefix = getattr(spec, "recipes", None)
+    if not prefix:
+        return None, []
+    _check_criterion(criterion)
+    own = RECIPES_DIR / f"{prefix}-{criterion}.toml"
+    if own.is_file():
+        return str(own), []
+    control = RECIPES_DIR / f"{prefix}-continued.toml"
+    if not control.is_file():
+        raise UserError(f"base {base}: no recipe {own.name} nor {control.name}")
+    return str(control), [] if criterion == "continued" else [f"criterion.name={criterion}"]
+
+
 def _method_keys(method: str) -> set[str]:
     from e2mc_cli.methods import method_options
 

@@ -1,0 +1,190 @@
+"""``sslboost study`` and ``sslboost pretrain``."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+
+import typer
+from rich import box
+from rich.markup import escape
+from rich.table import Table
+
+from e2mc_cli.cli.app import app, console, err_console
+
+
+def _command(name: str) -> str:
+    if sys.argv[1:2] == [name]:
+        return shlex.join(["sslboost", *sys.argv[1:]])
+    return f"sslboost {name}"
+
+
+@app.command()
+def study(
+    base: str = typer.Option(
+        ..., "--base", help="Base to study: a registry name (e.g. fmnist-vicreg) or a file."
+    ),
+    criteria: str = typer.Option(
+        ",".join(("continued", "e2mc", "vcreg", "uniformity", "mmcr", "vne", "logdet", "simmer")),
+        "--criteria",
+        help="Comma-separated criteria; `continued` (base loss only) is the control of the p-values.",
+    ),
+    seeds: int = typer.Option(
+        3, "--seeds", min=1, help="Seeds per criterion (training data order and label subset)."
+    ),
+    out: str = typer.Option(
+        ..., "--out", help="Study folder (cells/, base/, study.json, study.md, study.png)."
+    ),
+    data: str = typer.Option(
+        None, "--data", help="Dataset (default: the one a built-in base was trained on)."
+    ),
+    epochs: float = typer.Option(
+        None, "--epochs", help="Epochs of continued pre-training (default: the recipe's)."
+    ),
+    labels: str = typer.Option("1%,10%,100%", "--labels", help="Label fractions of the linear probe."),
+    knn: bool = typer.Option(True, "--knn/--no-knn", help="Also evaluate with kNN (k = 20, all labels)."),
+    batch_size: int = typer.Option(None, "--batch-size", min=1, help="Override run.batch_size."),
+    max_steps: int = typer.Option(None, "--max-steps", min=1, help="Stop each training run after N steps."),
+    sets: list[str] = typer.Option(
+        None, "--set", help="Override a recipe key (section.key=value). Repeatable."
+    ),
+    eval_epochs: int = typer.Option(None, "--eval-epochs", min=1, help="Linear-probe epochs (default 100)."),
+    image_size: int = typer.Option(
+        None, "--image-size", min=8, help="Image size of training and evaluation (default: recipe / data)."
+    ),
+    workers: int = typer.Option(2, "--workers", min=0, help="Data-loading processes of each training run."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+) -> None:
+    """Continue a base with each criterion and seed, evaluate, and tabulate with significance.
+
+    Finished cells (DIR/cells/<criterion>-seed<k>/result.json) are skipped: run the same command
+    again to resume an interrupted study.
+    """
+    from e2mc_cli.study import StudyConfig, run_study
+
+    cfg = StudyConfig(
+        base=base,
+        out=out,
+        criteria=criteria,
+        seeds=seeds,
+        labels=labels,
+        knn=knn,
+        data=data,
+        epochs=epochs,
+        batch_size=batch_size,
+        max_steps=max_steps,
+        sets=list(sets or []),
+        eval_epochs=eval_epochs,
+        image_size=image_size,
+        workers=workers,
+        device=device,
+    )
+
+    def log(msg: str) -> None:
+        console.print(escape(msg), highlight=False, soft_wrap=True)
+
+    result = run_study(cfg, log=log, command=_command("study"))
+    s = result.study
+    table = Table(box=box.SIMPLE_HEAD, title=f"{escape(base)}: top-1 (%), mean ± SE over seeds")
+    table.add_column("model", no_wrap=True)
+    for col in s["columns"]:
+        table.add_column(col, justify="right", no_wrap=True)
+    first = s["columns"][0]
+    table.add_column(f"p vs continued ({first})", justify="right")
+    from e2mc_cli.study import _fmt, _fmt_p
+
+    for row in s["rows"]:
+        p = "" if row["name"] in ("base", "continued") else _fmt_p(row[first])
+        table.add_row(row["name"], *(_fmt(row[c]) for c in s["columns"]), p)
+    console.print(table)
+    console.print(
+        f"{len(result.trained)} cell(s) run, {len(result.skipped)} already finished; "
+        f"wrote {escape(out)}/study.json, study.md, study.png",
+        highlight=False,
+        soft_wrap=True,
+    )
+    if result.status == "interrupted":
+        err_console.print("interrupted: run the same command again to resume", highlight=False)
+
+
+@app.command()
+def pretrain(
+    recipe: str = typer.Option(
+        ...,
+        "--recipe",
+        help="A recipe with a [model] section: fmnist-vicreg, fmnist-swav, fmnist-simsiam, or a file.",
+    ),
+    data: str = typer.Option("fmnist", "--data", help="ImageFolder root or a built-in dataset."),
+    out: str = typer.Option(None, "--out", help="Run folder (default runs/<recipe>)."),
+    epochs: int = typer.Option(None, "--epochs", min=1, help="Override run.epochs."),
+    batch_size: int = typer.Option(None, "--batch-size", min=1, help="Override run.batch_size."),
+    lr: float = typer.Option(None, "--lr", min=0.0, help="Override optim.lr."),
+    sets: list[str] = typer.Option(
+        None, "--set", help="Override a recipe key (section.key=value). Repeatable."
+    ),
+    max_steps: int = typer.Option(None, "--max-steps", min=1, help="Stop after N optimiser steps."),
+    workers: int = typer.Option(2, "--workers", min=0, help="Data-loading worker processes."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    resume: bool = typer.Option(
+        False, "--resume", help="Continue the run in --out from its last checkpoint."
+    ),
+    overwrite: bool = typer.Option(
+        False, "--overwrite", help="Replace the outputs of an earlier run in --out."
+    ),
+) -> None:
+    """Pre-train a model from scratch (random initial weights) with a method's own loss.
+
+    The recipe's [model] section gives the backbone and head sizes; everything else is the
+    continued pre-training loop of `sslboost continue` (checkpoints, --resume, metrics).
+    """
+    from pathlib import Path
+
+    from e2mc_cli.errors import UserError
+    from e2mc_cli.pretrain import prepare
+    from e2mc_cli.training.loop import NonFiniteLoss, TrainOptions, run
+
+    if device not in ("auto", "cpu", "cuda"):
+        raise UserError(f"--device {device!r}: expected auto, cpu or cuda")
+    path, init, spec = prepare(recipe)
+    out = out or str(Path("runs") / path.stem)
+    opts = TrainOptions(
+        base=str(init),
+        data=data,
+        out=out,
+        recipe_file=str(path),
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        sets=list(sets or []),
+        max_steps=max_steps,
+        workers=workers,
+        resume=resume,
+        overwrite=overwrite,
+        device=device,
+        argv=sys.argv[1:] if sys.argv[1:2] == ["pretrain"] else ["pretrain", "--recipe", recipe],
+    )
+    console.print(
+        f"pre-training a {spec.arch} {spec.method} model from scratch ({escape(str(path.name))}, "
+        f"heads {spec.heads}) on {escape(data)}",
+        highlight=False,
+        soft_wrap=True,
+    )
+    try:
+        result = run(opts, console)
+    except NonFiniteLoss as exc:
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    s = result.summary
+    if result.status == "interrupted":
+        console.print(
+            f"stopped at step {s['steps']}; continue with:\n  {escape(result.resume_command)}",
+            highlight=False,
+            soft_wrap=True,
+        )
+        return
+    console.print(
+        f"{result.status}: {s['steps']} steps, {s['images_seen']} images in {s['wall_time_s']:.1f} s "
+        f"({s['images_per_s'] or 0:.1f} img/s); wrote {escape(str(result.out))}/model.safetensors",
+        highlight=False,
+        soft_wrap=True,
+    )

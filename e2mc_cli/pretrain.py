@@ -1,0 +1,135 @@
+"""Pre-training from scratch: the built-in bases ``fmnist-vicreg``, ``fmnist-swav``, ``fmnist-simsiam``.
+
+``sslboost pretrain --recipe fmnist-vicreg`` is continued pre-training (:mod:`e2mc_cli.training`)
+that starts from randomly initialised weights instead of a base: the recipe's ``[model]`` section
+names the backbone (``arch``) and the head sizes (``mlp`` for VICReg; ``hidden_mlp``, ``feat_dim``,
+``n_prototypes`` for SwAV; ``dim``, ``pred_dim`` for SimSiam). The initial weights are drawn with
+``torch.manual_seed(run.seed)`` and written as a canonical checkpoint (epoch 0) into the cache,
+``<cache>/init/<recipe>-seed<k>.safetensors``, which the training loop then starts from; the
+same recipe and seed always give the same initial weights, so a pre-training is reproducible
+from its command line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from e2mc_cli.errors import UserError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+HEAD_KEYS = {
+    "vicreg": ("mlp",),
+    "swav": ("hidden_mlp", "feat_dim", "n_prototypes"),
+    "simsiam": ("dim", "pred_dim"),
+}
+
+
+@dataclass
+class ModelSpec:
+    """What a pre-training from scratch builds."""
+
+    method: str
+    arch: str
+    heads: dict
+
+
+def recipe_path(recipe: str | Path) -> Path:
+    """A recipe file: a path, or the name of a shipped recipe (``fmnist-vicreg``)."""
+    from e2mc_cli.training.recipe import RECIPES_DIR
+
+    p = Path(recipe)
+    if p.suffix == ".toml" or p.exists():
+        if not p.is_file():
+            raise UserError(f"--recipe {recipe}: no such recipe file")
+        return p
+    shipped = RECIPES_DIR / f"{recipe}.toml"
+    if not shipped.is_file():
+        names = sorted(q.stem for q in RECIPES_DIR.glob("*.toml") if _has_model(q))
+        raise UserError(
+            f"--recipe {recipe}: no such recipe; recipes for pre-training from scratch: {', '.join(names)}"
+        )
+    return shipped
+
+
+def _load(path: Path) -> dict:
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except tomllib.TOMLDecodeError as exc:
+        raise UserError(f"{path}: not valid TOML ({exc})") from None
+
+
+def _has_model(path: Path) -> bool:
+    try:
+        return "model" in _load(path)
+    except UserError:
+        return False
+
+
+def model_spec(recipe: dict, where: str = "recipe") -> ModelSpec:
+    """The ``[model]`` section of a from-scratch recipe, checked."""
+    from e2mc_cli.models import DEFAULT_HEADS, METHOD_NAMES
+    from e2mc_cli.models.backbones import BACKBONES
+
+    method = recipe.get("recipe", {}).get("method")
+    if method not in METHOD_NAMES:
+        raise UserError(f"{where}: [recipe] method must be one of {', '.join(METHOD_NAMES)}, got {method!r}")
+    section = dict(recipe.get("model") or {})
+    if not section:
+        raise UserError(f"{where}: no [model] section (arch and head sizes) for a pre-training from scratch")
+    arch = section.pop("arch", None)
+    if arch not in BACKBONES:
+        raise UserError(f"{where}: [model] arch must be one of {', '.join(BACKBONES)}, got {arch!r}")
+    unknown = sorted(set(section) - set(HEAD_KEYS[method]))
+    if unknown:
+        raise UserError(
+            f"{where}: unknown [model] key(s) {', '.join(unknown)} for {method}; "
+            f"expected some of: arch, {', '.join(HEAD_KEYS[method])}"
+        )
+    return ModelSpec(method, arch, {**DEFAULT_HEADS[method], **section})
+
+
+def init_checkpoint(spec: ModelSpec, seed: int, path: str | Path, name: str = "scratch") -> Path:
+    """Randomly initialised weights (``torch.manual_seed(seed)``) saved as a canonical checkpoint."""
+    from e2mc_cli.checkpoint import save_checkpoint
+    from e2mc_cli.models import build_model
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed))
+        model = build_model(spec.method, spec.arch, spec.heads)
+    save_checkpoint(path, model, base=name, criterion="", epoch=0, init_seed=str(seed))
+    return path
+
+
+def init_path(recipe_name: str, spec: ModelSpec, seed: int) -> Path:
+    """Where the initial weights of a recipe live in the cache (named by recipe, model and seed)."""
+    from e2mc_cli.zoo import cache_dir
+
+    key = json.dumps({"method": spec.method, "arch": spec.arch, "heads": spec.heads}, sort_keys=True)
+    digest = hashlib.sha256(key.encode()).hexdigest()[:10]
+    return Path(cache_dir()) / "init" / f"{recipe_name}-{digest}-seed{seed}.safetensors"
+
+
+def prepare(recipe: str | Path, seed: int | None = None) -> tuple[Path, Path, ModelSpec]:
+    """``(recipe file, initial checkpoint, model spec)`` for ``sslboost pretrain``."""
+    path = recipe_path(recipe)
+    data = _load(path)
+    spec = model_spec(data, str(path))
+    seed = int(data.get("run", {}).get("seed", 0) if seed is None else seed)
+    name = data.get("recipe", {}).get("name", path.stem)
+    init = init_path(name, spec, seed)
+    if not init.is_file():
+        init_checkpoint(spec, seed, init, name=f"{name} (random init, seed {seed})")
+    return path, init, spec

@@ -1,0 +1,276 @@
+"""`sslboost study`, `sslboost pretrain` and the built-in fmnist bases (tiny models, tiny images)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from e2mc_cli import study as ST
+from e2mc_cli.checkpoint import load_checkpoint, save_checkpoint
+from e2mc_cli.data.synthetic import SyntheticImages, write_image_folder
+from e2mc_cli.errors import UserError
+from e2mc_cli.models import build_model
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("synthetic")
+    return write_image_folder(
+        root,
+        {
+            "train": SyntheticImages(10, n_classes=4, image_size=16, seed=0),
+            "val": SyntheticImages(5, n_classes=4, image_size=16, seed=1),
+        },
+    )
+
+
+@pytest.fixture
+def base(tmp_path) -> Path:
+    torch.manual_seed(0)
+    path = tmp_path / "base.safetensors"
+    save_checkpoint(path, build_model("vicreg", "resnet-mini", {"mlp": "16-16-16"}), base="tiny", epoch=1)
+    return path
+
+
+def _config(base: Path, folder: Path, out: Path, **kw) -> ST.StudyConfig:
+    args = dict(
+        base=str(base),
+        out=out,
+        criteria="continued,e2mc",
+        seeds=2,
+        labels="10%,100%",
+        data=str(folder),
+        batch_size=8,
+        max_steps=1,
+        eval_epochs=2,
+        image_size=16,
+        workers=0,
+        device="cpu",
+        sets=["run.log_every=1"],
+    )
+    args.update(kw)
+    return ST.StudyConfig(**args)
+
+
+def test_study_runs_writes_outputs_and_resumes(tmp_path, base, folder):
+    out = tmp_path / "study"
+    cfg = _config(base, folder, out)
+    first = ST.run_study(cfg)
+    assert first.status == "complete"
+    assert sorted(first.trained) == ["continued-seed0", "continued-seed1", "e2mc-seed0", "e2mc-seed1"]
+    assert first.skipped == []
+
+    study = json.loads((out / "study.json").read_text())
+    assert study["columns"] == ["linear 10%", "linear 100%", "knn"]
+    assert [r["name"] for r in study["rows"]] == ["base", "continued", "e2mc"]
+    assert study["complete"] is True
+    # Mean ± SE from the per-seed values (two seeds: SE = |a − b| / 2).
+    for row in study["rows"]:
+        for col in study["columns"]:
+            values = row[col]["values"]
+            assert len(values) == 2
+            assert row[col]["mean"] == pytest.approx(sum(values) / 2)
+            assert row[col]["se"] == pytest.approx(abs(values[0] - values[1]) / 2)
+    # McNemar pooled over the two seeds: counts add up to the disagreements of both seeds.
+    test = study["rows"][2]["linear 10%"]["mcnemar_vs_continued"]
+    assert [r["seed"] for r in test["per_seed"]] == [0, 1]
+    assert test["pooled"]["n01"] == sum(r["n01"] for r in test["per_seed"])
+    assert test["pooled"]["n10"] == sum(r["n10"] for r in test["per_seed"])
+    assert 0.0 <= test["pooled"]["p_exact"] <= 1.0
+
+    md = (out / "study.md").read_text()
+    assert "| base |" in md and "| continued |" in md and "| + e2mc |" in md
+    assert "p vs continued (linear 10%)" in md
+    png = (out / "study.png").read_bytes()
+    assert png.startswith(PNG_MAGIC) and len(png) > 1000
+
+    # Each cell trained with its own seed, one step, and wrote its result last.
+    cell = out / "cells" / "e2mc-seed1"
+    summary = json.loads((cell / "train" / "summary.json").read_text())
+    assert summary["steps"] == 1 and summary["criterion"] == "e2mc"
+    assert load_checkpoint(cell / "train" / "model.safetensors").metadata["criterion"] == "e2mc"
+    recipe = json.loads(load_checkpoint(cell / "train" / "model.safetensors").metadata["recipe"])
+    assert recipe["run"]["seed"] == 1
+    stamps = {p: p.stat().st_mtime_ns for p in (out / "cells").glob("*/train/model.safetensors")}
+
+    # A second invocation trains nothing and recomputes no evaluation.
+    evals = {p: p.stat().st_mtime_ns for p in out.glob("**/eval.json")}
+    again = ST.run_study(cfg)
+    assert again.trained == [] and sorted(again.skipped) == sorted(first.trained)
+    assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
+    assert {p: p.stat().st_mtime_ns for p in evals} == evals
+    assert json.loads((out / "study.json").read_text())["rows"] == study["rows"]
+
+
+def test_study_resumes_a_missing_cell_only(tmp_path, base, folder):
+    out = tmp_path / "study"
+    cfg = _config(base, folder, out, criteria="continued", seeds=2, labels="100%", knn=False)
+    ST.run_study(cfg)
+    (out / "cells" / "continued-seed1" / "result.json").unlink()
+    kept = (out / "cells" / "continued-seed0" / "train" / "model.safetensors").stat().st_mtime_ns
+    again = ST.run_study(cfg)
+    # The cell's training had finished: its result is rebuilt from the run and evaluations on disk.
+    assert again.trained == [] and sorted(again.skipped) == ["continued-seed0", "continued-seed1"]
+    assert (out / "cells" / "continued-seed0" / "train" / "model.safetensors").stat().st_mtime_ns == kept
+    assert (out / "cells" / "continued-seed1" / "result.json").is_file()
+    md = (out / "study.md").read_text()
+    assert "| base |" in md and "| continued |" in md
+
+
+def test_study_cli_bad_input_is_one_line(cli, tmp_path, base, folder):
+    r = cli(
+        "study", "--base", base, "--criteria", "continued,nope", "--out", tmp_path / "s", "--data", folder
+    )
+    assert r.exit_code == 2
+    assert "unknown criterion 'nope'" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "s").exists()
+
+
+def test_parse_list_and_default_data():
+    assert ST.parse_list("a, b,,a") == ["a", "b"]
+    assert ST.default_data("fmnist-vicreg", None) == "fmnist"
+    assert ST.default_data("x.safetensors", "DIR") == "DIR"
+    with pytest.raises(UserError, match="--data is required"):
+        ST.default_data("swav800", None)
+
+
+def test_recipe_rule_for_builtin_bases():
+    from e2mc_cli.training.recipe import base_recipe_file
+
+    file, extra = base_recipe_file("fmnist-vicreg", "e2mc")
+    assert Path(file).name == "fmnist-vicreg-e2mc.toml" and extra == []
+    file, extra = base_recipe_file("fmnist-swav", "vne")
+    assert Path(file).name == "fmnist-swav-continued.toml" and extra == ["criterion.name=vne"]
+    assert base_recipe_file("swav800", "e2mc") == (None, [])
+
+
+def test_pretrain_initial_weights_are_reproducible(tmp_path):
+    from e2mc_cli.pretrain import ModelSpec, init_checkpoint, model_spec
+
+    spec = model_spec({"recipe": {"method": "swav"}, "model": {"arch": "resnet-mini", "feat_dim": 8}})
+    assert spec.heads["feat_dim"] == 8 and spec.heads["n_prototypes"] == 3000
+    small = ModelSpec("simsiam", "resnet-mini", {"dim": 16, "pred_dim": 4})
+    a = load_checkpoint(init_checkpoint(small, 3, tmp_path / "a.safetensors"))
+    b = load_checkpoint(init_checkpoint(small, 3, tmp_path / "b.safetensors"))
+    c = load_checkpoint(init_checkpoint(small, 4, tmp_path / "c.safetensors"))
+    assert all(torch.equal(a.state_dict[k], b.state_dict[k]) for k in a.state_dict)
+    assert not torch.equal(a.state_dict["backbone.conv1.weight"], c.state_dict["backbone.conv1.weight"])
+    assert a.metadata["epoch"] == "0" and a.method == "simsiam"
+    with pytest.raises(UserError, match=r"no \[model\] section"):
+        model_spec({"recipe": {"method": "vicreg"}})
+    with pytest.raises(UserError, match="unknown \\[model\\] key"):
+        model_spec({"recipe": {"method": "vicreg"}, "model": {"arch": "resnet-mini", "dim": 3}})
+
+
+def test_pretrain_cli_trains_from_scratch(cli, tmp_path, folder):
+    recipe = tmp_path / "tiny.toml"
+    recipe.write_text(
+        '[recipe]\nname = "tiny-simsiam"\nmethod = "simsiam"\n'
+        '[model]\narch = "resnet-mini"\ndim = 16\npred_dim = 4\n'
+        '[run]\nepochs = 1\nbatch_size = 8\n[optim]\nname = "sgd"\nlr = 0.05\n'
+        '[criterion]\nname = "continued"\n[views]\nimage_size = 16\n'
+    )
+    out = tmp_path / "run"
+    r = cli(
+        "pretrain", "--recipe", recipe, "--data", folder, "--out", out, "--max-steps", "2", "--workers", "0"
+    )
+    assert r.exit_code == 0, r.stdout + r.stderr
+    ckpt = load_checkpoint(out / "model.safetensors")
+    assert (ckpt.method, ckpt.arch, ckpt.heads["dim"]) == ("simsiam", "resnet-mini", 16)
+    assert json.loads((out / "summary.json").read_text())["steps"] == 2
+
+
+FMNIST = ("fmnist-vicreg", "fmnist-swav", "fmnist-simsiam")
+
+
+@pytest.mark.parametrize("name", FMNIST)
+def test_fmnist_bases_are_listed_and_load(cli, name):
+    from e2mc_cli.zoo import BASES, base_path, resolve_base
+
+    spec = BASES[name]
+    assert (spec.data, spec.arch, spec.licence) == ("fmnist", "resnet-mini", "MIT")
+    rows = {r["name"]: r for r in json.loads(cli("bases", "--json").stdout)}
+    assert name in rows and rows[name]["builtin"] == f"{name}.safetensors"
+    if not base_path(spec).is_file():
+        pytest.skip(f"{name}: weights not built into this checkout")
+    ckpt = resolve_base(name)
+    assert ckpt.method == spec.method and ckpt.metadata["base"] == name
+    model = ckpt.build_model().eval()
+    with torch.no_grad():
+        assert model.backbone(torch.zeros(2, 3, 28, 28)).shape == (2, 128)
+
+
+def test_fmnist_weights_fit_the_package_budget():
+    from e2mc_cli.zoo import BASES, base_path
+
+    sizes = [base_path(BASES[n]).stat().st_size for n in FMNIST if base_path(BASES[n]).is_file()]
+    if not sizes:
+        pytest.skip("no built-in weights in this checkout")
+    assert sum(sizes) <= 20 * 1024 * 1024
+
+
+def test_before_after_rows(tmp_path, base, folder):
+    from e2mc_cli.zoo import resolve_base
+
+    refined = tmp_path / "refined.safetensors"
+    ckpt = load_checkpoint(base)
+    model = ckpt.build_model()
+    with torch.no_grad():
+        model.backbone.conv1.weight.mul_(-1.0)
+    save_checkpoint(refined, model, base="tiny", criterion="e2mc", epoch=2)
+    rows = ST.before_after(
+        resolve_base(str(base)),
+        refined,
+        data=str(folder),
+        out=tmp_path / "run",
+        labels=("10%", "100%"),
+        image_size=16,
+        eval_epochs=2,
+        device="cpu",
+    )
+    assert [r["labels"] for r in rows] == ["10%", "100%"]
+    for r in rows:
+        assert r["difference"] == pytest.approx(r["after"] - r["before"])
+        assert 0.0 <= r["p_mcnemar"] <= 1.0
+        assert (Path(r["before_path"]) / "eval.json").is_file() and (
+            Path(r["after_path"]) / "predictions.npz"
+        ).is_file()
+
+
+def test_markdown_and_png_from_a_hand_made_study(tmp_path):
+    def cell(values, p=None):
+        mean = sum(values) / len(values)
+        se = (sum((v - mean) ** 2 for v in values) / (len(values) - 1)) ** 0.5 / len(values) ** 0.5
+        out = {"values": values, "mean": mean, "se": se, "n": len(values)}
+        if p is not None:
+            out["mcnemar_vs_continued"] = {"pooled": {"p_exact": p}}
+        return out
+
+    study = {
+        "config": {"base": "fmnist-vicreg", "seeds": 3},
+        "data": "fmnist",
+        "columns": ["linear 1%", "knn"],
+        "rows": [
+            {"name": "base", "linear 1%": cell([70.0, 71.0, 72.0]), "knn": cell([80.0, 80.0, 80.0])},
+            {"name": "continued", "linear 1%": cell([70.0, 72.0, 74.0]), "knn": cell([81.0, 81.0, 81.0])},
+            {
+                "name": "e2mc",
+                "linear 1%": cell([75.0, 76.0, 77.0], 0.0123),
+                "knn": cell([82.0, 82.0, 82.0], 1.0),
+            },
+        ],
+        "complete": True,
+        "command": "sslboost study --base fmnist-vicreg",
+    }
+    md = ST.render_markdown(study)
+    # 70, 72, 74: mean 72, s = 2, SE = 2 / sqrt(3) = 1.15
+    assert "| continued | 72.00 ± 1.15 | 81.00 ± 0.00 |  |" in md
+    assert "| + e2mc | 76.00 ± 0.58 | 82.00 ± 0.00 | 0.012 |" in md
+    assert "| base | 71.00 ± 0.58 | 80.00 ± 0.00 |  |" in md
+    png = ST.render_png(study, tmp_path / "s.png").read_bytes()
+    assert png.startswith(PNG_MAGIC)
