@@ -114,6 +114,13 @@ def test_set_criterion_name_swaps_in_its_defaults():
         ("criterion.beta", "expected section.key=value"),
         ("run.epochs=0", "positive number"),
         ("run.batch_size=2.5", "positive integer"),
+        ("method.sim_coeff=abc", "method.sim_coeff must be a number, got 'abc'"),
+        ("optim.momentum=abc", "optim.momentum must be a number"),
+        ("criterion.beta=abc", "criterion.beta must be a number"),
+        ("optim.exclude_bias_and_norm=1", "must be true or false"),
+        ("optim.schedule='linear'", "optim.schedule 'linear': expected one of: constant, cosine"),
+        ("optim.final_lr_ratio=2", "final_lr_ratio must be ≤ 1"),
+        ("optim.weight_decay=-1", "weight_decay must be a finite number ≥ 0"),
     ],
 )
 def test_bad_set_is_a_user_error(assignment, message):

@@ -237,3 +237,24 @@ def test_nonfinite_loss_stops_names_the_term_and_keeps_the_checkpoint(cli, env, 
     assert state["step"] == 2
     assert all(torch.isfinite(v).all() for v in state["method"].values() if v.is_floating_point())
     assert not (out / "model.safetensors").exists()
+
+
+def test_bad_set_value_writes_nothing(cli, tmp_path):
+    """A mistyped --set value is caught before the run folder is created."""
+    out = tmp_path / "run"
+    r = cli(
+        "continue",
+        "--base",
+        "fmnist-vicreg",
+        "--criterion",
+        "e2mc",
+        "--set",
+        "optim.schedule=linear",
+        "--out",
+        out,
+        "--max-steps",
+        "1",
+    )
+    assert r.exit_code == 2
+    assert "optim.schedule 'linear'" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert not out.exists()

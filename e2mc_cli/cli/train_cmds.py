@@ -32,7 +32,13 @@ def continue_(
     recipe: str = typer.Option(None, "--recipe", help="A recipe TOML file instead of the shipped one."),
     epochs: int = typer.Option(None, "--epochs", min=1, help="Override run.epochs."),
     batch_size: int = typer.Option(None, "--batch-size", min=1, help="Override run.batch_size (global)."),
-    lr: float = typer.Option(None, "--lr", min=0.0, help="Override optim.lr."),
+    lr: float = typer.Option(
+        None,
+        "--lr",
+        min=0.0,
+        help="Override optim.lr (recipes with optim.lr_batch_scaling, VICReg's and SimSiam's, "
+        "apply lr × batch size / 256 as the official code).",
+    ),
     image_size: int = typer.Option(
         None, "--image-size", min=8, help="Scale every crop size by PX/224 (224 -> PX, 96 -> PX*96/224)."
     ),
@@ -221,6 +227,7 @@ def recipes(json_: bool = typer.Option(False, "--json", help="Print JSON instead
         table.add_column("optimizer", no_wrap=True)
         table.add_column("lr", no_wrap=True)
         table.add_column("bs×ep", no_wrap=True)
+        table.caption = "lr: as applied (optim.lr × batch/256 where the recipe scales it)"
         for r in chosen:
             coef = " ".join(
                 f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in r["coefficients"].items()
@@ -230,7 +237,7 @@ def recipes(json_: bool = typer.Option(False, "--json", help="Print JSON instead
                 r["criterion"],
                 coef or "-",
                 str(r["optimizer"]),
-                f"{r['lr']:g}",
+                f"{r['effective_lr']:g}",
                 f"{r['batch_size']}×{r['epochs']}",
             )
         console.print(table)

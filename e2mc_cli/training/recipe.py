@@ -36,6 +36,7 @@ import tomli_w
 
 import e2mc_cli
 from e2mc_cli.errors import UserError
+from e2mc_cli.training.optim import OPTIMIZERS, SCHEDULES, base_lr
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -111,6 +112,7 @@ def list_recipes() -> list[dict]:
                 "coefficients": crit,
                 "optimizer": optim.get("name"),
                 "lr": optim.get("lr"),
+                "effective_lr": base_lr({**OPTIM_KEYS, **optim}, int(run.get("batch_size", 256))),
                 "batch_size": run.get("batch_size"),
                 "epochs": run.get("epochs"),
                 "source": r.get("recipe", {}).get("source", ""),
@@ -274,6 +276,60 @@ def _check(recipe: dict) -> None:
     size = recipe["views"].get("image_size", 224)
     if not isinstance(size, int) or size < 8:
         raise UserError(f"recipe views.image_size must be an integer ≥ 8, got {size!r}")
+    _check_types(recipe)
+    optim = recipe["optim"]
+    if optim["name"] not in OPTIMIZERS:
+        raise UserError(f"recipe optim.name {optim['name']!r}: expected one of: {', '.join(OPTIMIZERS)}")
+    if optim["schedule"] not in SCHEDULES:
+        raise UserError(
+            f"recipe optim.schedule {optim['schedule']!r}: expected one of: {', '.join(SCHEDULES)}"
+        )
+    for key in ("momentum", "weight_decay", "warmup_epochs", "final_lr_ratio", "predictor_lr"):
+        value = optim.get(key, 0)
+        if not math.isfinite(value) or value < 0:
+            raise UserError(f"recipe optim.{key} must be a finite number ≥ 0, got {value!r}")
+    if optim["final_lr_ratio"] > 1:
+        raise UserError(f"recipe optim.final_lr_ratio must be ≤ 1, got {optim['final_lr_ratio']!r}")
+
+
+def _section_defaults(recipe: dict, section: str) -> dict:
+    method = recipe["recipe"]["method"]
+    if section == "optim":
+        return {**OPTIM_KEYS, "predictor_lr": 0.0, **OPTIMIZER_KEYS.get(recipe["optim"]["name"], {})}
+    if section == "method":
+        from e2mc_cli.methods import method_options
+
+        return method_options(method)
+    if section == "views":
+        from e2mc_cli.data.augment import VIEW_OPTIONS
+
+        return {"image_size": 224, **VIEW_OPTIONS.get(method, {})}
+    if section == "criterion":
+        return {"name": "", **_criterion_defaults(recipe["criterion"].get("name", "continued"))}
+    return {}
+
+
+def _kind(value) -> str:
+    if isinstance(value, bool):
+        return "true or false"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, (list, tuple)):
+        return "a list"
+    return "a string" if isinstance(value, str) else type(value).__name__
+
+
+def _check_types(recipe: dict) -> None:
+    """Each value has the kind of its default (number, true/false, list, string), so a typo such as
+    ``--set optim.momentum=abc`` is one clear line before anything is built or written."""
+    for section in ("optim", "method", "views", "criterion"):
+        defaults = _section_defaults(recipe, section)
+        for key, value in recipe[section].items():
+            if key not in defaults or defaults[key] is None:
+                continue
+            expected = _kind(defaults[key])
+            if _kind(value) != expected:
+                raise UserError(f"recipe {section}.{key} must be {expected}, got {value!r}")
 
 
 def resolve_recipe(
