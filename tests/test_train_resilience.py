@@ -150,3 +150,43 @@ def test_two_process_gloo_ddp_equals_one_process(cli, env, tmp_path):
         if w1[k].is_floating_point():
             moved = max(moved, float((w1[k] - base[k]).abs().max()))
     assert moved > 1e-2  # the steps changed the weights far beyond the tolerance
+
+
+def _torchrun(script, args, tmp_path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+        + [str(script), "continue", *args],
+        env={**_env(), "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+
+
+def test_two_process_swav_resume_gives_each_process_its_own_queue(env, tmp_path):
+    """Each process keeps its own SwAV queue; the state file holds both and a 2-process resume
+    hands each its own, so stopping at step 2 and resuming to step 4 equals 4 steps in one go."""
+    script = tmp_path / "sslboost_main.py"
+    script.write_text(DDP_SCRIPT)
+    common = ["--base", str(env["bases"]["swav"]), "--data", str(env["data"]), *SMALL]
+    common += [
+        "--set",
+        "method.queue_length=16",
+        "--set",
+        "optim.lr=0.5",
+        "--set",
+        "run.checkpoint_every=100",
+    ]
+    ref, run = tmp_path / "ref", tmp_path / "run"
+    _torchrun(script, [*common, "--max-steps", "4", "--out", str(ref)], tmp_path)
+    _torchrun(script, [*common, "--max-steps", "2", "--out", str(run)], tmp_path)
+
+    queues = load_training_state(run / L.STATE_FILE)["per_process"]["queue"]
+    assert len(queues) == 2 and queues[0].abs().sum() > 0 and not torch.equal(queues[0], queues[1])
+
+    _torchrun(script, [*common, "--max-steps", "4", "--out", str(run), "--resume"], tmp_path)
+    assert _equal(ref / "model.safetensors", run / "model.safetensors")
+    final_ref = load_training_state(ref / L.STATE_FILE)["per_process"]["queue"]
+    final_run = load_training_state(run / L.STATE_FILE)["per_process"]["queue"]
+    assert all(torch.equal(a, b) for a, b in zip(final_ref, final_run, strict=True))

@@ -389,6 +389,7 @@ class Trainer:
         self.last_terms: dict[str, float] = {}
         if saved is not None:
             self.method.load_state_dict(saved["method"])
+            self._restore_per_process(saved)
             self.criterion.load_state_dict(saved["criterion"])
             self.optimizer.load_state_dict(saved["optimizer"])
             self.step = int(saved["step"])
@@ -455,7 +456,36 @@ class Trainer:
     def _wall(self) -> float:
         return self.wall_before + (time.perf_counter() - self.t_start)
 
+    def _per_process_buffers(self) -> list[str]:
+        """Buffers each process keeps for itself (SwAV's queue), which DDP does not synchronise."""
+        return list(getattr(self.method, "_ddp_params_and_buffers_to_ignore", []))
+
+    def _gather_per_process(self) -> dict[str, list[torch.Tensor]]:
+        """Every process's copy of its own buffers (a collective: all processes call it)."""
+        if not D.is_distributed():
+            return {}
+        out = {}
+        for name in self._per_process_buffers():
+            local = getattr(self.method, name).contiguous()
+            copies = [torch.empty_like(local) for _ in range(self.world)]
+            dist.all_gather(copies, local)
+            out[name] = [c.cpu() for c in copies]
+        return out
+
+    def _restore_per_process(self, saved: dict) -> None:
+        """Give each process back its own buffers; a different process count keeps rank 0's."""
+        copies = saved.get("per_process", {})
+        for name, tensors in copies.items():
+            if len(tensors) != self.world:
+                self._message(
+                    f"[yellow]warning:[/] the run was saved with {len(tensors)} processes and resumes "
+                    f"with {self.world}: every process starts from process 0's {name}"
+                )
+                continue
+            getattr(self.method, name).copy_(tensors[D.rank()].to(getattr(self.method, name).device))
+
     def save_state(self) -> None:
+        per_process = self._gather_per_process()
         if not self.is_main:
             return
         S.save_training_state(
@@ -475,6 +505,7 @@ class Trainer:
                 "failed_indices": sorted(self.failed_indices),
                 "last_terms": self.last_terms,
                 "health": self.health.state_dict(),
+                "per_process": per_process,
             },
         )
 
