@@ -52,7 +52,10 @@ def continue_(
         None, "--checkpoint-every", min=1, help="Override run.checkpoint_every."
     ),
     workers: int = typer.Option(
-        4, "--workers", min=0, help="Data-loading worker processes per training process."
+        None,
+        "--workers",
+        min=0,
+        help="Data-loading worker processes per training process (default: CPU cores, at most 4).",
     ),
     compile_: bool = typer.Option(False, "--compile", help="torch.compile the backbone and heads."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
@@ -75,6 +78,7 @@ def continue_(
     1 the loss became non-finite (the last good checkpoint is kept); 2 bad input.
     """
     from e2mc_cli.errors import UserError
+    from e2mc_cli.training.data import default_workers
     from e2mc_cli.training.loop import NonFiniteLoss, TrainOptions, run
 
     if device not in ("auto", "cpu", "cuda"):
@@ -96,7 +100,7 @@ def continue_(
         image_size=image_size,
         sets=sets,
         max_steps=max_steps,
-        workers=workers,
+        workers=default_workers() if workers is None else workers,
         compile=compile_,
         resume=resume,
         overwrite=overwrite,

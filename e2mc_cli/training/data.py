@@ -14,6 +14,7 @@ where a run was stopped and resumed.
 
 from __future__ import annotations
 
+import os
 import random
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -126,3 +127,9 @@ class EpochBatches(Sampler):
         for step in range(self.start, self.steps_per_epoch(self.n_items, self.global_batch)):
             lo = step * self.global_batch + self.rank * local
             yield [(self.epoch, i) for i in perm[lo : lo + local]]
+
+
+def default_workers(cap: int = 4) -> int:
+    """Data-loading processes for this machine: its usable CPU cores, at most ``cap``."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(cap, cores))
