@@ -134,16 +134,21 @@ class LARC:
             wd = group.get("weight_decay", 0.0)
             saved.append(wd)
             group["weight_decay"] = 0.0
-            for p in group["params"]:
-                if p.grad is None:
-                    continue
-                param_norm = torch.linalg.vector_norm(p)
-                grad_norm = torch.linalg.vector_norm(p.grad)
-                if param_norm != 0 and grad_norm != 0:
-                    adaptive = self.trust_coefficient * param_norm / (grad_norm + param_norm * wd + self.eps)
-                    if self.clip:
-                        adaptive = torch.clamp(adaptive / group["lr"], max=1.0)
-                    p.grad.add_(p, alpha=wd).mul_(adaptive)
+            params = [p for p in group["params"] if p.grad is not None]
+            if not params:
+                continue
+            grads = [p.grad for p in params]
+            # All norms in two batched calls, no host synchronisation (one per tensor on a GPU).
+            param_norm = torch.stack(torch._foreach_norm(params))
+            grad_norm = torch.stack(torch._foreach_norm(grads))
+            adapt = (param_norm != 0) & (grad_norm != 0)
+            adaptive = self.trust_coefficient * param_norm / (grad_norm + param_norm * wd + self.eps)
+            if self.clip:
+                adaptive = torch.clamp(adaptive / group["lr"], max=1.0)
+            scale = torch.where(adapt, adaptive, torch.ones_like(adaptive))
+            decay = torch.where(adapt, torch.full_like(param_norm, wd), torch.zeros_like(param_norm))
+            torch._foreach_add_(grads, torch._foreach_mul(params, list(decay.unbind())))
+            torch._foreach_mul_(grads, list(scale.unbind()))
         try:
             self.optim.step()
         finally:
