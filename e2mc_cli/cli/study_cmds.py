@@ -11,6 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from e2mc_cli.cli.app import app, console, err_console
+from e2mc_cli.cli.train_cmds import run_and_report
 
 
 def _command(name: str) -> str:
@@ -141,7 +142,7 @@ def pretrain(
 
     from e2mc_cli.errors import UserError
     from e2mc_cli.pretrain import prepare
-    from e2mc_cli.training.loop import NonFiniteLoss, TrainOptions, run
+    from e2mc_cli.training.loop import TrainOptions
 
     if device not in ("auto", "cpu", "cuda"):
         raise UserError(f"--device {device!r}: expected auto, cpu or cuda")
@@ -169,22 +170,4 @@ def pretrain(
         highlight=False,
         soft_wrap=True,
     )
-    try:
-        result = run(opts, console)
-    except NonFiniteLoss as exc:
-        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
-        raise typer.Exit(1) from None
-    s = result.summary
-    if result.status == "interrupted":
-        console.print(
-            f"stopped at step {s['steps']}; continue with:\n  {escape(result.resume_command)}",
-            highlight=False,
-            soft_wrap=True,
-        )
-        return
-    console.print(
-        f"{result.status}: {s['steps']} steps, {s['images_seen']} images in {s['wall_time_s']:.1f} s "
-        f"({s['images_per_s'] or 0:.1f} img/s); wrote {escape(str(result.out))}/model.safetensors",
-        highlight=False,
-        soft_wrap=True,
-    )
+    run_and_report(opts)

@@ -79,7 +79,7 @@ def continue_(
     """
     from e2mc_cli.errors import UserError
     from e2mc_cli.training.data import default_workers
-    from e2mc_cli.training.loop import NonFiniteLoss, TrainOptions, run
+    from e2mc_cli.training.loop import TrainOptions
 
     if device not in ("auto", "cpu", "cuda"):
         raise UserError(f"--device {device!r}: expected auto, cpu or cuda")
@@ -107,6 +107,24 @@ def continue_(
         device=device,
         argv=_argv(locals()),
     )
+    result = run_and_report(opts)
+    if result is None:
+        return
+    if eval_after is None:
+        from e2mc_cli.training.loop import builtin_data
+
+        eval_after = builtin_data(base) is not None
+    if eval_after:
+        _before_after(result, base, base_file, method, data)
+
+
+def run_and_report(opts):
+    """Train ``opts`` and print how it ended; ``None`` when it was interrupted (resume hint printed).
+
+    A non-finite loss is one line and exit code 1 (the last good checkpoint is kept).
+    """
+    from e2mc_cli.training.loop import NonFiniteLoss, run
+
     try:
         result = run(opts, console)
     except NonFiniteLoss as exc:
@@ -120,7 +138,7 @@ def continue_(
             highlight=False,
             soft_wrap=True,
         )
-        return
+        return None
     done = "stopped at --max-steps" if result.status == "max_steps" else "finished"
     console.print(
         f"{done}: {s['steps']} steps, {s['images_seen']} images in {s['wall_time_s']:.1f} s "
@@ -129,12 +147,7 @@ def continue_(
         highlight=False,
         soft_wrap=True,
     )
-    if eval_after is None:
-        from e2mc_cli.training.loop import builtin_data
-
-        eval_after = builtin_data(base) is not None
-    if eval_after:
-        _before_after(result, base, base_file, method, data)
+    return result
 
 
 def _before_after(result, base, base_file, method, data) -> None:
