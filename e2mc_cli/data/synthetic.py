@@ -47,7 +47,21 @@ def random_feature_space(feats: np.ndarray, out_dim: int, *, seed: int = 1) -> n
     return (feats @ a).astype(np.float32)
 
 
-class SyntheticImages(Dataset):
+class _ArrayImages(Dataset):
+    """``(PIL RGB image, label)`` items from ``self.images`` (N × H × W × 3 uint8) and ``self.targets``."""
+
+    images: np.ndarray
+    targets: list[int]
+    classes: list[str]
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, index: int) -> tuple[Image.Image, int]:
+        return Image.fromarray(self.images[index]), self.targets[index]
+
+
+class SyntheticImages(_ArrayImages):
     """``(PIL RGB image, label)`` items whose pixels are a fixed random linear map of
     class-dependent Gaussian features (see the module docstring)."""
 
@@ -69,12 +83,6 @@ class SyntheticImages(Dataset):
         self.targets: list[int] = labels.tolist()
         self.classes = [f"class{c}" for c in range(n_classes)]
 
-    def __len__(self) -> int:
-        return len(self.targets)
-
-    def __getitem__(self, index: int) -> tuple[Image.Image, int]:
-        return Image.fromarray(self.images[index]), self.targets[index]
-
 
 def write_image_folder(root: str | os.PathLike, splits: dict[str, SyntheticImages]) -> Path:
     """Save datasets as PNG files in the ImageNet layout ``root/<split>/<class>/<i>.png``."""
@@ -88,7 +96,7 @@ def write_image_folder(root: str | os.PathLike, splits: dict[str, SyntheticImage
     return root
 
 
-class ColourImages(Dataset):
+class ColourImages(_ArrayImages):
     """``(PIL RGB image, label)`` items of one flat colour per class plus pixel noise.
 
     Class ``c`` has colour ``u_c ~ U[0.1, 0.9]^3`` (from ``class_seed``); each pixel is
@@ -113,9 +121,3 @@ class ColourImages(Dataset):
         self.images = (pixels * 255).round().astype(np.uint8)
         self.targets: list[int] = labels.tolist()
         self.classes = [f"class{c}" for c in range(n_classes)]
-
-    def __len__(self) -> int:
-        return len(self.targets)
-
-    def __getitem__(self, index: int) -> tuple[Image.Image, int]:
-        return Image.fromarray(self.images[index]), self.targets[index]
