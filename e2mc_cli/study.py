@@ -295,7 +295,7 @@ def run_cell(cfg: StudyConfig, data: str, criterion: str, seed: int, log: Log = 
             for k in ("status", "steps", "epochs_trained", "images_seen", "wall_time_s", "images_per_s")
         },
         "eval_wall_time_s": round(time.perf_counter() - t1, 3),
-        "train_wall_time_s_this_session": round(t1 - t0, 3),
+        "train_wall_time_s_this_run": round(t1 - t0, 3),
         "model": str(model_path),
     }
     write_json_atomic(result_file, result)
@@ -540,7 +540,7 @@ def run_study(cfg: StudyConfig, *, log: Log = _quiet, command: str = "") -> Stud
         meta = {
             "data": data,
             "command": command or "sslboost study",
-            "wall_time_s_this_session": round(time.perf_counter() - started, 1),
+            "wall_time_s_this_run": round(time.perf_counter() - started, 1),
             "updated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
         return write_outputs(cfg, base, meta)
