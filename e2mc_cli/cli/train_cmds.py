@@ -78,7 +78,6 @@ def continue_(
     1 the loss became non-finite (the last good checkpoint is kept); 2 bad input.
     """
     from e2mc_cli.errors import UserError
-    from e2mc_cli.training.data import default_workers
     from e2mc_cli.training.loop import TrainOptions
 
     if device not in ("auto", "cpu", "cuda"):
@@ -100,7 +99,7 @@ def continue_(
         image_size=image_size,
         sets=sets,
         max_steps=max_steps,
-        workers=default_workers() if workers is None else workers,
+        workers=workers,
         compile=compile_,
         resume=resume,
         overwrite=overwrite,
@@ -203,11 +202,7 @@ def _argv(params: dict) -> list[str]:
     args = ["continue"]
     for name, flag in _FLAGS.items():
         value = params.get(name)
-        if (
-            value is not None
-            and not (name == "workers" and value == 4)
-            and not (name == "device" and value == "auto")
-        ):
+        if value is not None and not (name == "device" and value == "auto"):
             args += [flag, str(value)]
     for item in params.get("sets") or []:
         if not item.startswith("run.checkpoint_every=") or params.get("checkpoint_every") is None:

@@ -42,7 +42,7 @@ from e2mc_cli.export import EXPORT_FILES, export_run
 from e2mc_cli.io import write_json_atomic, write_text_atomic
 from e2mc_cli.training import recipe as R
 from e2mc_cli.training import state as S
-from e2mc_cli.training.data import EpochBatches, SeededViews, collate_views
+from e2mc_cli.training.data import EpochBatches, SeededViews, collate_views, default_workers
 from e2mc_cli.training.optim import apply_lr, build_optimizer, lr_factor
 from e2mc_cli.training.progress import TrainProgress
 from e2mc_cli.training.syncbn import convert_sync_batchnorm
@@ -79,7 +79,7 @@ class TrainOptions:
     image_size: int | None = None
     sets: list[str] = field(default_factory=list)
     max_steps: int | None = None
-    workers: int = 4
+    workers: int | None = None  # None: default_workers(), the CPU cores up to 4
     compile: bool = False
     resume: bool = False
     overwrite: bool = False
@@ -558,7 +558,7 @@ class Trainer:
             start=start,
         )
         views = SeededViews(self.dataset, self.transform, int(self.recipe["run"]["seed"]))
-        workers = max(int(self.opts.workers), 0)
+        workers = default_workers() if self.opts.workers is None else max(int(self.opts.workers), 0)
         return DataLoader(
             views,
             batch_sampler=sampler,
