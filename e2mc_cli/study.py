@@ -19,6 +19,12 @@ McNemar's test (:func:`e2mc_cli.evaluate.stats.mcnemar`) compares each criterion
 correctness vectors of seed ``k`` of both criteria (same label subset) are concatenated over
 ``k``. Per-seed p-values (as ``sslboost compare`` gives) are kept in ``study.json`` too.
 
+Tuning. ``--holdout N`` evaluates every cell on ``N`` images held out from the training split
+instead of the test split (:func:`e2mc_cli.data.subsets.carve_validation`), so coefficients and
+learning rates can be chosen without reading the test split. ``--set CRITERION:section.key=value``
+applies an override to the runs of one criterion only (``--set e2mc:criterion.beta=100`` next to
+``continued``, which has no ``beta``); an unscoped ``--set`` applies to every run.
+
 Outputs: ``DIR/study.json`` (every number), ``DIR/study.md`` (the tables) and ``DIR/study.png``
 (grouped bars with standard-error bars).
 """
@@ -74,6 +80,7 @@ class StudyConfig:
     image_size: int | None = None
     workers: int = 2
     device: str = "auto"
+    holdout: int = 0  # > 0: evaluate on this many training images held out, not on the test split
 
 
 def parse_list(text: str | list[str] | tuple[str, ...]) -> list[str]:
@@ -105,7 +112,34 @@ def check_config(cfg: StudyConfig) -> StudyConfig:
         raise UserError("nothing to evaluate: give --labels or keep --knn")
     if cfg.epochs is not None and not (cfg.epochs > 0 and math.isfinite(cfg.epochs)):
         raise UserError(f"--epochs must be positive, got {cfg.epochs}")
+    if cfg.holdout < 0:
+        raise UserError(f"--holdout must be 0 (the test split) or a number of images, got {cfg.holdout}")
+    for item in cfg.sets:
+        scope, _ = split_scoped_set(item)
+        if scope is not None and scope not in cfg.criteria:
+            raise UserError(
+                f"--set {item}: {scope!r} is not one of the study's criteria ({', '.join(cfg.criteria)})"
+            )
     return cfg
+
+
+def split_scoped_set(item: str) -> tuple[str | None, str]:
+    """``"e2mc:criterion.beta=1"`` → ``("e2mc", "criterion.beta=1")``; unscoped → ``(None, item)``."""
+    key = item.split("=", 1)[0]
+    if ":" in key:
+        scope, rest = item.split(":", 1)
+        return scope.strip(), rest
+    return None, item
+
+
+def sets_for(sets: list[str], criterion: str) -> list[str]:
+    """The ``--set`` overrides that apply to the runs of ``criterion`` (unscoped ones and its own)."""
+    out = []
+    for item in sets:
+        scope, rest = split_scoped_set(item)
+        if scope is None or scope == criterion:
+            out.append(rest)
+    return out
 
 
 def base_spec(base: str):
@@ -153,6 +187,7 @@ def evaluate_checkpoint(
     eval_epochs: int | None = None,
     image_size: int | None = None,
     device: str = "auto",
+    holdout: int = 0,
     log: Log = _quiet,
 ) -> dict[str, dict]:
     """Linear probe (cached features) at each label fraction and kNN (all labels) of one checkpoint.
@@ -184,6 +219,7 @@ def evaluate_checkpoint(
                 device=None if device == "auto" else device,
                 workers=0,
                 overrides=overrides,
+                holdout=holdout,
             )
             t = time.perf_counter()
             run_eval(ckpt, req, source=source, out_dir=target, features=cache).write(target)
@@ -227,7 +263,7 @@ def train_cell(cfg: StudyConfig, data: str, criterion: str, seed: int, run_dir: 
     from e2mc_cli.training.loop import STATE_FILE, TrainOptions, run
 
     resume = (run_dir / STATE_FILE).is_file()
-    sets = [*cfg.sets, f"run.seed={seed}"]
+    sets = [*sets_for(cfg.sets, criterion), f"run.seed={seed}"]
     if cfg.epochs is not None:
         sets.append(f"run.epochs={float(cfg.epochs):g}")
     opts = TrainOptions(
@@ -283,6 +319,7 @@ def run_cell(cfg: StudyConfig, data: str, criterion: str, seed: int, log: Log = 
         eval_epochs=cfg.eval_epochs,
         image_size=cfg.image_size,
         device=cfg.device,
+        holdout=cfg.holdout,
         log=log,
     )
     result = {
@@ -323,6 +360,7 @@ def run_base(cfg: StudyConfig, data: str, log: Log = _quiet) -> dict:
         eval_epochs=cfg.eval_epochs,
         image_size=cfg.image_size,
         device=cfg.device,
+        holdout=cfg.holdout,
         log=log,
     )
     result = {"base": cfg.base, "columns": {k: v["top1"] for k, v in evals.items()}, "eval": evals}
@@ -431,12 +469,17 @@ def render_markdown(study: dict) -> str:
     cols = study["columns"]
     cfg = study["config"]
     first = cols[0]
+    evaluated_on = (
+        f"{cfg['holdout']} validation images held out from the training split (not the test split)"
+        if cfg.get("holdout")
+        else "the test split"
+    )
     lines = [
         f"# Study: {cfg['base']} on {study.get('data', '')}",
         "",
-        f"Top-1 (%), mean ± standard error over {cfg['seeds']} seed(s); linear probe with cached "
-        "features, kNN with k = 20, T = 0.07. `p` is McNemar's exact p-value of the criterion "
-        f"against `continued` on the {first} column, predictions of all seeds pooled.",
+        f"Top-1 (%) on {evaluated_on}, mean ± standard error over {cfg['seeds']} seed(s); linear "
+        "probe with cached features, kNN with k = 20, T = 0.07. `p` is McNemar's exact p-value of "
+        f"the criterion against `continued` on the {first} column, predictions of all seeds pooled.",
         "",
         "| model | " + " | ".join(cols) + f" | p vs continued ({first}) |",
         "|---|" + "---:|" * len(cols) + "---:|",

@@ -227,3 +227,35 @@ def test_simclr_list_fetched_through_the_zoo_download(tmp_path, monkeypatch):
         server.shutdown()
     assert path.read_bytes() == body
     assert Handler.requested == ["/subsets/1percent.txt"]
+
+
+def test_carve_validation_is_balanced_disjoint_and_fixed():
+    from e2mc_cli.data.subsets import HOLDOUT_SEED, SplitPart, carve_validation
+
+    class Labels:  # the minimum a split offers: classes, targets, items, identity
+        classes = ["a", "b", "c"]
+        targets = [0] * 30 + [1] * 30 + [2] * 30
+
+        def __len__(self):
+            return 90
+
+        def __getitem__(self, i):
+            return f"img{i}", self.targets[i]
+
+        def identity(self):
+            return "parent"
+
+    parent = Labels()
+    train, val = carve_validation(parent, 15)
+    assert isinstance(val, SplitPart) and len(val) == 15 and len(train) == 75
+    assert np.bincount(val.targets).tolist() == [5, 5, 5]  # 15 / 90 of 30 per class
+    assert set(train.indices.tolist()).isdisjoint(val.indices.tolist())
+    assert sorted([*train.indices.tolist(), *val.indices.tolist()]) == list(range(90))
+    assert val[0] == (f"img{val.indices[0]}", parent.targets[val.indices[0]])
+    expected = balanced_indices(np.asarray(parent.targets), 15 / 90, HOLDOUT_SEED)
+    assert np.array_equal(val.indices, expected)
+    again_train, again_val = carve_validation(parent, 15)  # the same images every time
+    assert again_val.identity() == val.identity() and again_train.identity() == train.identity()
+    assert len({train.identity(), val.identity(), "parent"}) == 3
+    with pytest.raises(UserError, match="--holdout must be between 1 and 89"):
+        carve_validation(parent, 90)

@@ -144,6 +144,7 @@ def test_eval_cli_writes_results_and_subsets(cli, tmp_path, colour_data, weights
     rec = json.loads((out / "eval.json").read_text())
     assert (rec["protocol"], rec["labels"], rec["mode"], rec["seeds"]) == ("linear", "50%", "cached", [0, 1])
     assert [s["size"] for s in rec["subsets"]] == [20, 20] and rec["dataset"]["val_size"] == 20
+    assert rec["dataset"]["train_crop_scale"] == [0.08, 1.0]  # an ImageFolder: the official crops
     assert rec["subsets"][0]["sha256"] != rec["subsets"][1]["sha256"]
     assert (
         rec["checkpoint"]["metadata"]["base"] == "test-base"
@@ -262,3 +263,74 @@ def test_feature_cache_and_explicit_seeds(tmp_path, colour_data, weights):
     np.testing.assert_array_equal(shared.pred, fresh.pred)
     assert shared.record["top1"] == fresh.record["top1"]
     assert len(cache._banks) == 2  # one bank for the training split, one for validation
+
+
+def test_eval_on_a_holdout_never_reads_the_validation_split(cli, tmp_path, colour_data, weights):
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(colour_data, data)
+    shutil.rmtree(data / "val")  # the test split is not there: a holdout evaluation must not need it
+    (data / "val").mkdir()
+    out = tmp_path / "ev"
+    r = cli(
+        "eval",
+        "--weights",
+        weights,
+        "--data",
+        data,
+        "--labels",
+        "100%",
+        "--holdout",
+        "8",
+        "--mode",
+        "cached",
+        "--image-size",
+        "12",
+        "--epochs",
+        "2",
+        "--out",
+        out,
+    )
+    assert r.exit_code == 0, r.output
+    rec = json.loads((out / "eval.json").read_text())
+    # 40 training images, 8 held out (2 per class); the classifier trains on the other 32
+    assert rec["dataset"]["val_size"] == 8 and rec["dataset"]["train_size"] == 32
+    assert rec["subsets"][0]["size"] == 32
+    assert rec["dataset"]["evaluated_on"] == "8 images held out from the training split"
+    with np.load(out / "predictions.npz") as z:
+        assert np.bincount(z["target"]).tolist() == [2, 2, 2, 2]
+    # compare refuses to pair it with an evaluation on the test split
+    test_out = tmp_path / "test"
+    r = cli(
+        "eval",
+        "--weights",
+        weights,
+        "--data",
+        colour_data,
+        "--labels",
+        "100%",
+        "--mode",
+        "cached",
+        "--image-size",
+        "12",
+        "--epochs",
+        "2",
+        "--out",
+        test_out,
+    )
+    assert r.exit_code == 0, r.output
+    r = cli("compare", out, test_out)
+    assert r.exit_code == 2 and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_train_crops_keep_a_fifth_of_small_native_images():
+    from torchvision.transforms import v2
+
+    from e2mc_cli.evaluate import features as FX
+
+    def rrc(tf):
+        return next(t for t in tf.transforms if isinstance(t, v2.RandomResizedCrop))
+
+    assert rrc(FX.train_transform(224)).scale == (0.08, 1.0)
+    assert rrc(FX.train_transform(28, None, FX.SMALL_IMAGE_CROP_SCALE)).scale == (0.2, 1.0)

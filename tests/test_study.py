@@ -274,3 +274,36 @@ def test_markdown_and_png_from_a_hand_made_study(tmp_path):
     assert "| base | 71.00 ± 0.58 | 80.00 ± 0.00 |  |" in md
     png = ST.render_png(study, tmp_path / "s.png").read_bytes()
     assert png.startswith(PNG_MAGIC)
+
+
+def test_scoped_sets_apply_to_one_criterion():
+    assert ST.split_scoped_set("e2mc:criterion.beta=1") == ("e2mc", "criterion.beta=1")
+    assert ST.split_scoped_set("run.log_every=1") == (None, "run.log_every=1")
+    assert ST.split_scoped_set("views.note=a:b") == (None, "views.note=a:b")  # a colon in the value
+    sets = ["run.log_every=1", "e2mc:criterion.beta=1", "vcreg:criterion.mu=2"]
+    assert ST.sets_for(sets, "e2mc") == ["run.log_every=1", "criterion.beta=1"]
+    assert ST.sets_for(sets, "continued") == ["run.log_every=1"]
+
+
+def test_study_with_holdout_and_a_scoped_set(tmp_path, base, folder):
+    out = tmp_path / "study"
+    cfg = _config(
+        base,
+        folder,
+        out,
+        seeds=1,
+        labels="100%",
+        knn=False,
+        holdout=8,
+        sets=["run.log_every=1", "e2mc:criterion.beta=0.25"],
+    )
+    ST.run_study(cfg)
+    recipe = json.loads(load_checkpoint(out / "cells/e2mc-seed0/train/model.safetensors").metadata["recipe"])
+    assert recipe["criterion"]["beta"] == 0.25
+    control = out / "cells/continued-seed0/train/model.safetensors"
+    assert "beta" not in json.loads(load_checkpoint(control).metadata["recipe"])["criterion"]
+    rec = json.loads((out / "cells/e2mc-seed0/eval/linear-100pct/eval.json").read_text())
+    assert rec["dataset"]["val_size"] == 8 and rec["dataset"]["train_size"] == 32
+    assert "8 validation images held out from the training split" in (out / "study.md").read_text()
+    with pytest.raises(UserError, match="'vne' is not one of the study's criteria"):
+        ST.check_config(_config(base, folder, out, sets=["vne:criterion.x=1"]))

@@ -8,10 +8,16 @@ plus, for ``cached``, the one pass over the labelled images) and classifier trai
 ``standard``, every epoch's augmented forward passes through the frozen backbone).
 
 Default workload (CPU-sized): the built-in base ``fmnist-vicreg`` when the package ships it, else
-a freshly initialised ``resnet-mini`` (seed 0); the built-in ``fmnist`` at its native 28 px, 1 %
-labels (600 images, seed 0), 100 epochs, VICReg's linear-probe settings (SGD lr 0.02, batch 256,
+a freshly initialised ``resnet-mini`` (seed 0); the built-in ``fmnist`` at its native 28 px, 10 %
+labels (6,000 images, seed 0), 100 epochs, VICReg's linear-probe settings (SGD lr 0.02, batch 256,
 cosine). A random network is not invariant to the crops ``standard`` trains on, so with it the
 two modes' top-1 can differ by many points; a pre-trained backbone is the meaningful comparison.
+
+Why 10 % by default: both modes score the same 10,000 validation images, one backbone pass each.
+At 1 % labels (600 images) ``standard`` makes 100 × 600 + 10,000 backbone passes against
+600 + 10,000 for ``cached``, so no implementation of ``cached`` can be more than about 6.6× faster
+end to end there, however cheap its training; ``speedup_training`` (labelled images only) shows
+the difference that remains. At 10 % the labelled images dominate, as they do on ImageNet.
 """
 
 from __future__ import annotations
@@ -51,7 +57,7 @@ def bench_eval(
     ckpt: Checkpoint | None = None,
     *,
     data: str = "fmnist",
-    labels: str = "1%",
+    labels: str = "10%",
     epochs: int = 100,
     image_size: int | None = None,
     device: str | None = None,

@@ -35,10 +35,13 @@ def _say(quiet: bool):
     )
 
 
-def _default_out(weights: Path | None, base: str | None, protocol: str, mode: str, labels: str) -> Path:
+def _default_out(
+    weights: Path | None, base: str | None, protocol: str, mode: str, labels: str, holdout: int = 0
+) -> Path:
     from e2mc_cli.data.subsets import labels_tag
 
     name = f"eval-{protocol}" + (f"-{mode}" if protocol == "linear" else "") + f"-{labels_tag(labels)}"
+    name += f"-holdout{holdout}" if holdout else ""
     if weights is not None:
         return weights.parent / name
     return Path("runs") / re.sub(r"[^A-Za-z0-9._-]+", "_", str(base)).strip("_") / name
@@ -79,6 +82,13 @@ def eval_cmd(
         "--out",
         help="Output folder (default: eval-<protocol>-<labels> next to --weights, or runs/<base>/…).",
     ),
+    holdout: int = typer.Option(
+        0,
+        "--holdout",
+        min=0,
+        help="Evaluate on N class-balanced training images held out (a validation split for tuning; "
+        "the test split is not read).",
+    ),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     workers: int | None = typer.Option(
         None, "--workers", help="Data-loader processes (default: 0 in memory, ≤ 8)."
@@ -105,7 +115,7 @@ def eval_cmd(
         from e2mc_cli.zoo import resolve_base
 
         ckpt, source = resolve_base(base), str(base)
-    out_dir = out or _default_out(weights, base, protocol, mode, labels)
+    out_dir = out or _default_out(weights, base, protocol, mode, labels, holdout)
     req = EvalRequest(
         data=data,
         protocol=protocol,
@@ -116,6 +126,7 @@ def eval_cmd(
         subset_file=str(subset_file) if subset_file is not None else None,
         device=device,
         workers=workers,
+        holdout=holdout,
         overrides={
             "lr": lr,
             "head_lr": head_lr,
@@ -216,7 +227,7 @@ def compare_cmd(
 @bench_app.command("eval")
 def bench_eval_cmd(
     epochs: int = typer.Option(100, "--epochs", help="Epochs of both modes."),
-    labels: str = typer.Option("1%", "--labels", help="Labelled fraction of the training set."),
+    labels: str = typer.Option("10%", "--labels", help="Labelled fraction of the training set."),
     data: str = typer.Option("fmnist", "--data", help="Dataset (default: the built-in fmnist)."),
     base: str | None = typer.Option(
         None,

@@ -47,7 +47,17 @@ def study(
     batch_size: int = typer.Option(None, "--batch-size", min=1, help="Override run.batch_size."),
     max_steps: int = typer.Option(None, "--max-steps", min=1, help="Stop each training run after N steps."),
     sets: list[str] = typer.Option(
-        None, "--set", help="Override a recipe key (section.key=value). Repeatable."
+        None,
+        "--set",
+        help="Override a recipe key (section.key=value), or for one criterion only "
+        "(e2mc:criterion.beta=100). Repeatable.",
+    ),
+    holdout: int = typer.Option(
+        0,
+        "--holdout",
+        min=0,
+        help="Evaluate on N training images held out (a validation split for tuning), "
+        "not on the test split.",
     ),
     eval_epochs: int = typer.Option(None, "--eval-epochs", min=1, help="Linear-probe epochs (default 100)."),
     image_size: int = typer.Option(
@@ -79,6 +89,7 @@ def study(
         image_size=image_size,
         workers=workers,
         device=device,
+        holdout=holdout,
     )
 
     def log(msg: str) -> None:

@@ -259,8 +259,12 @@ def recipes(json_: bool = typer.Option(False, "--json", help="Print JSON instead
 def bench_train(
     method: str = typer.Option("all", "--method", help="vicreg, swav, simsiam or all."),
     arch: str = typer.Option("resnet-mini", "--arch", help="Backbone: resnet-mini, resnet18 or resnet50."),
-    image_size: int = typer.Option(32, "--image-size", min=8, help="Full-resolution view size in px."),
-    batch_size: int = typer.Option(32, "--batch-size", min=2, help="Images per step."),
+    image_size: int = typer.Option(
+        28, "--image-size", min=8, help="Full-resolution view size in px (default: the built-in recipes')."
+    ),
+    batch_size: int = typer.Option(
+        256, "--batch-size", min=2, help="Images per step (default: the built-in recipes')."
+    ),
     steps: int = typer.Option(10, "--steps", min=1, help="Timed steps per measurement (after warm-up)."),
     warmup: int = typer.Option(3, "--warmup", min=0, help="Untimed steps before each measurement."),
     criterion: str = typer.Option("e2mc", "--criterion", help="Add-on criterion of the full step."),

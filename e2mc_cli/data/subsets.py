@@ -8,6 +8,11 @@
   ``max(1, round(frac · N_c))`` images of each class ``c`` (rounding half up), saved as
   ``subset-<labels>-seed<k>.json`` so every model compared is trained on the same images; such a
   file given back with ``--subset-file`` is used as is.
+
+Validation split carved from the training split (``--holdout N``, for choosing hyperparameters
+without ever reading the test split): ``N`` training images, class-balanced as above with their own
+fixed seed (:data:`HOLDOUT_SEED`), become the evaluation set, and the label subsets are drawn from
+the remaining ones (:func:`carve_validation`).
 """
 
 from __future__ import annotations
@@ -221,3 +226,56 @@ def choose_subset(
     if out_dir is not None:
         save_subset(Path(out_dir) / f"subset-{labels_tag(labels)}-seed{seed}.json", subset, dataset)
     return subset
+
+
+HOLDOUT_SEED = 2025  # the validation images carved from the training split: fixed, not the run's seed
+
+
+class SplitPart:
+    """The images ``indices`` of a split, as a dataset of their own (a part of a held-out split).
+
+    Items, ``classes``, ``targets`` (and an ImageFolder's ``samples``) are the parent's, restricted
+    to ``indices``; ``identity()`` hashes the parent's identity, the part's role and its indices.
+    """
+
+    def __init__(self, parent, indices: np.ndarray, role: str):
+        self.parent = parent
+        self.indices = np.asarray(indices, dtype=np.int64)
+        self.role = role
+        self.classes = parent.classes
+        targets = np.asarray(parent.targets)
+        self.targets = targets[self.indices].tolist()
+        if hasattr(parent, "samples"):
+            self.samples = [parent.samples[i] for i in self.indices.tolist()]
+        self.skipped = int(getattr(parent, "skipped", 0))
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, index: int):
+        return self.parent[int(self.indices[index])]
+
+    def identity(self) -> str:
+        h = hashlib.sha256(f"{self.parent.identity()}/{self.role}/".encode())
+        h.update(indices_sha256(self.indices).encode())
+        return h.hexdigest()
+
+
+def carve_validation(train, n: int) -> tuple[SplitPart, SplitPart]:
+    """``(training part, validation part)`` of ``train``: ``n`` class-balanced images held out.
+
+    The held-out images are ``balanced_indices(targets, n / len(train), HOLDOUT_SEED)``, the same
+    for every model and every seed; at least one image of each class stays on each side.
+    """
+    size = len(train)
+    if not 0 < n < size:
+        raise UserError(
+            f"--holdout must be between 1 and {size - 1} (the training split has {size} images), got {n}"
+        )
+    targets = np.asarray(train.targets)
+    held = balanced_indices(targets, n / size, HOLDOUT_SEED)
+    keep = np.setdiff1d(np.arange(size, dtype=np.int64), held)
+    missing = sorted(set(np.unique(targets).tolist()) - set(np.unique(targets[keep]).tolist()))
+    if missing:
+        raise UserError(f"--holdout {n} leaves no training image of class {train.classes[missing[0]]!r}")
+    return SplitPart(train, keep, "holdout-train"), SplitPart(train, held, "holdout-val")

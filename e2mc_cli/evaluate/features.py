@@ -5,7 +5,10 @@
   (``crop_ratio`` = 224/256 as in the official code; 1 for datasets used at their native size,
   where the whole image is kept), normalise.
 - Training transform (``--mode standard`` and ``semisup``): ``RandomResizedCrop(PX)`` (scale
-  0.08–1) and a horizontal flip, drawn afresh every epoch, normalised.
+  0.08–1, torchvision's default as in the official code) and a horizontal flip, drawn afresh every
+  epoch, normalised. Datasets used at their native small size (the built-in 28 px ``fmnist``) crop
+  at least 20 % of the image (:data:`SMALL_IMAGE_CROP_SCALE`), as their pre-training recipes do: 8 %
+  of a 28 px image is an 8 px patch.
 
 Normalisation: ImageNet mean/std; SwAV's evaluation code uses std (0.228, 0.224, 0.225).
 """
@@ -25,6 +28,8 @@ from torchvision.transforms import v2
 from e2mc_cli.errors import UserError
 
 STANDARD_CROP_RATIO = 224 / 256
+STANDARD_CROP_SCALE = (0.08, 1.0)  # torchvision's RandomResizedCrop default, the official recipes'
+SMALL_IMAGE_CROP_SCALE = (0.2, 1.0)  # native-size small images (fmnist): as their pre-training views
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 SWAV_STD = (0.228, 0.224, 0.225)  # SwAV's eval_linear.py / eval_semisup.py
@@ -61,12 +66,14 @@ def eval_transform(image_size: int, crop_ratio: float = STANDARD_CROP_RATIO, met
     )
 
 
-def train_transform(image_size: int, method: str | None = None):
-    """``RandomResizedCrop(PX, scale=(0.08, 1))`` + horizontal flip, normalised."""
+def train_transform(
+    image_size: int, method: str | None = None, scale: tuple[float, float] = STANDARD_CROP_SCALE
+):
+    """``RandomResizedCrop(PX, scale)`` + horizontal flip, normalised."""
     return v2.Compose(
         [
             ToRGBImage(),
-            v2.RandomResizedCrop(int(image_size), antialias=True),
+            v2.RandomResizedCrop(int(image_size), scale=tuple(scale), antialias=True),
             v2.RandomHorizontalFlip(),
             *_normalise(method),
         ]

@@ -6,6 +6,10 @@ and of each label subset (SHA-256 of the chosen indices), the hyperparameters an
 metadata. ``DIR/predictions.npz`` holds ``pred`` (seeds × validation samples, predicted class),
 ``target`` (true class), ``index`` (position in the validation set) and ``seeds``, for
 :mod:`e2mc_cli.evaluate.compare`.
+
+With ``holdout = N`` the evaluation set is not the data's validation split but ``N`` images carved
+from the training split (:func:`e2mc_cli.data.subsets.carve_validation`); label subsets are drawn
+from the rest. That is the split to choose hyperparameters on: the test split is never read.
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ from e2mc_cli import __version__
 from e2mc_cli.checkpoint import Checkpoint
 from e2mc_cli.data import fmnist
 from e2mc_cli.data.datasets import resolve_dataset
-from e2mc_cli.data.subsets import choose_subset, parse_labels
+from e2mc_cli.data.subsets import carve_validation, choose_subset, parse_labels
 from e2mc_cli.errors import UserError
 from e2mc_cli.evaluate import features as FX
 from e2mc_cli.evaluate import knn as KNN
@@ -54,6 +58,7 @@ class EvalRequest:
     device: str | None = None
     workers: int | None = None
     overrides: dict = field(default_factory=dict)  # lr, epochs, batch_size, wd, head_lr, k, temperature
+    holdout: int = 0  # > 0: evaluate on this many training images held out (the test split is not read)
 
 
 @dataclass
@@ -91,7 +96,7 @@ def checkpoint_record(ckpt: Checkpoint, source: str) -> dict:
 
 
 def _is_native_small(dataset) -> bool:
-    return isinstance(dataset, fmnist.FashionMNIST)
+    return isinstance(getattr(dataset, "parent", dataset), fmnist.FashionMNIST)
 
 
 def _check(req: EvalRequest) -> None:
@@ -144,13 +149,17 @@ def run_eval(
     t_start = time.perf_counter()
 
     train = resolve_dataset(req.data, "train")
-    val = resolve_dataset(req.data, "val")
+    if req.holdout:
+        train, val = carve_validation(train, int(req.holdout))
+    else:
+        val = resolve_dataset(req.data, "val")
     num_classes = len(train.classes)
     native = _is_native_small(train)
     image_size = req.image_size or (28 if native else 224)
     crop_ratio = 1.0 if native else FX.STANDARD_CROP_RATIO
     eval_tf = FX.eval_transform(image_size, crop_ratio, ckpt.method)
-    train_tf = FX.train_transform(image_size, ckpt.method)
+    crop_scale = FX.SMALL_IMAGE_CROP_SCALE if native else FX.STANDARD_CROP_SCALE
+    train_tf = FX.train_transform(image_size, ckpt.method, crop_scale)
     log(
         f"data {req.data}: {len(train)} training / {len(val)} validation images, {num_classes} classes, "
         f"{image_size} px"
@@ -243,6 +252,9 @@ def run_eval(
         "top5": {"mean": m5, "se": se5},
         "dataset": {
             "spec": str(req.data),
+            "evaluated_on": f"{req.holdout} images held out from the training split"
+            if req.holdout
+            else "val",
             "num_classes": num_classes,
             "train_size": len(train),
             "val_size": len(val),
@@ -251,6 +263,7 @@ def run_eval(
             "skipped": {"train": int(train.skipped), "val": int(val.skipped)},
             "image_size": image_size,
             "crop_ratio": crop_ratio,
+            "train_crop_scale": list(crop_scale),
         },
         "subsets": [s.describe() for s in subsets],
         "hyperparameters": cfg.to_dict(),
