@@ -25,6 +25,10 @@ learning rates can be chosen without reading the test split. ``--set CRITERION:s
 applies an override to the runs of one criterion only (``--set e2mc:criterion.beta=100`` next to
 ``continued``, which has no ``beta``); an unscoped ``--set`` applies to every run.
 
+A cell that cannot run with this base (a criterion's own limit, e.g. CorInfoMax's log-determinant
+needs more samples per step than dimensions) is reported with its reason in ``study.json``
+(``cannot_run``) and under the tables, and the study goes on; the next invocation tries it again.
+
 Outputs: ``DIR/study.json`` (every number), ``DIR/study.md`` (the tables) and ``DIR/study.png``
 (grouped bars with standard-error bars).
 """
@@ -501,7 +505,15 @@ def render_markdown(study: dict) -> str:
         if row["name"] in ("base", CONTROL):
             continue
         lines.append(f"| {row['name']} | " + " | ".join(_fmt_p(row[c]) for c in cols) + " |")
-    if not study.get("complete"):
+    reasons: dict[str, list[str]] = {}
+    for cell, why in (study.get("cannot_run") or {}).items():
+        reasons.setdefault(why, []).append(cell)
+    if reasons:
+        lines += ["", "Cells that cannot run with this base:", ""]
+        lines += [f"- {', '.join(cells)}: {why}" for why, cells in reasons.items()]
+    expected = len(cfg["criteria"]) * cfg["seeds"]
+    done = sum(len(row.get("seeds_done", [])) for row in study["rows"] if row["name"] != "base")
+    if done + len(study.get("cannot_run") or {}) < expected:
         lines += ["", "_Incomplete: some cells are not finished yet (see study.json, `seeds_done`)._"]
     lines += ["", f"Made by `{study.get('command', 'sslboost study')}`."]
     return "\n".join(lines) + "\n"
@@ -563,6 +575,7 @@ class StudyRun:
     trained: list[str]
     skipped: list[str]
     status: str  # "complete" or "interrupted"
+    cannot_run: dict[str, str] = field(default_factory=dict)  # cell name → reason
 
 
 def run_study(cfg: StudyConfig, *, log: Log = _quiet, command: str = "") -> StudyRun:
@@ -577,11 +590,13 @@ def run_study(cfg: StudyConfig, *, log: Log = _quiet, command: str = "") -> Stud
     started = time.perf_counter()
     base = run_base(cfg, data, log)
     trained, skipped = [], []
+    cannot_run: dict[str, str] = {}
     status = "complete"
 
     def outputs() -> dict:
         meta = {
             "data": data,
+            "cannot_run": dict(cannot_run),
             "command": command or "sslboost study",
             "wall_time_s_this_run": round(time.perf_counter() - started, 1),
             "updated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -592,7 +607,12 @@ def run_study(cfg: StudyConfig, *, log: Log = _quiet, command: str = "") -> Stud
         for seed in range(cfg.seeds):
             for crit in cfg.criteria:
                 t = time.perf_counter()
-                _, now = run_cell(cfg, data, crit, seed, log)
+                try:
+                    _, now = run_cell(cfg, data, crit, seed, log)
+                except UserError as exc:  # this criterion cannot run with this base: say why, go on
+                    cannot_run[cell_name(crit, seed)] = str(exc)
+                    log(f"{cell_name(crit, seed)}: cannot run: {exc}")
+                    continue
                 (trained if now else skipped).append(cell_name(crit, seed))
                 if now:
                     log(f"{cell_name(crit, seed)}: done in {time.perf_counter() - t:.0f} s")
@@ -600,7 +620,7 @@ def run_study(cfg: StudyConfig, *, log: Log = _quiet, command: str = "") -> Stud
     except StudyInterrupted as exc:
         log(f"{exc}; run the same command again to resume")
         status = "interrupted"
-    return StudyRun(outputs(), trained, skipped, status)
+    return StudyRun(outputs(), trained, skipped, status, cannot_run)
 
 
 # -- the before/after table of `sslboost continue` ------------------------------------------------

@@ -307,3 +307,18 @@ def test_study_with_holdout_and_a_scoped_set(tmp_path, base, folder):
     assert "8 validation images held out from the training split" in (out / "study.md").read_text()
     with pytest.raises(UserError, match="'vne' is not one of the study's criteria"):
         ST.check_config(_config(base, folder, out, sets=["vne:criterion.x=1"]))
+
+
+def test_a_criterion_that_cannot_run_is_reported_and_the_study_goes_on(tmp_path, base, folder):
+    # CorInfoMax's log-determinant needs more samples per step than dimensions: 8 < 16 here.
+    out = tmp_path / "study"
+    cfg = _config(base, folder, out, criteria="continued,logdet", seeds=1, labels="100%", knn=False)
+    result = ST.run_study(cfg)
+    assert result.trained == ["continued-seed0"]
+    assert list(result.cannot_run) == ["logdet-seed0"]
+    assert "needs more samples than dimensions" in result.cannot_run["logdet-seed0"]
+    study = json.loads((out / "study.json").read_text())
+    assert study["cannot_run"] == result.cannot_run and study["complete"] is False
+    md = (out / "study.md").read_text()
+    assert "Cells that cannot run with this base:" in md and "- logdet-seed0: logdet" in md
+    assert "_Incomplete" not in md

@@ -115,6 +115,10 @@ def study(
         highlight=False,
         soft_wrap=True,
     )
+    for cell, why in result.cannot_run.items():
+        err_console.print(
+            f"warning: {escape(cell)} cannot run: {escape(why)}", highlight=False, soft_wrap=True
+        )
     if result.status == "interrupted":
         err_console.print("interrupted: run the same command again to resume", highlight=False)
 
