@@ -511,7 +511,7 @@ def render_markdown(study: dict) -> str:
     if reasons:
         lines += ["", "Cells that cannot run with this base:", ""]
         lines += [f"- {', '.join(cells)}: {why}" for why, cells in reasons.items()]
-    expected = len(cfg["criteria"]) * cfg["seeds"]
+    expected = sum(row["name"] != "base" for row in study["rows"]) * cfg["seeds"]
     done = sum(len(row.get("seeds_done", [])) for row in study["rows"] if row["name"] != "base")
     if done + len(study.get("cannot_run") or {}) < expected:
         lines += ["", "_Incomplete: some cells are not finished yet (see study.json, `seeds_done`)._"]

@@ -57,6 +57,7 @@ def _worker(rank: int, port: int, result_path: str) -> None:
             if name == "logdet":
                 results["logdet_state"] = crit.running_cov.clone()
         torch.save(results, f"{result_path}.{rank}")
+        dist.barrier()  # both ranks finish before either tears the group down (gloo aborts)
     finally:
         dist.destroy_process_group()
 

@@ -38,6 +38,7 @@ def _worker(rank: int, world: int, init_file: str, out_file: str):
         shard = slice(rank * 4, (rank + 1) * 4)
         result = _losses(z_a[shard], z_b[shard], [c[shard] for c in crops])
         torch.save(result, f"{out_file}.{rank}")
+        dist.barrier()  # both ranks finish before either tears the group down (gloo aborts)
     finally:
         dist.destroy_process_group()
 
@@ -98,6 +99,7 @@ def _ddp_swav_worker(rank: int, world: int, init_file: str, out_file: str):
         torch.save(
             {"queue": method.queue, "proj": method.model.projector[0].weight.detach()}, f"{out_file}.{rank}"
         )
+        dist.barrier()  # both ranks finish before either tears the group down (gloo aborts)
     finally:
         dist.destroy_process_group()
 
