@@ -14,18 +14,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from e2mc_cli.errors import UserError
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 
 HEAD_KEYS = {
     "vicreg": ("mlp",),
@@ -45,7 +39,7 @@ class ModelSpec:
 
 def recipe_path(recipe: str | Path) -> Path:
     """A recipe file: a path, or the name of a shipped recipe (``fmnist-vicreg``)."""
-    from e2mc_cli.training.recipe import RECIPES_DIR
+    from e2mc_cli.training.recipe import RECIPES_DIR, recipe_files
 
     p = Path(recipe)
     if p.suffix == ".toml" or p.exists():
@@ -54,26 +48,11 @@ def recipe_path(recipe: str | Path) -> Path:
         return p
     shipped = RECIPES_DIR / f"{recipe}.toml"
     if not shipped.is_file():
-        names = sorted(q.stem for q in RECIPES_DIR.glob("*.toml") if _has_model(q))
+        names = [q.stem for q in recipe_files("pretrain")]
         raise UserError(
             f"--recipe {recipe}: no such recipe; recipes for pre-training from scratch: {', '.join(names)}"
         )
     return shipped
-
-
-def _load(path: Path) -> dict:
-    try:
-        with open(path, "rb") as f:
-            return tomllib.load(f)
-    except tomllib.TOMLDecodeError as exc:
-        raise UserError(f"{path}: not valid TOML ({exc})") from None
-
-
-def _has_model(path: Path) -> bool:
-    try:
-        return "model" in _load(path)
-    except UserError:
-        return False
 
 
 def model_spec(recipe: dict, where: str = "recipe") -> ModelSpec:
@@ -124,8 +103,10 @@ def init_path(recipe_name: str, spec: ModelSpec, seed: int) -> Path:
 
 def prepare(recipe: str | Path, seed: int | None = None) -> tuple[Path, Path, ModelSpec]:
     """``(recipe file, initial checkpoint, model spec)`` for ``sslboost pretrain``."""
+    from e2mc_cli.training.recipe import _load_toml
+
     path = recipe_path(recipe)
-    data = _load(path)
+    data = _load_toml(path)
     spec = model_spec(data, str(path))
     seed = int(data.get("run", {}).get("seed", 0) if seed is None else seed)
     name = data.get("recipe", {}).get("name", path.stem)

@@ -146,20 +146,13 @@ def sets_for(sets: list[str], criterion: str) -> list[str]:
     return out
 
 
-def base_spec(base: str):
-    """The registry entry of ``base`` (``None`` for files and ``hf://`` names)."""
-    from e2mc_cli.zoo import BASES
-
-    return BASES.get(base)
-
-
 def default_data(base: str, data: str | None) -> str:
     """``data``, else the dataset a built-in base was trained on; else a :class:`UserError`."""
+    from e2mc_cli.zoo import builtin_data
+
+    data = data or builtin_data(base)
     if data:
         return data
-    spec = base_spec(base)
-    if spec is not None and getattr(spec, "data", None):
-        return spec.data
     raise UserError(
         f"--data is required for base {base!r}: an ImageFolder root or a built-in dataset (fmnist)"
     )

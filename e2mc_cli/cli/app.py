@@ -20,6 +20,12 @@ def fail(message: str) -> typer.Exit:
     return typer.Exit(2)
 
 
+def check_device(device: str) -> None:
+    """``--device`` of the training commands: ``auto``, ``cpu`` or ``cuda``, else one error line."""
+    if device not in ("auto", "cpu", "cuda"):
+        raise UserError(f"--device {device!r}: expected auto, cpu or cuda")
+
+
 class _Group(TyperGroup):
     """Turns a :class:`UserError` raised by any command below into one line and exit code 2."""
 

@@ -10,7 +10,7 @@ from rich import box
 from rich.markup import escape
 from rich.table import Table
 
-from e2mc_cli.cli.app import app, console, err_console
+from e2mc_cli.cli.app import app, check_device, console, err_console
 from e2mc_cli.cli.train_cmds import run_and_report
 
 
@@ -155,12 +155,10 @@ def pretrain(
     """
     from pathlib import Path
 
-    from e2mc_cli.errors import UserError
     from e2mc_cli.pretrain import prepare
     from e2mc_cli.training.loop import TrainOptions
 
-    if device not in ("auto", "cpu", "cuda"):
-        raise UserError(f"--device {device!r}: expected auto, cpu or cuda")
+    check_device(device)
     path, init, spec = prepare(recipe)
     out = out or str(Path("runs") / path.stem)
     opts = TrainOptions(

@@ -10,7 +10,7 @@ from rich import box
 from rich.markup import escape
 from rich.table import Table
 
-from e2mc_cli.cli.app import app, bench_app, console, err_console
+from e2mc_cli.cli.app import app, bench_app, check_device, console, err_console
 
 
 @app.command("continue")
@@ -77,11 +77,9 @@ def continue_(
     Exit codes: 0 finished (or stopped by --max-steps, SIGINT or SIGTERM after saving);
     1 the loss became non-finite (the last good checkpoint is kept); 2 bad input.
     """
-    from e2mc_cli.errors import UserError
     from e2mc_cli.training.loop import TrainOptions
 
-    if device not in ("auto", "cpu", "cuda"):
-        raise UserError(f"--device {device!r}: expected auto, cpu or cuda")
+    check_device(device)
     sets = list(sets or [])
     if checkpoint_every is not None:
         sets.append(f"run.checkpoint_every={checkpoint_every}")
@@ -110,7 +108,7 @@ def continue_(
     if result is None:
         return
     if eval_after is None:
-        from e2mc_cli.training.loop import builtin_data
+        from e2mc_cli.zoo import builtin_data
 
         eval_after = builtin_data(base) is not None
     if eval_after:
@@ -152,8 +150,7 @@ def run_and_report(opts):
 def _before_after(result, base, base_file, method, data) -> None:
     """Evaluate base and result (linear probe, 1 % and 10 % labels) and print the table."""
     from e2mc_cli.study import before_after, before_after_table
-    from e2mc_cli.training.loop import builtin_data
-    from e2mc_cli.zoo import resolve_base
+    from e2mc_cli.zoo import builtin_data, resolve_base
 
     spec = data or builtin_data(base)
     if not spec or not (base or base_file):

@@ -176,14 +176,6 @@ def _init_distributed(device: str) -> tuple[torch.device, bool]:
     return torch.device("cpu"), started
 
 
-def builtin_data(base: str | None) -> str | None:
-    """The dataset a built-in base was pre-trained on (its default ``--data``), else ``None``."""
-    from e2mc_cli.zoo import BASES
-
-    spec = BASES.get(base) if base else None
-    return getattr(spec, "data", None)
-
-
 def _resolve_base(opts: TrainOptions) -> Checkpoint:
     from e2mc_cli.zoo import resolve_base
 
@@ -296,6 +288,8 @@ class Trainer:
             R._check_criterion(opts.criterion)
             self.out = Path(opts.out) if opts.out else default_out(opts.base, opts.base_file, opts.criterion)
             _check_out(self.out, False, opts.overwrite)
+            from e2mc_cli.zoo import builtin_data
+
             data = opts.data or builtin_data(opts.base)
             if not data:
                 raise UserError("--data is required: an ImageFolder root or a built-in dataset (fmnist)")

@@ -23,7 +23,7 @@ from e2mc_cli.models import DEFAULT_HEADS, METHOD_NAMES
 from e2mc_cli.zoo.convert import ConversionReport, convert_state_dict, detect_method
 from e2mc_cli.zoo.downloads import cache_dir, download, mirror_url, sha256_file, verify_file
 from e2mc_cli.zoo.hf import download_hf, is_hf
-from e2mc_cli.zoo.registry import BASES, BaseSpec, closest_names, get_spec
+from e2mc_cli.zoo.registry import BASES, BaseSpec, builtin_data, closest_names, get_spec
 from e2mc_cli.zoo.safe_load import safe_torch_load
 
 
@@ -191,6 +191,7 @@ __all__ = [
     "BaseSpec",
     "ConversionReport",
     "base_path",
+    "builtin_data",
     "builtin_dir",
     "cache_dir",
     "closest_names",

@@ -173,6 +173,12 @@ _ENTRIES += [
 BASES: dict[str, BaseSpec] = {spec.name: spec for spec in _ENTRIES}
 
 
+def builtin_data(base: str | None) -> str | None:
+    """The dataset a built-in base was pre-trained on (its default ``--data``), else ``None``."""
+    spec = BASES.get(base) if base else None
+    return spec.data if spec is not None else None
+
+
 def closest_names(name: str, n: int = 3) -> list[str]:
     """Registry names closest to ``name`` (for "did you mean" messages)."""
     return difflib.get_close_matches(name, list(BASES), n=n, cutoff=0.5)
