@@ -10,8 +10,9 @@ criterion sees the same images in the same order and the same augmentations for 
 ``eval/linear-<labels>/`` and ``eval/knn/`` (the outputs of :mod:`e2mc_cli.evaluate`, label subset
 drawn with seed ``k``) and ``result.json``, written atomically last. A cell whose ``result.json``
 exists is finished and skipped, so an interrupted study resumes where it stopped (a training run
-cut short is resumed from its last checkpoint; finished evaluations are read back). The base is
-evaluated once, in ``DIR/base/``, with seeds ``0 … S−1``.
+cut short is resumed from its last checkpoint; finished evaluations are read back). Evaluations
+made under an older evaluation protocol (``protocol_version`` of ``eval.json``) are made again,
+keeping the trained models. The base is evaluated once, in ``DIR/base/``, with seeds ``0 … S−1``.
 
 Statistics. Each table cell is the mean ± standard error (``s/√n``) over seeds of the top-1 (%).
 McNemar's test (:func:`e2mc_cli.evaluate.stats.mcnemar`) compares each criterion with
@@ -46,6 +47,7 @@ from pathlib import Path
 import numpy as np
 
 from e2mc_cli.errors import UserError
+from e2mc_cli.evaluate.protocols import PROTOCOL_VERSION
 from e2mc_cli.io import atomic_path, write_json_atomic, write_text_atomic
 
 STUDY_FORMAT = "sslboost-study/1"
@@ -166,6 +168,19 @@ def column_name(labels: str | None) -> str:
     return KNN if labels is None else f"linear {labels}"
 
 
+def _current(record: dict) -> bool:
+    """Whether a stored ``eval.json`` or cell result was made under today's evaluation protocol."""
+    return record.get("protocol_version", 1) == PROTOCOL_VERSION
+
+
+def _read_current(path: Path) -> dict | None:
+    """The JSON record at ``path`` if it exists and is current, else ``None``."""
+    if not path.is_file():
+        return None
+    record = json.loads(path.read_text())
+    return record if _current(record) else None
+
+
 def _eval_folder(folder: Path, labels: str | None) -> Path:
     from e2mc_cli.data.subsets import labels_tag
 
@@ -190,7 +205,7 @@ def evaluate_checkpoint(
     """Linear probe (cached features) at each label fraction and kNN (all labels) of one checkpoint.
 
     Each evaluation goes to ``folder/linear-<labels>/`` or ``folder/knn/`` (``eval.json`` +
-    ``predictions.npz``); one already there is read back instead of recomputed. The frozen
+    ``predictions.npz``); one already there (under today's protocol) is read back. The frozen
     features are extracted once and shared by every evaluation. Returns
     ``{column: {"top1": [...per seed], "seeds": [...], "path": folder}}``.
     """
@@ -203,7 +218,7 @@ def evaluate_checkpoint(
     plan: list[str | None] = list(labels) + ([None] if knn else [])
     for lab in plan:
         target = _eval_folder(folder, lab)
-        if not (target / "eval.json").is_file():
+        if _read_current(target / "eval.json") is None:
             overrides = {"epochs": eval_epochs} if (eval_epochs and lab is not None) else {}
             req = EvalRequest(
                 data=data,
@@ -292,8 +307,9 @@ def run_cell(cfg: StudyConfig, data: str, criterion: str, seed: int, log: Log = 
 
     folder = Path(cfg.out) / "cells" / cell_name(criterion, seed)
     result_file = folder / RESULT_FILE
-    if result_file.is_file():
-        return json.loads(result_file.read_text()), False
+    done = _read_current(result_file)
+    if done is not None:
+        return done, False
     run_dir = folder / "train"
     trained = False
     t0 = time.perf_counter()
@@ -303,7 +319,8 @@ def run_cell(cfg: StudyConfig, data: str, criterion: str, seed: int, log: Log = 
         trained = True
     summary = json.loads((run_dir / "summary.json").read_text())
     t1 = time.perf_counter()
-    log(f"{cell_name(criterion, seed)}: evaluating")
+    stale = " (made under an older evaluation protocol)" if result_file.is_file() else ""
+    log(f"{cell_name(criterion, seed)}: evaluating{stale}")
     model_path = run_dir / "model.safetensors"
     evals = evaluate_checkpoint(
         load_checkpoint(model_path),
@@ -322,6 +339,7 @@ def run_cell(cfg: StudyConfig, data: str, criterion: str, seed: int, log: Log = 
     result = {
         "criterion": criterion,
         "seed": seed,
+        "protocol_version": PROTOCOL_VERSION,
         "columns": {k: v["top1"][0] for k, v in evals.items()},
         "eval": evals,
         "train": {
@@ -342,8 +360,9 @@ def run_base(cfg: StudyConfig, data: str, log: Log = _quiet) -> dict:
 
     folder = Path(cfg.out) / "base"
     result_file = folder / RESULT_FILE
-    if result_file.is_file():
-        return json.loads(result_file.read_text())
+    done = _read_current(result_file)
+    if done is not None:
+        return done
     log("base: evaluating")
     seeds = list(range(cfg.seeds))
     evals = evaluate_checkpoint(
@@ -360,7 +379,12 @@ def run_base(cfg: StudyConfig, data: str, log: Log = _quiet) -> dict:
         holdout=cfg.holdout,
         log=log,
     )
-    result = {"base": cfg.base, "columns": {k: v["top1"] for k, v in evals.items()}, "eval": evals}
+    result = {
+        "base": cfg.base,
+        "protocol_version": PROTOCOL_VERSION,
+        "columns": {k: v["top1"] for k, v in evals.items()},
+        "eval": evals,
+    }
     write_json_atomic(result_file, result)
     return result
 
@@ -542,13 +566,13 @@ def render_png(study: dict, path: str | Path) -> Path:
 
 
 def collect(cfg: StudyConfig) -> dict[tuple[str, int], dict]:
-    """Results of the finished cells on disk."""
+    """Results of the finished cells on disk (made under today's evaluation protocol)."""
     cells = {}
     for crit in cfg.criteria:
         for s in range(cfg.seeds):
-            f = Path(cfg.out) / "cells" / cell_name(crit, s) / RESULT_FILE
-            if f.is_file():
-                cells[(crit, s)] = json.loads(f.read_text())
+            record = _read_current(Path(cfg.out) / "cells" / cell_name(crit, s) / RESULT_FILE)
+            if record is not None:
+                cells[(crit, s)] = record
     return cells
 
 

@@ -83,7 +83,9 @@ def test_effect_sizes_and_standard_error():
 # --- the command ------------------------------------------------------------------------------
 
 
-def fake_eval(folder, preds, target, *, labels="1%", val_sha="v" * 64, subset="s" * 64, base="x"):
+def fake_eval(
+    folder, preds, target, *, labels="1%", val_sha="v" * 64, subset="s" * 64, base="x", protocol_version=2
+):
     preds = np.atleast_2d(np.asarray(preds))
     seeds = list(range(len(preds)))
     top1 = [float((p == target).mean() * 100) for p in preds]
@@ -94,6 +96,7 @@ def fake_eval(folder, preds, target, *, labels="1%", val_sha="v" * 64, subset="s
     record = {
         "format": EVAL_FORMAT,
         "protocol": "linear",
+        "protocol_version": protocol_version,
         "labels": labels,
         "mode": "cached",
         "seeds": seeds,
@@ -158,6 +161,7 @@ def test_compare_identical_runs_p_one(cli, tmp_path, target):
         ({"val_sha": "w" * 64}, "different datasets"),
         ({"labels": "10%"}, "different label fractions"),
         ({"subset": "z" * 64}, "different label subsets"),
+        ({"protocol_version": 1}, "different versions of the evaluation protocol (2 vs 1)"),
     ],
 )
 def test_compare_mismatch_is_one_line_exit_2(cli, tmp_path, target, change, message):

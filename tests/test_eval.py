@@ -13,7 +13,7 @@ from e2mc_cli.checkpoint import save_checkpoint
 from e2mc_cli.data.synthetic import ColourImages, gaussian_features, random_feature_space, write_image_folder
 from e2mc_cli.evaluate import knn as K
 from e2mc_cli.evaluate import linear as L
-from e2mc_cli.evaluate.protocols import default_config, resolve_config
+from e2mc_cli.evaluate.protocols import PROTOCOL_VERSION, default_config, for_subset, resolve_config
 from e2mc_cli.evaluate.run import EvalRequest, run_eval
 from e2mc_cli.models import build_model
 
@@ -45,6 +45,45 @@ def test_semisup_defaults_are_the_papers():
     assert default_config("semisup", "simsiam", "1%").notes  # no paper setting: says which one is used
     o = resolve_config("linear", "swav", "1%", lr=0.5, epochs=3, batch_size=None)
     assert (o.lr, o.epochs, o.batch_size) == (0.5, 3, 256)
+
+
+def test_small_labelled_sets_get_at_least_the_papers_step_count():
+    # ImageNet 1 %: 12,811 images at batch 256 = 51 steps an epoch; 100 epochs = 5,100 steps.
+    lin = default_config("linear", "vicreg", "1%")
+    assert lin.min_steps == 5100
+    assert for_subset(lin, 12_811) is lin  # ImageNet itself: the paper's 100 epochs, unchanged
+    # fmnist 1 %: 600 images = 3 steps an epoch -> 1,700 epochs (5,100 steps).
+    small = for_subset(lin, 600)
+    assert (small.epochs, lin.epochs) == (1700, 100)
+    assert "300 steps" in small.notes[-1] and "1700 epochs (5100 steps)" in small.notes[-1]
+    # SimSiam 10 %: batch 2048, 6,000 images = 3 steps an epoch -> 1,700 epochs.
+    assert for_subset(default_config("linear", "simsiam", "10%"), 6000).epochs == 1700
+    # 60,000 images at batch 256 = 235 steps an epoch: 23,500 steps already, unchanged.
+    assert for_subset(default_config("linear", "vicreg", "100%"), 60_000).epochs == 100
+    # 60,000 at batch 2048 = 30 steps an epoch: 3,000 -> 170 epochs.
+    assert for_subset(default_config("linear", "simsiam", "100%"), 60_000).epochs == 170
+    # Fine-tuning: 20 epochs x 51 = 1,020 steps; SwAV's step milestones (12, 16 of 20) keep their place.
+    semi = for_subset(default_config("semisup", "swav", "1%"), 600)
+    assert (semi.epochs, semi.milestones) == (340, (204, 272))
+    assert L.epoch_factor(203, semi) == 1.0 and L.epoch_factor(204, semi) == pytest.approx(0.2)
+    # Epochs the user gives are run as given; kNN has no epochs.
+    assert for_subset(resolve_config("linear", "vicreg", "1%", epochs=7), 600).epochs == 7
+    knn = default_config("knn", "vicreg", "100%")
+    assert for_subset(knn, 10) is knn
+
+
+def test_eval_records_the_raised_epochs(tmp_path, colour_data, weights):
+    from e2mc_cli.checkpoint import load_checkpoint
+
+    # 40 labelled images at batch 20: 2 steps an epoch, so 2,550 epochs make the 5,100 steps.
+    req = EvalRequest(
+        data=str(colour_data), mode="cached", image_size=12, labels="100%", overrides={"batch_size": 20}
+    )
+    rec = run_eval(load_checkpoint(weights), req).record
+    assert rec["protocol_version"] == PROTOCOL_VERSION
+    assert rec["hyperparameters"]["epochs"] == 2550 and rec["hyperparameters"]["min_steps"] == 5100
+    assert [r["epochs"] for r in rec["results"]] == [2550]
+    assert "raised to 2550 epochs" in rec["hyperparameters"]["notes"][-1]
 
 
 def test_cosine_schedule_per_epoch():

@@ -122,6 +122,31 @@ def test_study_resumes_a_missing_cell_only(tmp_path, base, folder):
     assert "| base |" in md and "| continued |" in md
 
 
+def test_study_redoes_evaluations_of_an_older_protocol_only(tmp_path, base, folder):
+    out = tmp_path / "study"
+    cfg = _config(base, folder, out, criteria="continued", seeds=2, labels="100%", knn=False)
+    ST.run_study(cfg)
+    # Make seed 1's result and evaluation look as if an older protocol had made them.
+    cell = out / "cells" / "continued-seed1"
+    for path in (cell / "result.json", cell / "eval" / "linear-100pct" / "eval.json"):
+        record = json.loads(path.read_text())
+        del record["protocol_version"]
+        path.write_text(json.dumps(record))
+    model = cell / "train" / "model.safetensors"
+    trained_at = model.stat().st_mtime_ns
+    kept = (out / "cells" / "continued-seed0" / "eval" / "linear-100pct" / "eval.json").stat().st_mtime_ns
+    again = ST.run_study(cfg)
+    # Nothing is trained again; seed 1 is evaluated again under today's protocol, seed 0 is kept.
+    assert again.trained == [] and model.stat().st_mtime_ns == trained_at
+    assert json.loads((cell / "result.json").read_text())["protocol_version"] == ST.PROTOCOL_VERSION
+    redone = json.loads((cell / "eval" / "linear-100pct" / "eval.json").read_text())
+    assert redone["protocol_version"] == ST.PROTOCOL_VERSION
+    assert (
+        out / "cells" / "continued-seed0" / "eval" / "linear-100pct" / "eval.json"
+    ).stat().st_mtime_ns == kept
+    assert json.loads((out / "study.json").read_text())["complete"] is True
+
+
 def test_study_cli_bad_input_is_one_line(cli, tmp_path, base, folder):
     r = cli(
         "study", "--base", base, "--criteria", "continued,nope", "--out", tmp_path / "s", "--data", folder

@@ -59,7 +59,12 @@ def study(
         help="Evaluate on N training images held out (a validation split for tuning), "
         "not on the test split.",
     ),
-    eval_epochs: int = typer.Option(None, "--eval-epochs", min=1, help="Linear-probe epochs (default 100)."),
+    eval_epochs: int = typer.Option(
+        None,
+        "--eval-epochs",
+        min=1,
+        help="Linear-probe epochs, run exactly (default: the protocol's, see `sslboost eval --help`).",
+    ),
     image_size: int = typer.Option(
         None, "--image-size", min=8, help="Image size of training and evaluation (default: recipe / data)."
     ),

@@ -51,7 +51,7 @@ def _same(a: dict, b: dict, keys: tuple[str, ...]) -> list[str]:
 
 def check_comparable(ra: dict, pa: dict, rb: dict, pb: dict) -> list[int]:
     """Raise a :class:`UserError` unless A and B were evaluated on the same data, labels and
-    subsets; return the seeds they share."""
+    subsets, under the same version of the evaluation protocol; return the seeds they share."""
     da, db = ra["dataset"], rb["dataset"]
     diff = _same(da, db, ("num_classes", "train_size", "val_size", "train_sha256", "val_sha256"))
     if diff:
@@ -61,6 +61,12 @@ def check_comparable(ra: dict, pa: dict, rb: dict, pb: dict) -> list[int]:
         )
     if ra["labels"] != rb["labels"]:
         raise UserError(f"A and B use different label fractions ({ra['labels']} vs {rb['labels']})")
+    va, vb = ra.get("protocol_version", 1), rb.get("protocol_version", 1)
+    if va != vb:
+        raise UserError(
+            f"A and B were evaluated under different versions of the evaluation protocol ({va} vs {vb}); "
+            "evaluate the older one again"
+        )
     if len(pa["target"]) != len(pb["target"]):
         raise UserError(
             f"A and B have predictions of different lengths ({len(pa['target'])} vs {len(pb['target'])})"

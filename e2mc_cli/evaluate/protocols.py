@@ -24,16 +24,30 @@ The paper gives no semi-supervised setting for SimSiam (VICReg's is used) nor fo
 (the 10 % row is used). A labels value between the paper's is served by the next row up
 (≤ 1 % → 1 %, ≤ 10 % → 10 %, else 100 %). kNN: cosine similarity, k = 20, votes weighted by
 ``exp(sim / 0.07)``.
+
+Labelled sets smaller than ImageNet's. The protocols are given in epochs over ImageNet's label
+subsets; the smallest, 1 % (12,811 images, batch 256: ⌈12,811 / 256⌉ = 51 steps an epoch), makes
+100 × 51 = 5,100 optimiser steps in the linear probe and 20 × 51 = 1,020 in fine-tuning. On a
+smaller labelled set the same epochs are far fewer steps (fmnist 1 %: 600 images, 3 steps an epoch,
+300 steps), too few for the probe to converge: SimSiam's LARS probe moves the weights by at most
+``lr · η`` = 0.2 % of their norm a step. So, unless ``--epochs`` is given, the epochs are raised
+until the run makes at least that many steps (:func:`for_subset`; a step schedule's milestones keep
+their place in the run). On ImageNet this changes nothing: every subset already makes as many.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import math
+from dataclasses import asdict, dataclass, field, replace
 
 from e2mc_cli.data.subsets import fraction
 from e2mc_cli.errors import UserError
 
 PROTOCOLS = ("linear", "semisup", "knn")
+# Recorded in every eval.json; bumped when a default protocol changes what it computes, so that
+# stored evaluations made under an older one are recognised (``sslboost study`` redoes them).
+# 2: epochs raised on labelled sets smaller than ImageNet's (:func:`for_subset`).
+PROTOCOL_VERSION = 2
 MODES = ("standard", "cached")
 
 _LINEAR: dict[str, dict[str, dict]] = {
@@ -67,6 +81,14 @@ _SEMISUP: dict[str, dict[str, dict]] = {
 SEMISUP_MILESTONES = (12, 16)
 SEMISUP_GAMMA = 0.2
 
+IMAGENET_1PCT_IMAGES = 12_811  # SimCLR's 1percent.txt
+PAPER_BATCH_1PCT = 256  # every protocol's batch at 1 %
+
+
+def paper_min_steps(epochs: int) -> int:
+    """Optimiser steps of a protocol of ``epochs`` epochs on ImageNet's 1 % subset (its smallest)."""
+    return epochs * math.ceil(IMAGENET_1PCT_IMAGES / PAPER_BATCH_1PCT)
+
 
 @dataclass
 class ProtocolConfig:
@@ -86,6 +108,7 @@ class ProtocolConfig:
     gamma: float = 1.0
     k: int = 20  # knn
     temperature: float = 0.07  # knn
+    min_steps: int = 0  # raise the epochs to make at least this many steps (0: epochs as given)
     source: str = ""  # where the defaults come from
     notes: list[str] = field(default_factory=list)
 
@@ -119,7 +142,11 @@ def default_config(protocol: str, method: str, labels: str) -> ProtocolConfig:
         return ProtocolConfig("knn", epochs=0, batch_size=256, source="common practice (k=20, T=0.07)")
     if protocol == "linear":
         return ProtocolConfig(
-            "linear", epochs=100, **_LINEAR[method][row], source=f"paper B.2.1, {method} {row}"
+            "linear",
+            epochs=100,
+            **_LINEAR[method][row],
+            min_steps=paper_min_steps(100),
+            source=f"paper B.2.1, {method} {row}",
         )
     notes = []
     semi_method = method
@@ -142,6 +169,7 @@ def default_config(protocol: str, method: str, labels: str) -> ProtocolConfig:
         schedule=hp["schedule"],
         milestones=SEMISUP_MILESTONES if step else (),
         gamma=SEMISUP_GAMMA if step else 1.0,
+        min_steps=paper_min_steps(20),
         source=f"paper B.2.2, {semi_method} {semi_row}",
         notes=notes,
     )
@@ -156,6 +184,8 @@ def resolve_config(protocol: str, method: str, labels: str, **overrides) -> Prot
         if not hasattr(cfg, key):
             raise UserError(f"unknown evaluation option {key!r}")
         setattr(cfg, key, type(getattr(cfg, key))(value))
+        if key == "epochs":
+            cfg.min_steps = 0  # epochs the user asked for are run as given
     if cfg.protocol != "knn" and cfg.epochs < 1:
         raise UserError(f"--epochs must be at least 1, got {cfg.epochs}")
     if cfg.batch_size < 1:
@@ -167,3 +197,27 @@ def resolve_config(protocol: str, method: str, labels: str, **overrides) -> Prot
     if cfg.k < 1 or cfg.temperature <= 0:
         raise UserError("--k must be at least 1 and --temperature positive")
     return cfg
+
+
+def for_subset(cfg: ProtocolConfig, n_labelled: int) -> ProtocolConfig:
+    """``cfg`` for a labelled set of ``n_labelled`` images: the epochs raised, if needed, so that
+    the run makes at least ``cfg.min_steps`` optimiser steps of ``⌈n / batch⌉`` an epoch; a step
+    schedule's milestones are scaled with them. ``cfg`` itself is not changed."""
+    if cfg.protocol == "knn" or cfg.min_steps <= 0 or n_labelled < 1:
+        return cfg
+    per_epoch = math.ceil(n_labelled / cfg.batch_size)
+    epochs = math.ceil(cfg.min_steps / per_epoch)
+    if epochs <= cfg.epochs:
+        return cfg
+    scale = epochs / cfg.epochs
+    return replace(
+        cfg,
+        epochs=epochs,
+        milestones=tuple(round(m * scale) for m in cfg.milestones),
+        notes=[
+            *cfg.notes,
+            f"{cfg.epochs} epochs of {n_labelled} labelled images are {cfg.epochs * per_epoch} steps; "
+            f"raised to {epochs} epochs ({epochs * per_epoch} steps) to make at least the "
+            f"{cfg.min_steps} of the paper's protocol on ImageNet's 1 % subset",
+        ],
+    )

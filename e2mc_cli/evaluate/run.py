@@ -36,7 +36,14 @@ from e2mc_cli.evaluate import features as FX
 from e2mc_cli.evaluate import knn as KNN
 from e2mc_cli.evaluate import linear as LIN
 from e2mc_cli.evaluate import semisup as SEMI
-from e2mc_cli.evaluate.protocols import MODES, PROTOCOLS, ProtocolConfig, resolve_config
+from e2mc_cli.evaluate.protocols import (
+    MODES,
+    PROTOCOL_VERSION,
+    PROTOCOLS,
+    ProtocolConfig,
+    for_subset,
+    resolve_config,
+)
 from e2mc_cli.evaluate.stats import mean_se
 from e2mc_cli.io import atomic_path, write_json_atomic
 
@@ -175,6 +182,9 @@ def run_eval(
     initial_state = copy.deepcopy(backbone.state_dict()) if req.protocol == "semisup" else None
     seeds = list(req.seed_list) if req.seed_list is not None else list(range(req.seeds))
     subsets = [choose_subset(train, labels, s, subset_file=req.subset_file, out_dir=out_dir) for s in seeds]
+    configs = [for_subset(cfg, len(s.indices)) for s in subsets]  # epochs for each labelled set
+    if configs and configs[0].epochs != cfg.epochs:
+        log(f"{configs[0].epochs} epochs ({configs[0].notes[-1]})")
     timings = {"val_features_s": 0.0, "train_features_s": 0.0, "train_s": 0.0}
     kwargs = {"device": device, "workers": req.workers}
 
@@ -202,25 +212,27 @@ def run_eval(
 
     target = torch.as_tensor(np.asarray(val.targets, dtype=np.int64))
     per_seed, preds = [], []
-    for seed, subset in zip(seeds, subsets):
+    for seed, subset, run_cfg in zip(seeds, subsets, configs):
         t = time.perf_counter()
         if bank:
             rows = torch.as_tensor([bank["pos"][int(i)] for i in subset.indices])
             xs, ys = bank["feats"][rows], bank["labels"][rows]
         if req.protocol == "knn":
-            scores = KNN.knn_scores(xs, ys, val_feats, num_classes, k=cfg.k, temperature=cfg.temperature)
+            scores = KNN.knn_scores(
+                xs, ys, val_feats, num_classes, k=run_cfg.k, temperature=run_cfg.temperature
+            )
         elif req.protocol == "linear" and req.mode == "cached":
-            head = LIN.train_on_features(xs, ys, num_classes, cfg, seed=seed, device=device)
+            head = LIN.train_on_features(xs, ys, num_classes, run_cfg, seed=seed, device=device)
             scores = LIN.predict(head, val_feats)
         elif req.protocol == "linear":
             head = LIN.train_standard(
-                backbone, train, subset.indices, train_tf, num_classes, cfg, seed=seed, **kwargs
+                backbone, train, subset.indices, train_tf, num_classes, run_cfg, seed=seed, **kwargs
             )
             scores = LIN.predict(head, val_feats)
         else:
             backbone.load_state_dict(initial_state)
             clf = SEMI.finetune(
-                backbone, train, subset.indices, train_tf, num_classes, cfg, seed=seed, **kwargs
+                backbone, train, subset.indices, train_tf, num_classes, run_cfg, seed=seed, **kwargs
             )
             scores = predict_images(clf, val, eval_tf, batch_size=256, **kwargs)
         timings["train_s"] += time.perf_counter() - t
@@ -233,6 +245,7 @@ def run_eval(
                 "top1": top1,
                 "top5": top5,
                 "train_size": int(len(subset.indices)),
+                "epochs": run_cfg.epochs,
                 "subset_sha256": subset.sha256,
             }
         )
@@ -244,6 +257,7 @@ def run_eval(
     record = {
         "format": EVAL_FORMAT,
         "protocol": req.protocol,
+        "protocol_version": PROTOCOL_VERSION,
         "labels": labels,
         "mode": req.mode if req.protocol == "linear" else None,
         "seeds": seeds,
@@ -266,7 +280,7 @@ def run_eval(
             "train_crop_scale": list(crop_scale),
         },
         "subsets": [s.describe() for s in subsets],
-        "hyperparameters": cfg.to_dict(),
+        "hyperparameters": (configs[0] if configs else cfg).to_dict(),
         "checkpoint": checkpoint_record(ckpt, source),
         "device": str(device),
         "timings": timings,
