@@ -47,7 +47,7 @@ from pathlib import Path
 import numpy as np
 
 from e2mc_cli.errors import UserError
-from e2mc_cli.evaluate.protocols import PROTOCOL_VERSION
+from e2mc_cli.evaluate.protocols import PROTOCOL_VERSION, protocol_version_of
 from e2mc_cli.io import atomic_path, write_json_atomic, write_text_atomic
 
 STUDY_FORMAT = "sslboost-study/1"
@@ -168,17 +168,13 @@ def column_name(labels: str | None) -> str:
     return KNN if labels is None else f"linear {labels}"
 
 
-def _current(record: dict) -> bool:
-    """Whether a stored ``eval.json`` or cell result was made under today's evaluation protocol."""
-    return record.get("protocol_version", 1) == PROTOCOL_VERSION
-
-
 def _read_current(path: Path) -> dict | None:
-    """The JSON record at ``path`` if it exists and is current, else ``None``."""
+    """The JSON record (``eval.json`` or a result) at ``path`` if it exists and was made under
+    today's evaluation protocol, else ``None``."""
     if not path.is_file():
         return None
     record = json.loads(path.read_text())
-    return record if _current(record) else None
+    return record if protocol_version_of(record) == PROTOCOL_VERSION else None
 
 
 def _eval_folder(folder: Path, labels: str | None) -> Path:
@@ -218,7 +214,8 @@ def evaluate_checkpoint(
     plan: list[str | None] = list(labels) + ([None] if knn else [])
     for lab in plan:
         target = _eval_folder(folder, lab)
-        if _read_current(target / "eval.json") is None:
+        record = _read_current(target / "eval.json")
+        if record is None:
             overrides = {"epochs": eval_epochs} if (eval_epochs and lab is not None) else {}
             req = EvalRequest(
                 data=data,
@@ -234,9 +231,10 @@ def evaluate_checkpoint(
                 holdout=holdout,
             )
             t = time.perf_counter()
-            run_eval(ckpt, req, source=source, out_dir=target, features=cache).write(target)
+            result = run_eval(ckpt, req, source=source, out_dir=target, features=cache)
+            result.write(target)
+            record = result.record
             log(f"  {column_name(lab)}: {time.perf_counter() - t:.1f} s")
-        record = json.loads((target / "eval.json").read_text())
         out[column_name(lab)] = {
             "seeds": [r["seed"] for r in record["results"]],
             "top1": [r["top1"] for r in record["results"]],

@@ -16,6 +16,7 @@ import numpy as np
 
 from e2mc_cli.errors import UserError
 from e2mc_cli.evaluate import stats as S
+from e2mc_cli.evaluate.protocols import protocol_version_of
 from e2mc_cli.evaluate.run import EVAL_FORMAT
 
 
@@ -61,7 +62,7 @@ def check_comparable(ra: dict, pa: dict, rb: dict, pb: dict) -> list[int]:
         )
     if ra["labels"] != rb["labels"]:
         raise UserError(f"A and B use different label fractions ({ra['labels']} vs {rb['labels']})")
-    va, vb = ra.get("protocol_version", 1), rb.get("protocol_version", 1)
+    va, vb = protocol_version_of(ra), protocol_version_of(rb)
     if va != vb:
         raise UserError(
             f"A and B were evaluated under different versions of the evaluation protocol ({va} vs {vb}); "

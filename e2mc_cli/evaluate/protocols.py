@@ -48,6 +48,7 @@ PROTOCOLS = ("linear", "semisup", "knn")
 # stored evaluations made under an older one are recognised (``sslboost study`` redoes them).
 # 2: epochs raised on labelled sets smaller than ImageNet's (:func:`for_subset`).
 PROTOCOL_VERSION = 2
+
 MODES = ("standard", "cached")
 
 _LINEAR: dict[str, dict[str, dict]] = {
@@ -88,6 +89,12 @@ PAPER_BATCH_1PCT = 256  # every protocol's batch at 1 %
 def paper_min_steps(epochs: int) -> int:
     """Optimiser steps of a protocol of ``epochs`` epochs on ImageNet's 1 % subset (its smallest)."""
     return epochs * math.ceil(IMAGENET_1PCT_IMAGES / PAPER_BATCH_1PCT)
+
+
+def protocol_version_of(record: dict) -> int:
+    """The protocol version a stored ``eval.json`` (or a study result) was made under; records
+    written before versions were recorded are version 1."""
+    return int(record.get("protocol_version", 1))
 
 
 @dataclass
