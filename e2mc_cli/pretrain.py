@@ -103,10 +103,10 @@ def init_path(recipe_name: str, spec: ModelSpec, seed: int) -> Path:
 
 def prepare(recipe: str | Path, seed: int | None = None) -> tuple[Path, Path, ModelSpec]:
     """``(recipe file, initial checkpoint, model spec)`` for ``sslboost pretrain``."""
-    from e2mc_cli.training.recipe import _load_toml
+    from e2mc_cli.training.recipe import load_toml
 
     path = recipe_path(recipe)
-    data = _load_toml(path)
+    data = load_toml(path)
     spec = model_spec(data, str(path))
     seed = int(data.get("run", {}).get("seed", 0) if seed is None else seed)
     name = data.get("recipe", {}).get("name", path.stem)

@@ -277,7 +277,7 @@ class Trainer:
             model = SSLModel(self.model_info["method"], self.model_info["arch"], self.model_info["heads"])
         else:
             if opts.recipe_file is not None:
-                in_file = R._load_toml(Path(opts.recipe_file)).get("criterion", {}).get("name")
+                in_file = R.load_toml(Path(opts.recipe_file)).get("criterion", {}).get("name")
                 if opts.criterion and in_file and opts.criterion != in_file:
                     raise UserError(
                         f"--recipe {opts.recipe_file} trains with {in_file!r}, "

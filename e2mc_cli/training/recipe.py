@@ -74,7 +74,8 @@ EXTRA_OPTIM_KEYS = ("predictor_lr",)
 RECIPE_KEYS = ("name", "method", "source")
 
 
-def _load_toml(path: Path) -> dict:
+def load_toml(path: Path) -> dict:
+    """A recipe file's TOML; a missing or malformed file is one :class:`UserError` line."""
     try:
         with open(path, "rb") as f:
             return tomllib.load(f)
@@ -92,14 +93,14 @@ def recipe_kind(recipe: dict) -> str:
 def recipe_files(kind: str | None = None) -> list[Path]:
     """The shipped recipe files, sorted by name (only those of ``kind`` when given)."""
     files = sorted(RECIPES_DIR.glob("*.toml"))
-    return files if kind is None else [p for p in files if recipe_kind(_load_toml(p)) == kind]
+    return files if kind is None else [p for p in files if recipe_kind(load_toml(p)) == kind]
 
 
 def list_recipes() -> list[dict]:
     """One record per shipped recipe: name, kind, method, criterion, key coefficients, source."""
     rows = []
     for path in recipe_files():
-        r = _load_toml(path)
+        r = load_toml(path)
         crit = dict(r.get("criterion", {}))
         optim = r.get("optim", {})
         run = r.get("run", {})
@@ -148,11 +149,11 @@ def base_recipe(method: str, criterion: str) -> dict:
     _check_criterion(criterion)
     path = RECIPES_DIR / f"{method}-{criterion}.toml"
     if path.is_file():
-        return _load_toml(path)
+        return load_toml(path)
     control = RECIPES_DIR / f"{method}-continued.toml"
     if not control.is_file():
         raise UserError(f"no recipe for method {method!r} (expected {control})")
-    recipe = _load_toml(control)
+    recipe = load_toml(control)
     defaults = {k: _toml_safe(v) for k, v in _criterion_defaults(criterion).items() if v is not None}
     recipe["criterion"] = {"name": criterion, **defaults}
     recipe.setdefault("recipe", {})
@@ -345,7 +346,7 @@ def resolve_recipe(
 ) -> dict:
     """The resolved recipe of a run (see the module docstring for the order)."""
     if recipe_file is not None:
-        recipe = _load_toml(Path(recipe_file))
+        recipe = load_toml(Path(recipe_file))
         crit = recipe.get("criterion", {}).get("name")
         if crit is None:
             raise UserError(f"{recipe_file}: the recipe has no [criterion] name")
