@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import hashlib
 import http.server
 import json
 import threading
@@ -25,16 +26,76 @@ from e2mc_cli.data.subsets import (
 )
 from e2mc_cli.errors import UserError
 
-HAVE_FMNIST = fmnist.has_files(fmnist.SYSTEM_DIR)
-needs_fmnist = pytest.mark.skipif(
-    not HAVE_FMNIST, reason=f"Debian's dataset-fashion-mnist is not installed ({fmnist.SYSTEM_DIR} absent)"
+HAVE_DEBIAN_FMNIST = fmnist.has_files(fmnist.SYSTEM_DIR)
+needs_debian_fmnist = pytest.mark.skipif(
+    not HAVE_DEBIAN_FMNIST,
+    reason=f"Debian's dataset-fashion-mnist is not installed ({fmnist.SYSTEM_DIR} absent)",
 )
 
 
 # --- Fashion-MNIST -------------------------------------------------------------------------
 
 
-@needs_fmnist
+def _only_the_shipped_copy(tmp_path, monkeypatch) -> None:
+    """Every source but the copy inside the package absent (the cache is a fresh folder already)."""
+
+    def no_download(root):
+        raise AssertionError("the shipped copy must be used before any download")
+
+    monkeypatch.setattr(fmnist, "SYSTEM_DIR", tmp_path / "no-debian")
+    monkeypatch.setattr(fmnist, "_torchvision_download", no_download)
+    monkeypatch.delenv("SSLBOOST_DATA", raising=False)
+
+
+def _gunzip(path: Path) -> bytes:
+    with gzip.open(path, "rb") as f:
+        return f.read()
+
+
+def _sha256(array: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(array).tobytes()).hexdigest()
+
+
+def test_fmnist_shipped_copy_is_used_when_nothing_else_is_there(tmp_path, monkeypatch):
+    _only_the_shipped_copy(tmp_path, monkeypatch)
+    assert fmnist.locate(None) == fmnist.EMBEDDED_DIR
+    train, test = fmnist.FashionMNIST("train"), fmnist.FashionMNIST("test")
+    assert train.folder == test.folder == fmnist.EMBEDDED_DIR
+    assert (len(train), len(test)) == (60_000, 10_000)
+    assert train.images.shape == (60_000, 28, 28) and train.images.dtype == np.uint8
+    # The decoded arrays are the idx files' bodies: their digests follow from the pinned file digests.
+    header = {3: 16, 1: 8}
+    for split, ds in (("train", train), ("test", test)):
+        images_stem, labels_stem = fmnist.FILES[split]
+        raw = _gunzip(fmnist.EMBEDDED_DIR / f"{images_stem}.gz")
+        assert hashlib.sha256(raw).hexdigest() == fmnist.IDX_SHA256[images_stem]
+        assert _sha256(ds.images) == hashlib.sha256(raw[header[3] :]).hexdigest()
+        raw = _gunzip(fmnist.EMBEDDED_DIR / f"{labels_stem}.gz")
+        assert hashlib.sha256(raw).hexdigest() == fmnist.IDX_SHA256[labels_stem]
+        assert ds.targets == list(raw[header[1] :])
+
+
+@needs_debian_fmnist
+def test_fmnist_shipped_copy_equals_the_debian_copy(tmp_path, monkeypatch):
+    for split in ("train", "test"):
+        debian = fmnist.FashionMNIST(split, fmnist.SYSTEM_DIR)
+        shipped = fmnist.FashionMNIST(split, fmnist.EMBEDDED_DIR)
+        assert debian.folder == fmnist.SYSTEM_DIR and shipped.folder == fmnist.EMBEDDED_DIR
+        assert _sha256(debian.images) == _sha256(shipped.images)
+        assert debian.targets == shipped.targets
+        assert debian.identity() == shipped.identity()
+
+
+def test_fmnist_shipped_copy_is_checked_against_its_pinned_digest(tmp_path):
+    arr = np.arange(12, dtype=np.uint8).reshape(2, 2, 3)
+    _write_idx(tmp_path / "x.gz", arr)
+    with pytest.raises(UserError, match="pinned sha256") as err:
+        fmnist.read_idx(tmp_path / "x.gz", 3, sha256="0" * 64)
+    assert "\n" not in str(err.value)
+    good = hashlib.sha256(_gunzip(tmp_path / "x.gz")).hexdigest()
+    np.testing.assert_array_equal(fmnist.read_idx(tmp_path / "x.gz", 3, sha256=good), arr)
+
+
 def test_fmnist_splits_sizes_and_first_labels():
     train = resolve_dataset("fmnist", "train")
     val = resolve_dataset("fmnist", "val")
@@ -47,7 +108,7 @@ def test_fmnist_splits_sizes_and_first_labels():
     assert train.classes[9] == "Ankle boot" and len(train.classes) == 10
     assert resolve_dataset("fmnist", "test").targets[:10] == val.targets[:10]
     # A folder holding the idx files is recognised as Fashion-MNIST too.
-    assert len(resolve_dataset(str(fmnist.SYSTEM_DIR), "val")) == 10_000
+    assert len(resolve_dataset(str(fmnist.EMBEDDED_DIR), "val")) == 10_000
 
 
 def _write_idx(path: Path, array: np.ndarray) -> None:
@@ -87,12 +148,20 @@ def test_fmnist_not_found_lists_the_places_tried(tmp_path, monkeypatch):
         raise OSError("network unreachable")
 
     monkeypatch.setattr(fmnist, "SYSTEM_DIR", tmp_path / "no-debian")
+    monkeypatch.setattr(fmnist, "EMBEDDED_DIR", tmp_path / "no-embedded")
     monkeypatch.setattr(fmnist, "_torchvision_download", offline)
     monkeypatch.delenv("SSLBOOST_DATA", raising=False)
     with pytest.raises(UserError) as err:
         resolve_dataset("fmnist:" + str(tmp_path / "given"), "train")
     msg = str(err.value)
-    for place in ("given", "$SSLBOOST_DATA", "no-debian", "torchvision download", "network unreachable"):
+    for place in (
+        "given",
+        "$SSLBOOST_DATA",
+        "no-debian",
+        "no-embedded",
+        "torchvision download",
+        "network unreachable",
+    ):
         assert place in msg
     assert "\n" not in msg
 

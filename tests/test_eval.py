@@ -263,6 +263,7 @@ def test_eval_missing_fmnist_is_one_line(cli, tmp_path, weights, monkeypatch):
         raise OSError("network unreachable")
 
     monkeypatch.setattr(fmnist, "SYSTEM_DIR", tmp_path / "no-debian")
+    monkeypatch.setattr(fmnist, "EMBEDDED_DIR", tmp_path / "no-embedded")
     monkeypatch.setattr(fmnist, "_torchvision_download", offline)
     monkeypatch.delenv("SSLBOOST_DATA", raising=False)
     r = cli("eval", "--weights", weights, "--data", "fmnist", "--out", tmp_path / "o")

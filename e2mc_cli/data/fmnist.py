@@ -7,7 +7,11 @@ order, in:
 1. an explicit folder (``--data PATH`` or ``fmnist:PATH``),
 2. ``$SSLBOOST_DATA`` (the folder itself, or its ``fashion-mnist/`` or ``FashionMNIST/raw/`` subfolder),
 3. ``/usr/share/datasets/fashion-mnist/`` (Debian's ``dataset-fashion-mnist`` package),
-4. torchvision's ``FashionMNIST(download=True)`` into ``<cache>/datasets`` (network needed once).
+4. ``<cache>/datasets`` (an earlier download),
+5. the copy shipped inside the package (``e2mc_cli/data/fashion_mnist/``, MIT licence, see its
+   ``NOTICE``), whose decoded contents are checked against :data:`IDX_SHA256` when read,
+6. torchvision's ``FashionMNIST(download=True)`` into ``<cache>/datasets`` (only if the shipped copy
+   is missing or damaged; network needed once).
 
 Splits: ``train`` (60 000 images) and ``val`` = ``test`` (the 10 000 test images). Items are
 ``(PIL grayscale 28 × 28 image, int label)``.
@@ -19,6 +23,7 @@ import functools
 import gzip
 import hashlib
 import os
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +31,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from e2mc_cli.errors import UserError
+from e2mc_cli.zoo.downloads import cache_dir
 
 CLASSES = (
     "T-shirt/top",
@@ -45,16 +51,16 @@ FILES = {
 }
 SPLIT_SIZES = {"train": 60_000, "test": 10_000}
 SYSTEM_DIR = Path("/usr/share/datasets/fashion-mnist")
+EMBEDDED_DIR = Path(str(resources.files("e2mc_cli.data").joinpath("fashion_mnist")))
+# SHA-256 of each idx file's decoded bytes: the identity of Fashion-MNIST whatever its compression
+# (Debian's gzip files differ byte-wise from Zalando's; their contents do not).
+IDX_SHA256 = {
+    "train-images-idx3-ubyte": "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888",
+    "train-labels-idx1-ubyte": "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9",
+    "t10k-images-idx3-ubyte": "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b",
+    "t10k-labels-idx1-ubyte": "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34",
+}
 _IDX_MAGIC = {1: 0x00000801, 3: 0x00000803}  # unsigned-byte labels (1-d) and images (3-d)
-
-
-def _cache_dir() -> Path:
-    try:
-        from e2mc_cli.zoo import cache_dir  # the one cache every download shares
-
-        return Path(cache_dir())
-    except ImportError:  # pragma: no cover - the zoo always provides it in a full install
-        return Path(os.environ.get("SSLBOOST_CACHE") or Path.home() / ".cache" / "sslboost")
 
 
 def _find_file(folder: Path, stem: str) -> Path | None:
@@ -97,13 +103,16 @@ def locate(path: str | os.PathLike | None = None, *, download: bool = True) -> P
     else:
         tried.append("$SSLBOOST_DATA (not set)")
     places.append(("Debian dataset-fashion-mnist", SYSTEM_DIR))
-    cache = _cache_dir() / "datasets"
+    cache = Path(cache_dir()) / "datasets"
     places.append(("cache", cache))
     for label, place in places:
         for folder in candidates(place):
             if has_files(folder):
                 return folder
         tried.append(f"{place} ({label})")
+    if has_files(EMBEDDED_DIR):
+        return EMBEDDED_DIR
+    tried.append(f"{EMBEDDED_DIR} (copy shipped with sslboost: incomplete)")
     if download:
         try:
             folder = _torchvision_download(cache)
@@ -116,20 +125,21 @@ def locate(path: str | os.PathLike | None = None, *, download: bool = True) -> P
     raise UserError(
         "Fashion-MNIST not found; tried: "
         + "; ".join(tried)
-        + ". Install Debian's dataset-fashion-mnist, set $SSLBOOST_DATA, or pass --data PATH "
-        "to a folder with the four idx files"
+        + ". Reinstall sslboost, set $SSLBOOST_DATA, or pass --data PATH to a folder with the four idx files"
     )
 
 
-def read_idx(path: str | os.PathLike, ndim: int) -> np.ndarray:
-    """Parse an unsigned-byte idx file (plain or gzipped) into a uint8 array."""
-    path = Path(path)
+def _read_bytes(path: Path) -> bytes:
     opener = gzip.open if path.suffix == ".gz" else open
     try:
         with opener(path, "rb") as f:
-            data = f.read()
+            return f.read()
     except (OSError, EOFError) as exc:
         raise UserError(f"{path}: unreadable idx file ({exc})") from None
+
+
+def parse_idx(data: bytes, ndim: int, path: str | os.PathLike = "<idx>") -> np.ndarray:
+    """The uint8 array held by the bytes of an unsigned-byte idx file."""
     if len(data) < 4 + 4 * ndim or int.from_bytes(data[:4], "big") != _IDX_MAGIC[ndim]:
         raise UserError(f"{path}: not an unsigned-byte idx file with {ndim} dimension(s)")
     shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
@@ -139,11 +149,25 @@ def read_idx(path: str | os.PathLike, ndim: int) -> np.ndarray:
     return body.reshape(shape)
 
 
+def read_idx(path: str | os.PathLike, ndim: int, sha256: str | None = None) -> np.ndarray:
+    """Parse an unsigned-byte idx file (plain or gzipped) into a uint8 array; with ``sha256``, the
+    decoded bytes must have that digest."""
+    path = Path(path)
+    data = _read_bytes(path)
+    if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
+        raise UserError(
+            f"{path}: contents do not match the pinned sha256 of Fashion-MNIST; reinstall sslboost "
+            "(pip install --force-reinstall sslboost) or pass --data PATH to a folder with the idx files"
+        )
+    return parse_idx(data, ndim, path)
+
+
 @functools.lru_cache(maxsize=4)
 def _load(folder: str, split: str) -> tuple[np.ndarray, np.ndarray]:
     images_stem, labels_stem = FILES[split]
-    images = read_idx(_find_file(Path(folder), images_stem), 3)
-    labels = read_idx(_find_file(Path(folder), labels_stem), 1).astype(np.int64)
+    pinned = IDX_SHA256 if Path(folder) == EMBEDDED_DIR else {}
+    images = read_idx(_find_file(Path(folder), images_stem), 3, pinned.get(images_stem))
+    labels = read_idx(_find_file(Path(folder), labels_stem), 1, pinned.get(labels_stem)).astype(np.int64)
     if len(images) != len(labels) or len(images) != SPLIT_SIZES[split]:
         raise UserError(
             f"{folder}: Fashion-MNIST {split} split has {len(images)} images and {len(labels)} labels, "
