@@ -156,3 +156,31 @@ def test_bad_input_is_one_line_exit_2_nothing_written(cli, image_root, checkpoin
     assert r.stderr.startswith("error:") and r.stderr.strip().count("\n") == 0
     assert "Traceback" not in r.stderr
     assert not out.exists()
+
+
+def test_sample_indices_all_or_a_seeded_sorted_subset():
+    from e2mc_cli.diagnostics import sample_indices
+
+    assert sample_indices(5, 5, seed=0) == [0, 1, 2, 3, 4]
+    chosen = sample_indices(100, 10, seed=3)
+    assert len(chosen) == len(set(chosen)) == 10 and chosen == sorted(chosen) and max(chosen) < 100
+    assert sample_indices(100, 10, seed=3) == chosen and sample_indices(100, 10, seed=4) != chosen
+
+
+def test_scatter_pairs_are_disjoint_and_fewer_when_dimensions_run_out():
+    from e2mc_cli.diagnostics import scatter_pairs
+
+    pairs = scatter_pairs(24, 3, seed=0)
+    assert len(pairs) == 3 and len({d for p in pairs for d in p}) == 6 and max(max(p) for p in pairs) < 24
+    assert scatter_pairs(24, 3, seed=0) == pairs
+    assert len(scatter_pairs(5, 3, seed=0)) == 2 and scatter_pairs(1, 3, seed=0) == []
+
+
+def test_checkpoint_image_size_from_the_recipe_the_dataset_or_the_request():
+    from e2mc_cli.data.fmnist import FashionMNIST
+    from e2mc_cli.diagnostics import checkpoint_image_size
+
+    fmnist = FashionMNIST.__new__(FashionMNIST)  # only its type matters here
+    assert checkpoint_image_size({"recipe": '{"views": {"image_size": 96}}'}, object()) == 96
+    assert checkpoint_image_size({}, fmnist) == 28 and checkpoint_image_size({}, object()) == 224
+    assert checkpoint_image_size({"recipe": "not json"}, object(), image_size=64) == 64

@@ -12,6 +12,7 @@ from e2mc_cli import study as ST
 from e2mc_cli.checkpoint import load_checkpoint, save_checkpoint
 from e2mc_cli.data.synthetic import SyntheticImages, write_image_folder
 from e2mc_cli.errors import UserError
+from e2mc_cli.evaluate.protocols import PROTOCOL_VERSION
 from e2mc_cli.models import build_model
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -138,9 +139,9 @@ def test_study_redoes_evaluations_of_an_older_protocol_only(tmp_path, base, fold
     again = ST.run_study(cfg)
     # Nothing is trained again; seed 1 is evaluated again under today's protocol, seed 0 is kept.
     assert again.trained == [] and model.stat().st_mtime_ns == trained_at
-    assert json.loads((cell / "result.json").read_text())["protocol_version"] == ST.PROTOCOL_VERSION
+    assert json.loads((cell / "result.json").read_text())["protocol_version"] == PROTOCOL_VERSION
     redone = json.loads((cell / "eval" / "linear-100pct" / "eval.json").read_text())
-    assert redone["protocol_version"] == ST.PROTOCOL_VERSION
+    assert redone["protocol_version"] == PROTOCOL_VERSION
     assert (
         out / "cells" / "continued-seed0" / "eval" / "linear-100pct" / "eval.json"
     ).stat().st_mtime_ns == kept
@@ -347,3 +348,16 @@ def test_a_criterion_that_cannot_run_is_reported_and_the_study_goes_on(tmp_path,
     md = (out / "study.md").read_text()
     assert "Cells that cannot run with this base:" in md and "- logdet-seed0: logdet" in md
     assert "_Incomplete" not in md
+
+
+def test_cell_formats_and_the_seed_statistic():
+    from e2mc_cli.study.summary import seed_stat
+
+    cell = seed_stat([70.0, 72.0, 74.0])
+    assert cell["n"] == 3 and cell["mean"] == pytest.approx(72.0)
+    assert ST.fmt_mean_se(cell) == "72.00 ± 1.15"
+    assert ST.fmt_mean_se({"n": 1, "mean": 70.0, "se": None}) == "70.00"
+    assert ST.fmt_mean_se(seed_stat([])) == "–"
+    assert ST.fmt_p({"mcnemar_vs_continued": {"pooled": {"p_exact": 0.0123}}}) == "0.012"
+    assert ST.fmt_p({"mcnemar_vs_continued": {"pooled": {"p_exact": 1e-6}}}) == "<1e-4"
+    assert ST.fmt_p({"mcnemar_vs_continued": {"pooled": None}}) == "–" and ST.fmt_p({}) == "–"

@@ -8,7 +8,6 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from e2mc_cli import diagnostics
 from e2mc_cli.cli.app import app, console, err_console
 from e2mc_cli.errors import UserError
 
@@ -32,6 +31,9 @@ def _fmt(value, spec: str) -> str:
 
 
 def _table(report: dict) -> Table:
+    """The statistics of every model side by side, one section per embedding level."""
+    from e2mc_cli.diagnostics import LEVELS, TABLE_ROWS, ordinal
+
     models = report["models"]
     table = Table(
         title=f"{report['data']} ({report['split']}, {report['n_samples']} images)",
@@ -42,13 +44,13 @@ def _table(report: dict) -> Table:
         table.add_column(m["label"].replace(" (", "\n("), justify="right")
     table.add_row("method / space", *(f"{m['method']} / {m['space']}" for m in models))
     table.add_row("image size", *(str(m["image_size"]) for m in models))
-    for level in diagnostics.LEVELS:
+    for level in LEVELS:
         dims = " / ".join(dict.fromkeys(str(m[level]["d"]) for m in models))  # in model order
         table.add_section()
         table.add_row(f"[bold]{level}[/] (d = {dims})", *("" for _ in models))
-        for key, name, spec in diagnostics.TABLE_ROWS:
+        for key, name, spec in TABLE_ROWS:
             if key == "nn_dk_mean":
-                name = f"{diagnostics.ordinal(report['neighbour_k'])}-neighbour distance"
+                name = f"{ordinal(report['neighbour_k'])}-neighbour distance"
             table.add_row(f"  {name}", *(_fmt(m[level].get(key), spec) for m in models))
     return table
 
@@ -79,6 +81,8 @@ def inspect(
     ),
 ) -> None:
     """Measure how spread out each model's embedding is (entropy, rank, centre norm, neighbours)."""
+    from e2mc_cli.diagnostics import run_inspect
+
     if batch_size < 1 or workers < 0 or neighbours < 1:
         raise UserError("--batch-size and --neighbours must be at least 1, --workers at least 0")
     if out is not None and out.exists() and not out.is_dir():
@@ -102,7 +106,7 @@ def inspect(
         bar.update(tasks[label], completed=done)
 
     try:
-        report = diagnostics.run_inspect(
+        report = run_inspect(
             weights,
             data,
             split=split,

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import shlex
 import sys
+from pathlib import Path
 
 import typer
-from rich import box
 from rich.markup import escape
-from rich.table import Table
 
 from e2mc_cli.cli.app import app, check_device, console, err_console
 from e2mc_cli.cli.train_cmds import run_and_report
@@ -76,44 +75,20 @@ def study(
     Finished cells (DIR/cells/<criterion>-seed<k>/result.json) are skipped: run the same command
     again to resume an interrupted study.
     """
+    from e2mc_cli.cli.tables import study_table
     from e2mc_cli.study import StudyConfig, run_study
 
     cfg = StudyConfig(
-        base=base,
-        out=out,
-        criteria=criteria,
-        seeds=seeds,
-        labels=labels,
-        knn=knn,
-        data=data,
-        epochs=epochs,
-        batch_size=batch_size,
-        max_steps=max_steps,
-        sets=list(sets or []),
-        eval_epochs=eval_epochs,
-        image_size=image_size,
-        workers=workers,
-        device=device,
-        holdout=holdout,
-    )
+        base=base, out=out, criteria=criteria, seeds=seeds, labels=labels, knn=knn, data=data, epochs=epochs,
+        batch_size=batch_size, max_steps=max_steps, sets=list(sets or []), eval_epochs=eval_epochs,
+        image_size=image_size, workers=workers, device=device, holdout=holdout,
+    )  # fmt: skip
 
     def log(msg: str) -> None:
         console.print(escape(msg), highlight=False, soft_wrap=True)
 
     result = run_study(cfg, log=log, command=_command("study"))
-    s = result.study
-    table = Table(box=box.SIMPLE_HEAD, title=f"{escape(base)}: top-1 (%), mean ± SE over seeds")
-    table.add_column("model", no_wrap=True)
-    for col in s["columns"]:
-        table.add_column(col, justify="right", no_wrap=True)
-    first = s["columns"][0]
-    table.add_column(f"p vs continued ({first})", justify="right")
-    from e2mc_cli.study import _fmt, _fmt_p
-
-    for row in s["rows"]:
-        p = "" if row["name"] in ("base", "continued") else _fmt_p(row[first])
-        table.add_row(row["name"], *(_fmt(row[c]) for c in s["columns"]), p)
-    console.print(table)
+    console.print(study_table(result.study, base))
     console.print(
         f"{len(result.trained)} cell(s) run, {len(result.skipped)} already finished; "
         f"wrote {escape(out)}/study.json, study.md, study.png",
@@ -158,8 +133,6 @@ def pretrain(
     The recipe's [model] section gives the backbone and head sizes; everything else is the
     continued pre-training loop of `sslboost continue` (checkpoints, --resume, metrics).
     """
-    from pathlib import Path
-
     from e2mc_cli.pretrain import prepare
     from e2mc_cli.training.loop import TrainOptions
 

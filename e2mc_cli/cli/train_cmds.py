@@ -149,7 +149,8 @@ def run_and_report(opts):
 
 def _before_after(result, base, base_file, method, data) -> None:
     """Evaluate base and result (linear probe, 1 % and 10 % labels) and print the table."""
-    from e2mc_cli.study import before_after, before_after_table
+    from e2mc_cli.cli.tables import before_after_table
+    from e2mc_cli.study import before_after
     from e2mc_cli.zoo import builtin_data, resolve_base
 
     spec = data or builtin_data(base)

@@ -372,7 +372,7 @@ class Trainer:
             round(float(self.recipe["optim"].get("warmup_epochs", 0)) * self.steps_per_epoch)
         )
 
-        from e2mc_cli.diagnostics import HealthMonitor
+        from e2mc_cli.training.health import HealthMonitor
 
         self.health = HealthMonitor(
             self.method.space, warn=lambda m: self._message(f"[yellow]warning:[/] {m}")

@@ -1,0 +1,267 @@
+"""The cells of a study: train and evaluate one ``(criterion, seed)`` (resumable), and evaluate the
+base once.
+
+The stored evaluations are read by :func:`read_current` (an ``eval.json`` or a ``result.json``
+made under today's protocol) and :func:`read_correctness` (the per-sample correctness of an
+evaluation folder) only.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+
+from e2mc_cli.checkpoint import load_checkpoint
+from e2mc_cli.data.subsets import labels_tag
+from e2mc_cli.evaluate.compare import load_eval
+from e2mc_cli.evaluate.features import FeatureCache
+from e2mc_cli.evaluate.protocols import PROTOCOL_VERSION, protocol_version_of
+from e2mc_cli.evaluate.run import EvalRequest, run_eval
+from e2mc_cli.io import write_json_atomic
+from e2mc_cli.study.config import StudyConfig, sets_for
+from e2mc_cli.training.loop import STATE_FILE, TrainOptions, run
+from e2mc_cli.zoo import resolve_base
+
+RESULT_FILE = "result.json"
+KNN = "knn"
+TRAIN_KEYS = ("status", "steps", "epochs_trained", "images_seen", "wall_time_s", "images_per_s")
+
+Log = Callable[[str], None]
+
+
+def quiet(_: str) -> None:
+    """The default log: says nothing."""
+
+
+# -- reading stored evaluations ------------------------------------------------------------------
+
+
+def read_current(path: Path) -> dict | None:
+    """The JSON record (``eval.json`` or a result) at ``path`` if it exists and was made under
+    today's evaluation protocol, else ``None``."""
+    if not path.is_file():
+        return None
+    record = json.loads(path.read_text())
+    return record if protocol_version_of(record) == PROTOCOL_VERSION else None
+
+
+def read_correctness(path: str | Path) -> tuple[dict, dict, dict[int, np.ndarray]]:
+    """``(eval record, arrays, {seed: per-sample correctness})`` of one evaluation folder."""
+    record, arrays, _ = load_eval(path)
+    correct = {int(s): arrays["pred"][i] == arrays["target"] for i, s in enumerate(arrays["seeds"])}
+    return record, arrays, correct
+
+
+# -- evaluation ----------------------------------------------------------------------------------
+
+
+def column_name(labels: str | None) -> str:
+    """Table column of a protocol: ``linear 1%`` … or ``knn``."""
+    return KNN if labels is None else f"linear {labels}"
+
+
+def _eval_folder(folder: Path, labels: str | None) -> Path:
+    return folder / (KNN if labels is None else f"linear-{labels_tag(labels)}")
+
+
+def evaluate_checkpoint(
+    ckpt,
+    folder: str | Path,
+    *,
+    data: str,
+    labels: list[str],
+    knn: bool,
+    seeds: list[int],
+    source: str = "",
+    eval_epochs: int | None = None,
+    image_size: int | None = None,
+    device: str = "auto",
+    holdout: int = 0,
+    log: Log = quiet,
+) -> dict[str, dict]:
+    """Linear probe (cached features) at each label fraction and kNN (all labels) of one checkpoint.
+
+    Each evaluation goes to ``folder/linear-<labels>/`` or ``folder/knn/`` (``eval.json`` +
+    ``predictions.npz``); one already there (under today's protocol) is read back. The frozen
+    features are extracted once and shared by every evaluation. Returns
+    ``{column: {"top1": [...per seed], "seeds": [...], "path": folder}}``.
+    """
+    folder = Path(folder)
+    cache = FeatureCache()
+    out: dict[str, dict] = {}
+    plan: list[str | None] = list(labels) + ([None] if knn else [])
+    for lab in plan:
+        target = _eval_folder(folder, lab)
+        record = read_current(target / "eval.json")
+        if record is None:
+            overrides = {"epochs": eval_epochs} if (eval_epochs and lab is not None) else {}
+            req = EvalRequest(
+                data=data,
+                protocol="linear" if lab is not None else "knn",
+                labels=lab or "100%",
+                seeds=len(seeds),
+                seed_list=list(seeds),
+                mode="cached",
+                image_size=image_size,
+                device=None if device == "auto" else device,
+                workers=0,
+                overrides=overrides,
+                holdout=holdout,
+            )
+            t = time.perf_counter()
+            result = run_eval(ckpt, req, source=source, out_dir=target, features=cache)
+            result.write(target)
+            record = result.record
+            log(f"  {column_name(lab)}: {time.perf_counter() - t:.1f} s")
+        out[column_name(lab)] = {
+            "seeds": [r["seed"] for r in record["results"]],
+            "top1": [r["top1"] for r in record["results"]],
+            "path": str(target),
+        }
+    return out
+
+
+def _evaluate(cfg: StudyConfig, ckpt, folder: Path, data: str, seeds: list[int], source: str, log: Log):
+    """:func:`evaluate_checkpoint` into ``folder/eval`` with the study's evaluation settings."""
+    return evaluate_checkpoint(
+        ckpt,
+        folder / "eval",
+        data=data,
+        labels=cfg.labels,
+        knn=cfg.knn,
+        seeds=seeds,
+        source=source,
+        eval_epochs=cfg.eval_epochs,
+        image_size=cfg.image_size,
+        device=cfg.device,
+        holdout=cfg.holdout,
+        log=log,
+    )
+
+
+# -- the cells -----------------------------------------------------------------------------------
+
+
+def cell_name(criterion: str, seed: int) -> str:
+    """``<criterion>-seed<k>``: the cell's folder under ``DIR/cells/`` and its name in reports."""
+    return f"{criterion}-seed{seed}"
+
+
+def cell_folder(cfg: StudyConfig, criterion: str, seed: int) -> Path:
+    """``DIR/cells/<criterion>-seed<k>/``."""
+    return Path(cfg.out) / "cells" / cell_name(criterion, seed)
+
+
+def _train_done(run_dir: Path) -> bool:
+    summary = run_dir / "summary.json"
+    if not (summary.is_file() and (run_dir / "model.safetensors").is_file()):
+        return False
+    try:
+        status = json.loads(summary.read_text()).get("status")
+    except ValueError:
+        return False
+    return status in ("finished", "max_steps")
+
+
+class StudyInterrupted(Exception):
+    """A training run stopped on SIGINT/SIGTERM; the study resumes when run again."""
+
+
+def train_cell(cfg: StudyConfig, data: str, criterion: str, seed: int, run_dir: Path) -> dict:
+    """Continued pre-training of the base with ``criterion`` and ``run.seed = seed`` (the recipe is
+    the one ``sslboost continue`` picks for this base and criterion)."""
+    resume = (run_dir / STATE_FILE).is_file()
+    sets = [*sets_for(cfg.sets, criterion), f"run.seed={seed}"]
+    if cfg.epochs is not None:
+        sets.append(f"run.epochs={float(cfg.epochs):g}")
+    opts = TrainOptions(
+        base=cfg.base,
+        criterion=None if resume else criterion,
+        data=data,
+        out=str(run_dir),
+        batch_size=None if resume else cfg.batch_size,
+        image_size=None if resume else cfg.image_size,
+        sets=[] if resume else sets,
+        max_steps=cfg.max_steps,
+        workers=cfg.workers,
+        resume=resume,
+        overwrite=not resume,
+        device=cfg.device,
+        argv=["study-cell", "--base", cfg.base, "--criterion", criterion, "--seed", str(seed)],
+    )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir.parent / "train.log", "a") as logf:
+        result = run(opts, Console(file=logf, width=160, force_terminal=False))
+    if result.status == "interrupted":
+        raise StudyInterrupted(f"training of {run_dir.parent.name} interrupted")
+    return result.summary
+
+
+def run_cell(cfg: StudyConfig, data: str, criterion: str, seed: int, log: Log = quiet) -> tuple[dict, bool]:
+    """Train (unless already trained) and evaluate one cell; ``(result, trained now)``."""
+    folder = cell_folder(cfg, criterion, seed)
+    result_file = folder / RESULT_FILE
+    done = read_current(result_file)
+    if done is not None:
+        return done, False
+    run_dir = folder / "train"
+    trained = False
+    t0 = time.perf_counter()
+    if not _train_done(run_dir):
+        log(f"{cell_name(criterion, seed)}: training")
+        train_cell(cfg, data, criterion, seed, run_dir)
+        trained = True
+    summary = json.loads((run_dir / "summary.json").read_text())
+    t1 = time.perf_counter()
+    stale = " (made under an older evaluation protocol)" if result_file.is_file() else ""
+    log(f"{cell_name(criterion, seed)}: evaluating{stale}")
+    model_path = run_dir / "model.safetensors"
+    evals = _evaluate(cfg, load_checkpoint(model_path), folder, data, [seed], str(model_path), log)
+    result = {
+        "criterion": criterion,
+        "seed": seed,
+        "protocol_version": PROTOCOL_VERSION,
+        "columns": {k: v["top1"][0] for k, v in evals.items()},
+        "eval": evals,
+        "train": {k: summary.get(k) for k in TRAIN_KEYS},
+        "eval_wall_time_s": round(time.perf_counter() - t1, 3),
+        "train_wall_time_s_this_run": round(t1 - t0, 3),
+        "model": str(model_path),
+    }
+    write_json_atomic(result_file, result)
+    return result, trained
+
+
+def run_base(cfg: StudyConfig, data: str, log: Log = quiet) -> dict:
+    """Evaluate the base itself with seeds ``0 … S−1`` (``DIR/base/result.json``)."""
+    folder = Path(cfg.out) / "base"
+    result_file = folder / RESULT_FILE
+    done = read_current(result_file)
+    if done is not None:
+        return done
+    log("base: evaluating")
+    evals = _evaluate(cfg, resolve_base(cfg.base), folder, data, list(range(cfg.seeds)), cfg.base, log)
+    result = {
+        "base": cfg.base,
+        "protocol_version": PROTOCOL_VERSION,
+        "columns": {k: v["top1"] for k, v in evals.items()},
+        "eval": evals,
+    }
+    write_json_atomic(result_file, result)
+    return result
+
+
+def collect(cfg: StudyConfig) -> dict[tuple[str, int], dict]:
+    """Results of the finished cells on disk (made under today's evaluation protocol)."""
+    cells = {}
+    for crit in cfg.criteria:
+        for s in range(cfg.seeds):
+            record = read_current(cell_folder(cfg, crit, s) / RESULT_FILE)
+            if record is not None:
+                cells[(crit, s)] = record
+    return cells

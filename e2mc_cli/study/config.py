@@ -1,0 +1,105 @@
+"""What a study is made of: :class:`StudyConfig`, its checks, and the ``--set`` overrides scoped to
+one criterion (``--set e2mc:criterion.beta=100``)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from e2mc_cli.criteria import CRITERIA
+from e2mc_cli.data.subsets import parse_labels
+from e2mc_cli.errors import UserError
+from e2mc_cli.zoo import builtin_data
+
+DEFAULT_CRITERIA = ("continued", "e2mc", "vcreg", "uniformity", "mmcr", "vne", "logdet", "simmer")
+DEFAULT_LABELS = ("1%", "10%", "100%")
+CONTROL = "continued"  # the criterion every other one is tested against
+
+
+@dataclass
+class StudyConfig:
+    """Everything ``sslboost study`` needs (``None``: the recipe's or the protocol's default)."""
+
+    base: str
+    out: str | Path
+    criteria: list[str] = field(default_factory=lambda: list(DEFAULT_CRITERIA))
+    seeds: int = 3
+    labels: list[str] = field(default_factory=lambda: list(DEFAULT_LABELS))
+    knn: bool = True
+    data: str | None = None
+    epochs: float | None = None
+    batch_size: int | None = None
+    max_steps: int | None = None
+    sets: list[str] = field(default_factory=list)
+    eval_epochs: int | None = None
+    image_size: int | None = None
+    workers: int = 2
+    device: str = "auto"
+    holdout: int = 0  # > 0: evaluate on this many training images held out, not on the test split
+
+
+def parse_list(text: str | list[str] | tuple[str, ...]) -> list[str]:
+    """``"a,b, c"`` → ``["a", "b", "c"]`` (lists pass through), without repeats."""
+    items = text if isinstance(text, (list, tuple)) else str(text).split(",")
+    out: list[str] = []
+    for item in items:
+        item = str(item).strip()
+        if item and item not in out:
+            out.append(item)
+    return out
+
+
+def check_config(cfg: StudyConfig) -> StudyConfig:
+    """Validate names and numbers up front (one clear line each); normalise label values."""
+    cfg.criteria = parse_list(cfg.criteria)
+    if not cfg.criteria:
+        raise UserError("--criteria: give at least one criterion, e.g. continued,e2mc")
+    unknown = [c for c in cfg.criteria if c not in CRITERIA]
+    if unknown:
+        raise UserError(f"--criteria: unknown criterion {unknown[0]!r}; valid names: {', '.join(CRITERIA)}")
+    if cfg.seeds < 1:
+        raise UserError(f"--seeds must be at least 1, got {cfg.seeds}")
+    cfg.labels = [parse_labels(x) for x in parse_list(cfg.labels)]
+    if not cfg.labels and not cfg.knn:
+        raise UserError("nothing to evaluate: give --labels or keep --knn")
+    if cfg.epochs is not None and not (cfg.epochs > 0 and math.isfinite(cfg.epochs)):
+        raise UserError(f"--epochs must be positive, got {cfg.epochs}")
+    if cfg.holdout < 0:
+        raise UserError(f"--holdout must be 0 (the test split) or a number of images, got {cfg.holdout}")
+    for item in cfg.sets:
+        scope, _ = split_scoped_set(item)
+        if scope is not None and scope not in cfg.criteria:
+            raise UserError(
+                f"--set {item}: {scope!r} is not one of the study's criteria ({', '.join(cfg.criteria)})"
+            )
+    return cfg
+
+
+def split_scoped_set(item: str) -> tuple[str | None, str]:
+    """``"e2mc:criterion.beta=1"`` → ``("e2mc", "criterion.beta=1")``; unscoped → ``(None, item)``."""
+    key = item.split("=", 1)[0]
+    if ":" in key:
+        scope, rest = item.split(":", 1)
+        return scope.strip(), rest
+    return None, item
+
+
+def sets_for(sets: list[str], criterion: str) -> list[str]:
+    """The ``--set`` overrides that apply to the runs of ``criterion`` (unscoped ones and its own)."""
+    out = []
+    for item in sets:
+        scope, rest = split_scoped_set(item)
+        if scope is None or scope == criterion:
+            out.append(rest)
+    return out
+
+
+def default_data(base: str, data: str | None) -> str:
+    """``data``, else the dataset a built-in base was trained on; else a :class:`UserError`."""
+    data = data or builtin_data(base)
+    if data:
+        return data
+    raise UserError(
+        f"--data is required for base {base!r}: an ImageFolder root or a built-in dataset (fmnist)"
+    )

@@ -1,0 +1,81 @@
+"""``run_study``: every missing cell of a study, then its outputs (``study.json``, ``study.md``,
+``study.png``) from what is on disk."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+from e2mc_cli.errors import UserError
+from e2mc_cli.io import write_json_atomic, write_text_atomic
+from e2mc_cli.study.cells import Log, StudyInterrupted, cell_name, collect, quiet, run_base, run_cell
+from e2mc_cli.study.config import StudyConfig, check_config, default_data
+from e2mc_cli.study.render import render_markdown, render_png
+from e2mc_cli.study.summary import summarise
+from e2mc_cli.zoo import resolve_base
+
+
+def write_outputs(cfg: StudyConfig, base: dict, meta: dict) -> dict:
+    """Write ``study.json``, ``study.md`` and ``study.png`` from what is on disk."""
+    study = summarise(cfg, base, collect(cfg), meta)
+    out = Path(cfg.out)
+    write_json_atomic(out / "study.json", study)
+    write_text_atomic(out / "study.md", render_markdown(study))
+    render_png(study, out / "study.png")
+    return study
+
+
+@dataclass
+class StudyRun:
+    """What one invocation of a study did, and the study document it wrote last."""
+
+    study: dict
+    trained: list[str]
+    skipped: list[str]
+    status: str  # "complete" or "interrupted"
+    cannot_run: dict[str, str] = field(default_factory=dict)  # cell name → reason
+
+
+def run_study(cfg: StudyConfig, *, log: Log = quiet, command: str = "") -> StudyRun:
+    """Run every missing cell, then write the outputs (see :mod:`e2mc_cli.study`)."""
+    cfg = check_config(cfg)
+    data = default_data(cfg.base, cfg.data)
+    resolve_base(cfg.base)  # fail early on a bad base
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    base = run_base(cfg, data, log)
+    trained, skipped = [], []
+    cannot_run: dict[str, str] = {}
+    status = "complete"
+
+    def outputs() -> dict:
+        meta = {
+            "data": data,
+            "cannot_run": dict(cannot_run),
+            "command": command or "sslboost study",
+            "wall_time_s_this_run": round(time.perf_counter() - started, 1),
+            "updated": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+        return write_outputs(cfg, base, meta)
+
+    try:
+        for seed in range(cfg.seeds):
+            for crit in cfg.criteria:
+                t = time.perf_counter()
+                try:
+                    _, now = run_cell(cfg, data, crit, seed, log)
+                except UserError as exc:  # this criterion cannot run with this base: say why, go on
+                    cannot_run[cell_name(crit, seed)] = str(exc)
+                    log(f"{cell_name(crit, seed)}: cannot run: {exc}")
+                    continue
+                (trained if now else skipped).append(cell_name(crit, seed))
+                if now:
+                    log(f"{cell_name(crit, seed)}: done in {time.perf_counter() - t:.0f} s")
+                    outputs()  # the tables so far, after every new cell
+    except StudyInterrupted as exc:
+        log(f"{exc}; run the same command again to resume")
+        status = "interrupted"
+    return StudyRun(outputs(), trained, skipped, status, cannot_run)
