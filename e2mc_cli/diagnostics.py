@@ -564,11 +564,11 @@ def embed_for_inspection(
     The model runs in eval mode. Augmentations are seeded by ``seed``: every model given the same
     seed and image size sees the same views.
     """
-    from e2mc_cli.data.augment import eval_transform, view_transform
+    from e2mc_cli.data.augment import view_transform
+    from e2mc_cli.data.transforms import dataset_kind, eval_preprocessing, eval_transform
 
-    items = _InspectItems(
-        dataset, indices, eval_transform(image_size), view_transform(model.method, image_size)
-    )
+    prep = eval_preprocessing({"method": model.method}, dataset_kind(dataset), image_size)
+    items = _InspectItems(dataset, indices, eval_transform(prep), view_transform(model.method, image_size))
     loader = torch.utils.data.DataLoader(
         items,
         batch_size=batch_size,
