@@ -11,15 +11,12 @@ from PIL import Image
 from torchvision.transforms import InterpolationMode, v2
 
 from e2mc_cli.data.augment import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    SWAV_STD,
     RandomGaussianBlur,
-    eval_transform,
     gaussian_kernel_size,
     scaled_size,
     view_transform,
 )
+from e2mc_cli.data.transforms import IMAGENET_MEAN, IMAGENET_STD, SWAV_STD
 from e2mc_cli.errors import UserError
 
 
@@ -137,20 +134,6 @@ def test_transforms_pickle_for_worker_processes():
     for method in ("vicreg", "swav", "simsiam"):
         t = pickle.loads(pickle.dumps(view_transform(method, image_size=28)))
         assert len(t(gray28())) == len(view_transform(method))
-    pickle.dumps(eval_transform(28))
-
-
-def test_eval_transform():
-    out = eval_transform(28)(rgb(40, 80))
-    assert type(out) is torch.Tensor and tuple(out.shape) == (3, 28, 28)
-    # A constant image maps to (value − mean) / std in every pixel.
-    flat = Image.new("RGB", (300, 400), (255, 0, 128))
-    out = eval_transform(224)(flat)
-    expected = (torch.tensor([1.0, 0.0, 128 / 255]) - torch.tensor(IMAGENET_MEAN)) / torch.tensor(
-        IMAGENET_STD
-    )
-    torch.testing.assert_close(out[:, 100, 100], expected)
-    assert tuple(eval_transform(28)(gray28()).shape) == (3, 28, 28)
 
 
 def test_bad_options_are_user_errors():

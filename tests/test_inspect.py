@@ -176,11 +176,16 @@ def test_scatter_pairs_are_disjoint_and_fewer_when_dimensions_run_out():
     assert len(scatter_pairs(5, 3, seed=0)) == 2 and scatter_pairs(1, 3, seed=0) == []
 
 
-def test_checkpoint_image_size_from_the_recipe_the_dataset_or_the_request():
+def test_inspection_preprocessing_is_evals_from_the_recipe_the_dataset_or_the_request():
     from e2mc_cli.data.fmnist import FashionMNIST
-    from e2mc_cli.diagnostics import checkpoint_image_size
+    from e2mc_cli.data.transforms import NATIVE, PHOTOS, eval_preprocessing
+    from e2mc_cli.diagnostics import inspection_preprocessing
 
     fmnist = FashionMNIST.__new__(FashionMNIST)  # only its type matters here
-    assert checkpoint_image_size({"recipe": '{"views": {"image_size": 96}}'}, object()) == 96
-    assert checkpoint_image_size({}, fmnist) == 28 and checkpoint_image_size({}, object()) == 224
-    assert checkpoint_image_size({"recipe": "not json"}, object(), image_size=64) == 64
+    size = lambda meta, data, px=None: inspection_preprocessing(meta, data, px).image_size  # noqa: E731
+    assert size({"recipe": '{"views": {"image_size": 96}}'}, object()) == 96
+    assert size({}, fmnist) == 28 and size({}, object()) == 224
+    assert size({"recipe": "not json"}, object(), 64) == 64
+    meta = {"method": "swav", "recipe": '{"views": {"image_size": 32}}'}
+    assert inspection_preprocessing(meta, fmnist) == eval_preprocessing(meta, NATIVE)
+    assert inspection_preprocessing(meta, object()) == eval_preprocessing(meta, PHOTOS)

@@ -25,6 +25,7 @@ import torch
 
 from e2mc_cli.benchmarks.criteria import device_description
 from e2mc_cli.errors import UserError
+from e2mc_cli.evaluate.features import pick_device
 from e2mc_cli.models import DEFAULT_HEADS, METHOD_NAMES, build_model
 
 HEADS = ("scaled", "official")
@@ -192,13 +193,7 @@ def bench_train(
         raise UserError(f"--method {', '.join(unknown)}: expected all or some of: {', '.join(METHOD_NAMES)}")
     if heads not in HEADS:
         raise UserError(f"--heads {heads!r}: expected one of: {', '.join(HEADS)}")
-    if device not in ("auto", "cpu", "cuda"):
-        raise UserError(f"--device {device!r}: expected auto, cpu or cuda")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda: no CUDA device is available")
-    dev = torch.device(
-        "cuda" if device == "cuda" or (device == "auto" and torch.cuda.is_available()) else "cpu"
-    )
+    dev = pick_device(device)
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True
     results = [

@@ -16,14 +16,8 @@ err_console = Console(stderr=True)
 
 def fail(message: str) -> typer.Exit:
     """Print ``error: message`` on stderr; return the exit (code 2) for the caller to raise."""
-    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True, emoji=False)
     return typer.Exit(2)
-
-
-def check_device(device: str) -> None:
-    """``--device`` of the training commands: ``auto``, ``cpu`` or ``cuda``, else one error line."""
-    if device not in ("auto", "cpu", "cuda"):
-        raise UserError(f"--device {device!r}: expected auto, cpu or cuda")
 
 
 class _Group(TyperGroup):

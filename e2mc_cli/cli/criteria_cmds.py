@@ -8,6 +8,7 @@ import typer
 from rich.table import Table
 
 from e2mc_cli.cli.app import app, bench_app, console, err_console
+from e2mc_cli.cli.options import device_option, resolve_device
 from e2mc_cli.errors import UserError
 
 
@@ -56,7 +57,7 @@ def bench_criteria_cmd(
     dims: str = typer.Option("128,2048,8192", "--dims", help="Comma-separated embedding dimensions."),
     repeats: int = typer.Option(5, "--repeats", help="Timed repetitions per cell (median reported)."),
     warmup: int = typer.Option(1, "--warmup", help="Untimed warm-up calls per cell."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    device: str = device_option(),
     space: str = typer.Option("hypercube", "--space", help="E2MC space: hypercube or hypersphere."),
     as_json: bool = typer.Option(False, "--json", help="Print the figures as JSON."),
 ) -> None:
@@ -67,12 +68,8 @@ def bench_criteria_cmd(
 
     if space not in ("hypercube", "hypersphere"):
         raise UserError(f"--space must be hypercube or hypersphere, got {space!r}")
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device not in ("cpu", "cuda") or (device == "cuda" and not torch.cuda.is_available()):
-        raise UserError(f"--device must be auto, cpu or cuda (with a GPU present), got {device!r}")
     dim_list = _parse_dims(dims)
-    dev = torch.device(device)
+    dev = torch.device(resolve_device(device))
     desc = device_description(dev)
     progress = None if as_json else (lambda msg: err_console.print(f"[dim]… {msg}[/]", highlight=False))
     rows = bench_criteria(

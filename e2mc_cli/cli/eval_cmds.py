@@ -13,14 +13,11 @@ from rich.markup import escape
 from rich.table import Table
 
 from e2mc_cli.cli.app import app, bench_app, console, err_console
+from e2mc_cli.cli.options import device_option
 from e2mc_cli.errors import UserError
 from e2mc_cli.io import write_json_atomic
 
 DEFAULT_BENCH_BASE = "fmnist-vicreg"
-
-
-def _pm(mean: float, se: float | None) -> str:
-    return f"{mean:.2f}" if se is None else f"{mean:.2f} ± {se:.2f}"
 
 
 def _p(p: float) -> str:
@@ -94,7 +91,7 @@ def eval_cmd(
         help="Evaluate on N class-balanced training images held out (a validation split for tuning; "
         "the test split is not read).",
     ),
-    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    device: str = device_option(),
     workers: int | None = typer.Option(
         None, "--workers", help="Data-loader processes (default: 0 in memory, ≤ 8)."
     ),
@@ -108,11 +105,10 @@ def eval_cmd(
     from e2mc_cli.checkpoint import load_checkpoint
     from e2mc_cli.data.subsets import parse_labels
     from e2mc_cli.evaluate.run import EvalRequest, run_eval
+    from e2mc_cli.evaluate.stats import format_mean_se
 
     if (weights is None) == (base is None):
         raise UserError("give exactly one of --weights model.safetensors or --base NAME")
-    if device not in ("auto", "cpu", "cuda") and not device.startswith("cuda:"):
-        raise UserError(f"--device must be auto, cpu or cuda, got {device!r}")
     labels = parse_labels(labels)
     if weights is not None:
         ckpt, source = load_checkpoint(weights), str(weights)
@@ -161,8 +157,8 @@ def eval_cmd(
     table.add_row(
         "mean ± s.e.",
         "",
-        _pm(rec["top1"]["mean"], rec["top1"]["se"]),
-        _pm(rec["top5"]["mean"], rec["top5"]["se"]),
+        format_mean_se(rec["top1"]["mean"], rec["top1"]["se"]),
+        format_mean_se(rec["top5"]["mean"], rec["top5"]["se"]),
     )
     console.print(table)
     for note in rec["hyperparameters"]["notes"]:
@@ -182,6 +178,7 @@ def compare_cmd(
 ) -> None:
     """Is B better than A? Mean top-1 difference, McNemar's test, paired permutation test, Cohen's d."""
     from e2mc_cli.evaluate.compare import compare
+    from e2mc_cli.evaluate.stats import format_mean_se
 
     res = compare(a, b, permutations=permutations, seed=seed)
     sel = res["selected"]
@@ -191,8 +188,8 @@ def compare_cmd(
     table.add_column("")
     table.add_column("value", justify="right")
     rows = [
-        ("A top-1 %", _pm(res["top1_a"]["mean"], res["top1_a"]["se"])),
-        ("B top-1 %", _pm(res["top1_b"]["mean"], res["top1_b"]["se"])),
+        ("A top-1 %", format_mean_se(res["top1_a"]["mean"], res["top1_a"]["se"])),
+        ("B top-1 %", format_mean_se(res["top1_b"]["mean"], res["top1_b"]["se"])),
         ("mean difference (points)", f"{res['mean_difference']:+.2f}"),
         ("runs tested (seed A / seed B)", f"{sel['seed_a']} / {sel['seed_b']}"),
         ("McNemar n01 / n10", f"{sel['mcnemar']['n01']} / {sel['mcnemar']['n10']}"),
@@ -239,7 +236,7 @@ def bench_eval_cmd(
         "--base",
         help="Checkpoint to probe (default: fmnist-vicreg if installed, else a fresh resnet-mini).",
     ),
-    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    device: str = device_option(),
     as_json: bool = typer.Option(False, "--json", help="Print the figures as JSON."),
 ) -> None:
     """Linear probe: wall time and top-1 of --mode cached against --mode standard (same everything else)."""

@@ -9,21 +9,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from e2mc_cli.cli.app import app, console, err_console
+from e2mc_cli.cli.options import device_option, resolve_device
 from e2mc_cli.errors import UserError
-
-
-def _device(name: str) -> str:
-    import torch
-
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    try:
-        dev = torch.device(name)
-    except RuntimeError:
-        raise UserError(f"--device {name}: not a device name (expected auto, cpu, cuda or cuda:N)") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"--device {name}: CUDA is not available on this machine")
-    return str(dev)
 
 
 def _fmt(value, spec: str) -> str:
@@ -72,7 +59,7 @@ def inspect(
     ),
     max_samples: int = typer.Option(2048, "--max-samples", help="Embed at most this many images (seeded)."),
     batch_size: int = typer.Option(64, "--batch-size"),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
+    device: str = device_option(),
     workers: int = typer.Option(0, "--workers", help="Data-loading worker processes."),
     seed: int = typer.Option(0, "--seed", help="Seed of the image subset, the views and the plotted pairs."),
     neighbours: int = typer.Option(100, "--neighbours", help="k of the k-th-neighbour distance."),
@@ -87,7 +74,7 @@ def inspect(
         raise UserError("--batch-size and --neighbours must be at least 1, --workers at least 0")
     if out is not None and out.exists() and not out.is_dir():
         raise UserError(f"--out {out}: exists and is not a folder")
-    dev = _device(device)
+    dev = resolve_device(device)
     bar = Progress(
         TextColumn("{task.description}"),
         BarColumn(),

@@ -9,7 +9,8 @@ from pathlib import Path
 import typer
 from rich.markup import escape
 
-from e2mc_cli.cli.app import app, check_device, console, err_console
+from e2mc_cli.cli.app import app, console, err_console
+from e2mc_cli.cli.options import device_option
 from e2mc_cli.cli.train_cmds import run_and_report
 
 
@@ -68,7 +69,7 @@ def study(
         None, "--image-size", min=8, help="Image size of training and evaluation (default: recipe / data)."
     ),
     workers: int = typer.Option(2, "--workers", min=0, help="Data-loading processes of each training run."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    device: str = device_option(),
 ) -> None:
     """Continue a base with each criterion and seed, evaluate, and tabulate with significance.
 
@@ -120,7 +121,7 @@ def pretrain(
     ),
     max_steps: int = typer.Option(None, "--max-steps", min=1, help="Stop after N optimiser steps."),
     workers: int = typer.Option(2, "--workers", min=0, help="Data-loading worker processes."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    device: str = device_option(),
     resume: bool = typer.Option(
         False, "--resume", help="Continue the run in --out from its last checkpoint."
     ),
@@ -136,7 +137,6 @@ def pretrain(
     from e2mc_cli.pretrain import prepare
     from e2mc_cli.training.loop import TrainOptions
 
-    check_device(device)
     path, init, spec = prepare(recipe)
     out = out or str(Path("runs") / path.stem)
     opts = TrainOptions(

@@ -10,7 +10,8 @@ from rich import box
 from rich.markup import escape
 from rich.table import Table
 
-from e2mc_cli.cli.app import app, bench_app, check_device, console, err_console
+from e2mc_cli.cli.app import app, bench_app, console, err_console
+from e2mc_cli.cli.options import device_option
 
 
 @app.command("continue")
@@ -58,7 +59,7 @@ def continue_(
         help="Data-loading worker processes per training process (default: CPU cores, at most 4).",
     ),
     compile_: bool = typer.Option(False, "--compile", help="torch.compile the backbone and heads."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    device: str = device_option(),
     resume: bool = typer.Option(
         False, "--resume", help="Continue the run in --out from its last checkpoint."
     ),
@@ -79,7 +80,6 @@ def continue_(
     """
     from e2mc_cli.training.loop import TrainOptions
 
-    check_device(device)
     sets = list(sets or [])
     if checkpoint_every is not None:
         sets.append(f"run.checkpoint_every={checkpoint_every}")
@@ -269,7 +269,7 @@ def bench_train(
     heads: str = typer.Option(
         "scaled", "--heads", help="scaled (official shapes × backbone width / 2048) or official."
     ),
-    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    device: str = device_option(),
     json_: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """Images/s of a full training step vs a bare backbone forward+backward on the same views."""

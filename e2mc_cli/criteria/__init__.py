@@ -8,7 +8,6 @@ The math lives in :mod:`e2mc_cli.criteria.functional`.
 
 from __future__ import annotations
 
-import difflib
 import inspect
 
 from e2mc_cli.criteria.base import Continued, Criterion, CriterionOutput
@@ -16,7 +15,7 @@ from e2mc_cli.criteria.e2mc import E2MC
 from e2mc_cli.criteria.logdet import LogDet
 from e2mc_cli.criteria.rank import MMCR, SimMER, VonNeumannEntropy
 from e2mc_cli.criteria.regularizers import Uniformity, VCReg
-from e2mc_cli.errors import UserError
+from e2mc_cli.errors import UserError, unknown_choice
 
 __all__ = [
     "CRITERIA",
@@ -51,9 +50,7 @@ def _lookup(name: str) -> type[Criterion]:
     try:
         return CRITERIA[name]
     except KeyError:
-        close = difflib.get_close_matches(name, list(CRITERIA), n=1)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
-        raise UserError(f"unknown criterion '{name}'{hint}; valid names: {', '.join(CRITERIA)}") from None
+        raise unknown_choice("criterion", name, CRITERIA) from None
 
 
 def criterion_defaults(name: str) -> dict[str, object]:

@@ -32,13 +32,9 @@ import torch
 from PIL import Image, ImageFilter
 from torchvision.transforms import InterpolationMode, v2
 
+from e2mc_cli.data.transforms import IMAGENET_MEAN, IMAGENET_STD, REFERENCE_SIZE, SWAV_STD, ToRGB
 from e2mc_cli.errors import UserError
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-SWAV_STD = (0.228, 0.224, 0.225)  # as in the official SwAV multi-crop dataset
-
-REFERENCE_SIZE = 224
 BLUR_SIGMA = (0.1, 2.0)
 
 # Options each method's recipe may override (sizes are given at the 224-px reference).
@@ -89,23 +85,6 @@ class RandomGaussianBlur:
 def _blur(p: float, image_size: int) -> RandomGaussianBlur:
     f = image_size / REFERENCE_SIZE
     return RandomGaussianBlur(p, (BLUR_SIGMA[0] * f, BLUR_SIGMA[1] * f))
-
-
-class ToRGB:
-    """PIL image of any mode, or a ``C × H × W`` / ``H × W`` tensor, → RGB PIL image."""
-
-    def __call__(self, img) -> Image.Image:
-        if isinstance(img, Image.Image):
-            return img if img.mode == "RGB" else img.convert("RGB")
-        if isinstance(img, torch.Tensor):
-            if img.ndim == 2:
-                img = img.unsqueeze(0)
-            if img.shape[-3] == 1:
-                img = img.expand(3, *img.shape[-2:])
-            elif img.shape[-3] == 4:
-                img = img[..., :3, :, :]
-            return v2.functional.to_pil_image(img)
-        raise TypeError(f"expected a PIL image or a tensor, got {type(img).__name__}")
 
 
 class _Plain:
@@ -223,16 +202,3 @@ def view_transform(method: str, image_size: int = REFERENCE_SIZE, **overrides) -
             f"unknown {method} view option(s) {', '.join(unknown)}; expected some of: {', '.join(known)}"
         )
     return MultiView(_BUILDERS[method](int(image_size), **{**known, **overrides}))
-
-
-def eval_transform(image_size: int = REFERENCE_SIZE) -> v2.Compose:
-    """Evaluation pipeline: resize the short side to 256/224·PX, centre-crop PX, normalise."""
-    px = int(image_size)
-    return v2.Compose(
-        [
-            ToRGB(),
-            v2.Resize(scaled_size(256, px), antialias=True),
-            v2.CenterCrop(px),
-            *_finish(IMAGENET_MEAN, IMAGENET_STD),
-        ]
-    )

@@ -142,6 +142,23 @@ def _imagefolder(root: Path, split: str, spec: str, verify: bool) -> ImageFolder
     return ImageFolderDataset(folder, classes, verify=verify, spec=spec, split=split)
 
 
+def _fmnist_folder(root: Path) -> Path | None:
+    """The folder under ``root`` holding the Fashion-MNIST idx files (or torchvision's
+    ``FashionMNIST/raw``), else ``None``."""
+    return next((f for f in fmnist.candidates(root) if fmnist.has_files(f)), None)
+
+
+def _names_fmnist(spec: str) -> bool:
+    return spec == "fmnist" or spec.startswith("fmnist:")
+
+
+def is_fmnist_spec(spec: str) -> bool:
+    """Whether ``--data spec`` is the built-in Fashion-MNIST: by name, or a folder of its idx files."""
+    spec = str(spec)
+    root = Path(spec).expanduser()
+    return _names_fmnist(spec) or (root.is_dir() and _fmnist_folder(root) is not None)
+
+
 def resolve_dataset(spec: str, split: str = "train", *, verify: bool = True) -> Dataset:
     """The dataset named by ``spec`` (``--data``), split ``train``, ``val`` or ``test``.
 
@@ -153,7 +170,7 @@ def resolve_dataset(spec: str, split: str = "train", *, verify: bool = True) -> 
     if split not in SPLITS:
         raise UserError(f"unknown split {split!r}; expected one of: {', '.join(SPLITS)}")
     spec = str(spec)
-    if spec == "fmnist" or spec.startswith("fmnist:"):
+    if _names_fmnist(spec):
         return fmnist.FashionMNIST(split, spec.partition(":")[2] or None)
     root = Path(spec).expanduser()
     if not root.exists():
@@ -163,7 +180,7 @@ def resolve_dataset(spec: str, split: str = "train", *, verify: bool = True) -> 
         )
     if not root.is_dir():
         raise UserError(f"--data {spec}: not a folder")
-    for folder in fmnist.candidates(root):  # the idx files, or torchvision's FashionMNIST/raw
-        if fmnist.has_files(folder):
-            return fmnist.FashionMNIST(split, folder)
+    folder = _fmnist_folder(root)
+    if folder is not None:
+        return fmnist.FashionMNIST(split, folder)
     return _imagefolder(root, split, spec, verify)

@@ -29,6 +29,7 @@ import numpy as np
 
 from e2mc_cli.errors import UserError
 from e2mc_cli.io import write_json_atomic
+from e2mc_cli.zoo import cache_dir, download
 
 SIMCLR_BASE_URL = "https://raw.githubusercontent.com/google-research/simclr/master/imagenet_subsets"
 SUBSETS_URL_ENV = "SSLBOOST_SUBSETS_URL"  # a mirror of SimCLR's imagenet_subsets/ folder
@@ -133,8 +134,6 @@ def simclr_list(labels: str) -> Path:
     """SimCLR's list for ``1%`` or ``10%``, fetched once into ``<cache>/subsets`` with the zoo's
     download (resumable, atomic, its sha256 recorded and checked on every later use); every line
     must be an ImageNet file name. ``$SSLBOOST_SUBSETS_URL`` replaces the public folder."""
-    from e2mc_cli.zoo import cache_dir, download
-
     name = SIMCLR_FILES[labels]
     base = os.environ.get(SUBSETS_URL_ENV, "").strip().rstrip("/") or SIMCLR_BASE_URL
     return download(f"{base}/{name}", Path(cache_dir()) / "subsets" / name, validate=_validate_list)

@@ -9,7 +9,6 @@ model and is no collapse signal by itself; read it on the projector output.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Callable, Sequence
@@ -19,9 +18,9 @@ import numpy as np
 import torch
 
 from e2mc_cli.checkpoint import FORMAT, load_checkpoint, read_metadata
-from e2mc_cli.data.augment import eval_transform, view_transform
+from e2mc_cli.data.augment import view_transform
 from e2mc_cli.data.datasets import resolve_dataset
-from e2mc_cli.data.fmnist import FashionMNIST
+from e2mc_cli.data.transforms import EvalPreprocessing, dataset_kind, eval_preprocessing, eval_transform
 from e2mc_cli.diagnostics.plots import plot_neighbour_histograms, plot_pair_scatter, plot_spectra
 from e2mc_cli.diagnostics.stats import HIST_BINS, NEIGHBOUR_K, embedding_stats, squash
 from e2mc_cli.errors import UserError
@@ -67,31 +66,10 @@ def model_label(path: str, metadata: dict, names: Sequence[str]) -> str:
     return f"{name} ({tag})" if tag else name
 
 
-def default_image_size(metadata: dict, native_small: bool = False) -> int:
-    """The image size a checkpoint was trained at: the recipe's ``[views] image_size`` when the
-    metadata records it, else 28 for the built-in Fashion-MNIST (``native_small``), else 224."""
-    try:
-        recipe = json.loads(metadata.get("recipe") or "{}")
-    except (TypeError, json.JSONDecodeError):
-        recipe = {}
-    if isinstance(recipe, dict):
-        for section in (recipe.get("views"), recipe.get("data"), recipe):
-            if isinstance(section, dict) and isinstance(section.get("image_size"), int):
-                return section["image_size"]
-    return 28 if native_small else 224
-
-
-# The image size and the transforms of inspect are chosen here only.
-
-
-def checkpoint_image_size(metadata: dict, dataset, image_size: int | None = None) -> int:
-    """``image_size`` when given, else the size the checkpoint was trained at."""
-    return image_size or default_image_size(metadata, native_small=isinstance(dataset, FashionMNIST))
-
-
-def inspection_transforms(method: str, image_size: int):
-    """The evaluation transform and the method's augmented views, both at ``image_size``."""
-    return eval_transform(image_size), view_transform(method, image_size)
+def inspection_preprocessing(metadata: dict, dataset, image_size: int | None = None) -> EvalPreprocessing:
+    """The evaluation preprocessing of ``sslboost eval`` for this checkpoint and dataset (at
+    ``image_size`` when given, else the size the checkpoint was trained at)."""
+    return eval_preprocessing(metadata, dataset_kind(dataset), image_size)
 
 
 class _InspectItems(torch.utils.data.Dataset):
@@ -114,7 +92,7 @@ def embed_for_inspection(
     model,
     dataset,
     indices: Sequence[int],
-    image_size: int,
+    prep: EvalPreprocessing,
     *,
     batch_size: int = 64,
     device: str | torch.device = "cpu",
@@ -128,7 +106,8 @@ def embed_for_inspection(
     The model runs in eval mode. Augmentations are seeded by ``seed``: every model given the same
     seed and image size sees the same views.
     """
-    items = _InspectItems(dataset, indices, *inspection_transforms(model.method, image_size))
+    views = view_transform(model.method, prep.image_size)
+    items = _InspectItems(dataset, indices, eval_transform(prep), views)
     loader = torch.utils.data.DataLoader(
         items,
         batch_size=batch_size,
@@ -232,14 +211,14 @@ def _measure(
     meta = dict(ckpt.metadata)
     label = model_label(spec, meta, names)
     space = METHODS[ckpt.method].space
-    px = checkpoint_image_size(meta, dataset, image_size)
+    prep = inspection_preprocessing(meta, dataset, image_size)
     model = ckpt.build_model()
     del ckpt
     emb = embed_for_inspection(
         model,
         dataset,
         indices,
-        px,
+        prep,
         progress=None if progress is None else (lambda done, total: progress(label, done, total)),
         **embed,
     )
@@ -252,7 +231,7 @@ def _measure(
         "base": meta.get("base", ""),
         "criterion": meta.get("criterion", ""),
         "space": space,
-        "image_size": px,
+        "image_size": prep.image_size,
     }
     for level in LEVELS:
         views = (emb[level + "_a"], emb[level + "_b"])

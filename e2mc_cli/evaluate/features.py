@@ -1,16 +1,13 @@
 """Image pipelines of the evaluation protocols, data loading, and frozen-backbone features.
 
 - Evaluation transform (every protocol's validation pass, and the training images of ``--mode
-  cached`` and ``knn``): resize the short side to ``PX / crop_ratio``, centre-crop ``PX``
-  (``crop_ratio`` = 224/256 as in the official code; 1 for datasets used at their native size,
-  where the whole image is kept), normalise.
+  cached`` and ``knn``): :func:`e2mc_cli.data.transforms.eval_transform` of the checkpoint's
+  :func:`~e2mc_cli.data.transforms.eval_preprocessing`.
 - Training transform (``--mode standard`` and ``semisup``): ``RandomResizedCrop(PX)`` (scale
   0.08–1, torchvision's default as in the official code) and a horizontal flip, drawn afresh every
-  epoch, normalised. Datasets used at their native small size (the built-in 28 px ``fmnist``) crop
-  at least 20 % of the image (:data:`SMALL_IMAGE_CROP_SCALE`), as their pre-training recipes do: 8 %
-  of a 28 px image is an 8 px patch.
-
-Normalisation: ImageNet mean/std; SwAV's evaluation code uses std (0.228, 0.224, 0.225).
+  epoch, normalised as the evaluation transform. Datasets used at their native small size (the
+  built-in 28 px ``fmnist``) crop at least 20 % of the image (:data:`SMALL_IMAGE_CROP_SCALE`), as
+  their pre-training recipes do: 8 % of a 28 px image is an 8 px patch.
 """
 
 from __future__ import annotations
@@ -20,62 +17,28 @@ import os
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
+from e2mc_cli.data.transforms import IMAGENET_MEAN, ToRGB, eval_std, normalised_tensor
 from e2mc_cli.errors import UserError
 
-STANDARD_CROP_RATIO = 224 / 256
 STANDARD_CROP_SCALE = (0.08, 1.0)  # torchvision's RandomResizedCrop default, the official recipes'
 SMALL_IMAGE_CROP_SCALE = (0.2, 1.0)  # native-size small images (fmnist): as their pre-training views
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-SWAV_STD = (0.228, 0.224, 0.225)  # SwAV's eval_linear.py / eval_semisup.py
-
-
-class ToRGBImage:
-    """PIL image of any mode → 3-channel ``tv_tensors.Image`` (grayscale is repeated)."""
-
-    def __call__(self, img: Image.Image):
-        if img.mode != "RGB":
-            img = img.convert("RGB")
-        return v2.functional.to_image(img)
-
-
-def _normalise(method: str | None) -> list:
-    std = SWAV_STD if method == "swav" else IMAGENET_STD
-    return [
-        v2.ToDtype(torch.float32, scale=True),
-        v2.Normalize(list(IMAGENET_MEAN), list(std)),
-        v2.ToPureTensor(),
-    ]
-
-
-def eval_transform(image_size: int, crop_ratio: float = STANDARD_CROP_RATIO, method: str | None = None):
-    """Resize the short side to ``round(PX / crop_ratio)``, centre-crop ``PX``, normalise."""
-    px = int(image_size)
-    return v2.Compose(
-        [
-            ToRGBImage(),
-            v2.Resize(max(px, round(px / crop_ratio)), antialias=True),
-            v2.CenterCrop(px),
-            *_normalise(method),
-        ]
-    )
 
 
 def train_transform(
     image_size: int, method: str | None = None, scale: tuple[float, float] = STANDARD_CROP_SCALE
 ):
-    """``RandomResizedCrop(PX, scale)`` + horizontal flip, normalised."""
+    """``RandomResizedCrop(PX, scale)`` + horizontal flip, normalised as ``method``'s evaluation."""
     return v2.Compose(
         [
-            ToRGBImage(),
+            ToRGB(),
+            v2.ToImage(),
             v2.RandomResizedCrop(int(image_size), scale=tuple(scale), antialias=True),
             v2.RandomHorizontalFlip(),
-            *_normalise(method),
+            *normalised_tensor(IMAGENET_MEAN, eval_std(method)),
         ]
     )
 
@@ -114,6 +77,8 @@ def loader(
     workers: int | None = None,
     drop_last: bool = False,
 ) -> DataLoader:
+    """Batches of ``transform(dataset[i])`` for ``i`` in ``indices``, seeded by ``seed`` when
+    shuffled; ``workers`` ``None`` picks :func:`default_workers`."""
     workers = default_workers(dataset, len(indices)) if workers is None else workers
     generator = torch.Generator().manual_seed(seed)
     return DataLoader(
@@ -129,10 +94,10 @@ def loader(
 
 
 def pick_device(device: str | None = None) -> torch.device:
+    """``auto`` (or nothing): CUDA when present, else the CPU; any other name as given
+    (the CLI's ``--device`` has been checked by :func:`e2mc_cli.cli.options.parse_device`)."""
     if device in (None, "", "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if str(device).startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"--device {device}: no CUDA device available")
     return torch.device(device)
 
 

@@ -28,9 +28,9 @@ import torch
 
 from e2mc_cli import __version__
 from e2mc_cli.checkpoint import Checkpoint
-from e2mc_cli.data import fmnist
 from e2mc_cli.data.datasets import resolve_dataset
 from e2mc_cli.data.subsets import carve_validation, choose_subset, parse_labels
+from e2mc_cli.data.transforms import NATIVE, dataset_kind, eval_preprocessing, eval_transform
 from e2mc_cli.errors import UserError
 from e2mc_cli.evaluate import features as FX
 from e2mc_cli.evaluate import knn as KNN
@@ -102,10 +102,6 @@ def checkpoint_record(ckpt: Checkpoint, source: str) -> dict:
     return {"source": source, "backbone_parameters": int(n_params), "metadata": meta}
 
 
-def _is_native_small(dataset) -> bool:
-    return isinstance(getattr(dataset, "parent", dataset), fmnist.FashionMNIST)
-
-
 def _check(req: EvalRequest) -> None:
     if req.protocol not in PROTOCOLS:
         raise UserError(f"--protocol {req.protocol}: expected one of: {', '.join(PROTOCOLS)}")
@@ -161,11 +157,11 @@ def run_eval(
     else:
         val = resolve_dataset(req.data, "val")
     num_classes = len(train.classes)
-    native = _is_native_small(train)
-    image_size = req.image_size or (28 if native else 224)
-    crop_ratio = 1.0 if native else FX.STANDARD_CROP_RATIO
-    eval_tf = FX.eval_transform(image_size, crop_ratio, ckpt.method)
-    crop_scale = FX.SMALL_IMAGE_CROP_SCALE if native else FX.STANDARD_CROP_SCALE
+    kind = dataset_kind(train)
+    prep = eval_preprocessing(ckpt.metadata, kind, req.image_size)
+    image_size, crop_ratio = prep.image_size, prep.crop_pct
+    eval_tf = eval_transform(prep)
+    crop_scale = FX.SMALL_IMAGE_CROP_SCALE if kind == NATIVE else FX.STANDARD_CROP_SCALE
     train_tf = FX.train_transform(image_size, ckpt.method, crop_scale)
     log(
         f"data {req.data}: {len(train)} training / {len(val)} validation images, {num_classes} classes, "

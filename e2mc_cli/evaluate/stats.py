@@ -14,6 +14,9 @@ With ``a_i``, ``b_i`` ∈ {0, 1} the correctness of models A and B on sample ``i
   (exact enumeration when ``2^m ≤ N`` for the ``m`` non-zero differences).
 - **Cohen's d**: per sample ``d_z = mean(d) / sd(d)`` (paired); across seeds
   ``(mean_B − mean_A) / √((s_A² + s_B²)/2)`` on the per-seed top-1.
+
+Across seeds a figure is reported as mean ± standard error (:func:`mean_se`), written the one way
+every table writes it (:func:`format_mean_se`).
 """
 
 from __future__ import annotations
@@ -34,6 +37,14 @@ def mean_se(values) -> tuple[float, float | None]:
     if v.size == 1:
         return float(v[0]), None
     return float(v.mean()), float(v.std(ddof=1) / math.sqrt(v.size))
+
+
+def format_mean_se(mean: float | None, se: float | None = None, digits: int = 2) -> str:
+    """``mean ± se`` with ``digits`` decimals; the mean alone without ``se``; ``–`` without a mean."""
+    if mean is None:
+        return "–"
+    text = f"{mean:.{digits}f}"
+    return text if se is None else f"{text} ± {se:.{digits}f}"
 
 
 @dataclass

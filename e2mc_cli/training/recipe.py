@@ -27,7 +27,6 @@ string).
 from __future__ import annotations
 
 import copy
-import difflib
 import math
 import sys
 from pathlib import Path
@@ -35,7 +34,7 @@ from pathlib import Path
 import tomli_w
 
 import e2mc_cli
-from e2mc_cli.errors import UserError
+from e2mc_cli.errors import UserError, did_you_mean, unknown_choice
 from e2mc_cli.training.optim import OPTIMIZERS, SCHEDULES, base_lr
 
 if sys.version_info >= (3, 11):
@@ -132,9 +131,7 @@ def _check_criterion(name: str) -> None:
     from e2mc_cli.criteria import CRITERIA
 
     if name not in CRITERIA:
-        close = difflib.get_close_matches(name, list(CRITERIA), n=1)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
-        raise UserError(f"unknown criterion '{name}'{hint}; valid names: {', '.join(CRITERIA)}")
+        raise unknown_choice("criterion", name, CRITERIA)
 
 
 def _toml_safe(value):
@@ -233,15 +230,13 @@ def apply_set(recipe: dict, assignment: str) -> None:
     if not sep or not dot or not key:
         raise UserError(f"--set {assignment!r}: expected section.key=value, e.g. criterion.beta=10")
     if section not in SECTIONS:
-        close = difflib.get_close_matches(section, SECTIONS, n=1)
-        hint = f" (did you mean '{close[0]}'?)" if close else ""
+        hint = did_you_mean(section, SECTIONS)
         raise UserError(
             f"--set {assignment!r}: unknown section [{section}]{hint}; expected one of: {', '.join(SECTIONS)}"
         )
     keys = known_keys(recipe, section)
     if key not in keys:
-        close = difflib.get_close_matches(key, sorted(keys), n=1)
-        hint = f" (did you mean '{section}.{close[0]}'?)" if close else ""
+        hint = did_you_mean(key, sorted(keys), prefix=f"{section}.")
         raise UserError(
             f"--set {assignment!r}: unknown key {section}.{key}{hint}; known keys: {', '.join(sorted(keys))}"
         )

@@ -7,10 +7,9 @@ for that exact file.
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass, field
 
-from e2mc_cli.errors import UserError
+from e2mc_cli.errors import UserError, close_matches
 
 MIT = "MIT"
 CC_BY_NC = "CC-BY-NC-4.0"
@@ -181,7 +180,7 @@ def builtin_data(base: str | None) -> str | None:
 
 def closest_names(name: str, n: int = 3) -> list[str]:
     """Registry names closest to ``name`` (for "did you mean" messages)."""
-    return difflib.get_close_matches(name, list(BASES), n=n, cutoff=0.5)
+    return close_matches(name, BASES, n=n, cutoff=0.5)
 
 
 def get_spec(name: str) -> BaseSpec:
