@@ -8,16 +8,14 @@ from pathlib import Path
 
 import numpy as np
 
+from e2mc_cli.evaluate.stats import format_mean_se
 from e2mc_cli.io import atomic_path
 from e2mc_cli.study.config import CONTROL
 
 
 def fmt_mean_se(cell: dict) -> str:
     """``72.00 ± 1.15`` (top-1 mean ± SE over seeds), ``72.00`` without an SE, ``–`` when empty."""
-    if not cell.get("n"):
-        return "–"
-    se = cell.get("se")
-    return f"{cell['mean']:.2f} ± {se:.2f}" if se is not None else f"{cell['mean']:.2f}"
+    return format_mean_se(cell["mean"] if cell.get("n") else None, cell.get("se"))
 
 
 def fmt_p(cell: dict) -> str:
