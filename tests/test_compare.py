@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from e2mc_cli.evaluate import stats as S
-from e2mc_cli.evaluate.run import EVAL_FORMAT, EvalResult
+from e2mc_cli.evaluate.records import EVAL_FORMAT
+from e2mc_cli.evaluate.run import EvalResult
 
 
 def paired(n01: int, n10: int, n11: int = 0, n00: int = 0) -> tuple[np.ndarray, np.ndarray]:

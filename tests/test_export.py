@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
+import statistics
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -16,8 +18,8 @@ from safetensors.torch import load_file
 
 from e2mc_cli.checkpoint import FORMAT, load_checkpoint, save_checkpoint, save_state_dict
 from e2mc_cli.errors import UserError
-from e2mc_cli.export import build_model_card, export_run, read_run, stale_exports
 from e2mc_cli.models import build_backbone, build_model
+from e2mc_cli.publish import build_model_card, export_run, read_run, stale_exports
 
 timm = pytest.importorskip("timm")
 
@@ -58,32 +60,39 @@ def _write_run(run: Path, model, base: str, *, evals: dict | None = None) -> Pat
     return run
 
 
+def _record(protocol, labels, top1, top5, *, dataset="fmnist", mode=None, epoch="1010", version=2) -> dict:
+    """An `sslboost eval` record: per-seed figures, and their mean ± standard error as `eval` wrote them."""
+    seeds = list(range(len(top1)))
+    results = [{"seed": s, "top1": a, "top5": b, "train_size": 600, "subset_sha256": "s" * 64}
+               for s, a, b in zip(seeds, top1, top5)]  # fmt: skip
+    summary = {
+        key: {"mean": sum(v) / len(v), "se": statistics.stdev(v) / math.sqrt(len(v)) if len(v) > 1 else None}
+        for key, v in (("top1", top1), ("top5", top5))
+    }
+    return {
+        "format": "sslboost-eval/1", "protocol": protocol, "protocol_version": version, "labels": labels,
+        "mode": mode, "seeds": seeds, "results": results, **summary,
+        "dataset": {"spec": dataset, "evaluated_on": "val", "num_classes": 10, "train_size": 60000,
+                    "val_size": 10000, "train_sha256": "t" * 64, "val_sha256": "v" * 64},
+        "checkpoint": {"source": "model.safetensors", "metadata": {"epoch": epoch}},
+    }  # fmt: skip
+
+
 EVALS = {
-    # `sslboost eval`'s own record: summary given as {"mean", "se"}, taken as written.
-    "eval-linear-standard-1pct": {
-        "format": "sslboost-eval/1", "protocol": "linear", "labels": "1%", "mode": "standard",
-        "seeds": [0, 1, 2],
-        "results": [{"seed": 0, "top1": 70.0, "top5": 90.0}, {"seed": 1, "top1": 71.0, "top5": 91.0},
-                    {"seed": 2, "top1": 72.0, "top5": 92.0}],
-        "top1": {"mean": 71.0, "se": 0.5774}, "top5": {"mean": 91.0, "se": 0.5774},
-        "dataset": {"spec": "fmnist", "num_classes": 10}, "checkpoint": {"metadata": {"epoch": "1010"}},
-    },
-    # per-seed values only: 80 and 82 → mean 81, s = √2, standard error √2/√2 = 1
-    "eval-knn-100pct": {
-        "protocol": "knn", "labels": "100%", "dataset": "fmnist", "seeds": [0, 1],
-        "results": [{"seed": 0, "top1": 80.0}, {"seed": 1, "top1": 82.0}],
-    },
-    # flat summary keys
-    "eval-semisup-10pct": {
-        "protocol": "semisup", "labels": 0.1, "dataset": "/data/imagenet", "seeds": 1,
-        "top1_mean": 55.5, "top1_stderr": 0.2, "top5_mean": 80.25,
-    },
+    # 70, 71, 72 → 71 ± 1/√3 = 0.5774
+    "eval-linear-standard-1pct": _record(
+        "linear", "1%", [70.0, 71.0, 72.0], [90.0, 91.0, 92.0], mode="standard"
+    ),
+    # 80 and 82 → mean 81, s = √2, standard error √2/√2 = 1
+    "eval-knn-100pct": _record("knn", "100%", [80.0, 82.0], [95.0, 95.0]),
+    "eval-semisup-10pct": _record("semisup", "10%", [55.3, 55.7], [80.25, 80.25], dataset="/data/imagenet"),
     # an evaluation of an earlier checkpoint of the run: not this model's result
-    "eval-old": {"protocol": "knn", "labels": "1%", "dataset": "fmnist", "top1": 50.0,
-                 "checkpoint": {"metadata": {"epoch": "1005"}}},
-    # no accuracy at all
-    "eval-broken": {"protocol": "knn"},
-}  # fmt: skip
+    "eval-old": _record("knn", "1%", [50.0], [60.0], epoch="1005"),
+    # made under the first evaluation protocol: not today's figures
+    "eval-protocol1": _record("knn", "10%", [40.0], [61.0], version=1),
+    # not an `sslboost eval` record
+    "eval-broken": {"protocol": "knn", "top1": 33.0},
+}
 
 
 @pytest.fixture(scope="module")
@@ -254,15 +263,19 @@ def test_mini_backbone_is_not_claimed_for_timm(mini_run, monkeypatch):
 def test_model_index_holds_eval_numbers(mini_run):
     result = export_run(mini_run)
     assert result.warnings == [
-        "eval-broken/eval.json: no top-1 accuracy found; left out of the card",
+        "eval-broken/eval.json: not an sslboost evaluation (format 'sslboost-eval/1' expected); "
+        "left out of the card",
         "eval-old/eval.json: evaluates the checkpoint at epoch 1005, not this model's 1010; "
         "left out of the card (evaluate model.safetensors again)",
+        "eval-protocol1/eval.json: made under evaluation protocol 1; its figures are left out of the card "
+        "(evaluate again with `sslboost eval`)",
     ]
     card = ModelCard.load(mini_run / "README.md")
     assert card.data.model_name == "mini-e2mc"
     got = {(r.metric_name, r.dataset_name): (r.metric_value, r.metric_args) for r in card.data.eval_results}
     assert got == {
         ("top-1 accuracy (knn, 100% labels)", "Fashion-MNIST"): (81.0, {"stderr": 1.0, "seeds": 2}),
+        ("top-5 accuracy (knn, 100% labels)", "Fashion-MNIST"): (95.0, {"stderr": 0.0, "seeds": 2}),
         ("top-1 accuracy (linear, standard, 1% labels)", "Fashion-MNIST"): (
             71.0,
             {"stderr": 0.5774, "seeds": 3},
@@ -271,13 +284,32 @@ def test_model_index_holds_eval_numbers(mini_run):
             91.0,
             {"stderr": 0.5774, "seeds": 3},
         ),
-        ("top-1 accuracy (semisup, 10% labels)", "ImageNet-1k"): (55.5, {"stderr": 0.2, "seeds": 1}),
-        ("top-5 accuracy (semisup, 10% labels)", "ImageNet-1k"): (80.25, {"seeds": 1}),
+        ("top-1 accuracy (semisup, 10% labels)", "ImageNet-1k"): (55.5, {"stderr": 0.2, "seeds": 2}),
+        ("top-5 accuracy (semisup, 10% labels)", "ImageNet-1k"): (80.25, {"stderr": 0.0, "seeds": 2}),
     }
     for r in card.data.eval_results:
         assert (r.task_type, r.metric_type) == ("image-classification", "accuracy")
     assert "81.00 ± 1.00" in card.text and "55.50 ± 0.20" in card.text and "71.00 ± 0.58" in card.text
     assert "50.00" not in card.text  # the earlier checkpoint's result
+    assert "33.00" not in card.text  # not an evaluation record
+
+
+def test_outdated_protocol_is_named_not_reported(mini_run):
+    """An evaluation made under an older protocol is neither in model-index nor in the table: the
+    card names its file and says to evaluate again."""
+    card = ModelCard.load(export_run(mini_run).files[2])
+    assert "40.00" not in card.text and "61.00" not in card.text
+    assert not any("(knn, 10% labels)" in r.metric_name for r in card.data.eval_results)
+    assert "| knn, 10% labels |" not in card.text
+    (line,) = [x for x in card.text.splitlines() if x.startswith("Not reported:")]
+    assert "`eval-protocol1/eval.json` (protocol 1)" in line and "Evaluate again with `sslboost eval`" in line
+    # Only outdated evaluations: no results, and the same note.
+    for folder in ("eval-linear-standard-1pct", "eval-knn-100pct", "eval-semisup-10pct"):
+        (mini_run / folder / "eval.json").unlink()
+    card = ModelCard.load(export_run(mini_run).files[2])
+    assert card.data.eval_results is None
+    assert "No `sslboost eval` results of today's evaluation protocol" in card.text
+    assert "`eval-protocol1/eval.json` (protocol 1)" in card.text
 
 
 def _metadata_only_run(tmp_path: Path, method: str, arch: str, base: str) -> Path:

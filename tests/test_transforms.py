@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import pickle
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -27,7 +28,9 @@ from e2mc_cli.data.transforms import (
     eval_transform,
     trained_image_size,
 )
+from e2mc_cli.diagnostics import inspection_preprocessing
 from e2mc_cli.models import METHOD_NAMES
+from e2mc_cli.publish import config_json as TC
 from e2mc_cli.training.recipe import resolve_recipe
 from e2mc_cli.zoo import resolve_base
 
@@ -49,11 +52,20 @@ def r50_metadata(method: str) -> dict[str, str]:
 
 
 def consumers(metadata: dict, kind: str) -> dict[str, tuple]:
-    """(size, crop_pct, mean, std) as ``eval``, ``inspect`` and the exported timm config ask for them."""
-    trained = trained_image_size(metadata, kind)
-    ev = eval_preprocessing(metadata, kind)
-    ins = eval_preprocessing(metadata, kind, trained)
-    timm_cfg = eval_preprocessing(metadata, kind, trained).timm_fields()
+    """(size, crop_pct, mean, std) as ``eval``, ``inspect`` and the exported timm config ask for them
+    through their own entry points, for a run trained on data of ``kind``."""
+    dataset = fmnist.FashionMNIST.__new__(fmnist.FashionMNIST) if kind == NATIVE else object()
+    ev = eval_preprocessing(metadata, dataset_kind(dataset))  # evaluate.run._load_data's one line
+    ins = inspection_preprocessing(metadata, dataset)
+    run = SimpleNamespace(
+        metadata=metadata,
+        summary={"data": "fmnist" if kind == NATIVE else "/data/photos"},
+        base="",
+        method=metadata["method"],
+        criterion="e2mc",
+        timm_compatible=metadata.get("arch") == "resnet50",
+    )
+    timm_cfg = TC._pretrained_cfg(run, TC.run_preprocessing(run))
 
     def view(p: EvalPreprocessing) -> tuple:
         return p.image_size, p.crop_pct, tuple(p.mean), tuple(p.std)

@@ -104,8 +104,8 @@ def eval_cmd(
     """
     from e2mc_cli.checkpoint import load_checkpoint
     from e2mc_cli.data.subsets import parse_labels
+    from e2mc_cli.evaluate.records import parse_record
     from e2mc_cli.evaluate.run import EvalRequest, run_eval
-    from e2mc_cli.evaluate.stats import format_mean_se
 
     if (weights is None) == (base is None):
         raise UserError("give exactly one of --weights model.safetensors or --base NAME")
@@ -140,30 +140,32 @@ def eval_cmd(
     )
     result = run_eval(ckpt, req, source=source, out_dir=out_dir, log=_say(as_json))
     path = result.write(out_dir)
-    rec = result.record
     if as_json:
-        typer.echo(json.dumps(rec, indent=2))
+        typer.echo(json.dumps(result.record, indent=2))
         return
-    what = rec["protocol"] + (f" ({rec['mode']})" if rec["mode"] else "")
+    _print_eval(parse_record(result.record, path), source)
+
+
+def _print_eval(rec, source: str) -> None:
+    """The per-seed table of one evaluation (an :class:`~e2mc_cli.evaluate.records.EvalRecord`)."""
+    from e2mc_cli.evaluate.stats import format_mean_se
+
+    what = rec.protocol + (f" ({rec.mode})" if rec.mode else "")
     table = Table(
-        title=f"{escape(source)}: {what}, {rec['labels']} labels, {rec['dataset']['spec']}",
-        box=box.SIMPLE_HEAD,
+        title=f"{escape(source)}: {what}, {rec.labels} labels, {rec.dataset.spec}", box=box.SIMPLE_HEAD
     )
     for col in ("seed", "labelled images", "top-1 %", "top-5 %"):
         table.add_column(col, justify="right")
-    for r in rec["results"]:
-        table.add_row(str(r["seed"]), str(r["train_size"]), f"{r['top1']:.2f}", f"{r['top5']:.2f}")
+    for r in rec.results:
+        table.add_row(str(r.seed), str(r.train_size), f"{r.top1:.2f}", f"{r.top5:.2f}")
     table.add_section()
-    table.add_row(
-        "mean ± s.e.",
-        "",
-        format_mean_se(rec["top1"]["mean"], rec["top1"]["se"]),
-        format_mean_se(rec["top5"]["mean"], rec["top5"]["se"]),
-    )
+    top1, top5 = format_mean_se(rec.top1.mean, rec.top1.se), format_mean_se(rec.top5.mean, rec.top5.se)
+    table.add_row("mean ± s.e.", "", top1, top5)
     console.print(table)
-    for note in rec["hyperparameters"]["notes"]:
+    for note in rec.document["hyperparameters"]["notes"]:
         console.print(f"note: {escape(note)}")
-    console.print(f"wrote {escape(str(path))} and predictions.npz ({rec['timings']['total_s']:.1f} s)")
+    total = rec.document["timings"]["total_s"]
+    console.print(f"wrote {escape(str(rec.path))} and predictions.npz ({total:.1f} s)")
 
 
 @app.command("compare")

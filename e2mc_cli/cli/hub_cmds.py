@@ -1,4 +1,4 @@
-"""`sslboost export` and `sslboost push`: publish a run folder (logic in e2mc_cli.export / e2mc_cli.hub)."""
+"""`sslboost export` and `sslboost push`: publish a run folder (logic in e2mc_cli.publish)."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ def export_cmd(
     run_dir: Path = typer.Argument(..., help="Run folder (the --out of `sslboost continue`)."),
 ) -> None:
     """Write backbone.safetensors, config.json and the model card README.md into a run folder."""
-    from e2mc_cli.export import export_run
+    from e2mc_cli.publish import export_run
 
     result = export_run(run_dir)
     _warn(result.warnings)
@@ -52,7 +52,7 @@ def push_cmd(
 
     The token comes from HF_TOKEN or `hf auth login`. Exports are written first when missing or stale.
     """
-    from e2mc_cli.hub import push_run
+    from e2mc_cli.publish import push_run
 
     result = push_run(run_dir, repo, private=private, revision=revision, dry_run=dry_run, message=message)
     _warn(result.warnings)

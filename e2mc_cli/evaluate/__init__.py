@@ -6,6 +6,7 @@
 - :mod:`~e2mc_cli.evaluate.semisup`: fine-tuning backbone and classifier.
 - :mod:`~e2mc_cli.evaluate.knn`: weighted k-nearest neighbours.
 - :mod:`~e2mc_cli.evaluate.run`: one evaluation end to end, ``eval.json`` + ``predictions.npz``.
+- :mod:`~e2mc_cli.evaluate.records`: the one writer and reader of ``eval.json`` (typed, checked).
 - :mod:`~e2mc_cli.evaluate.stats` and :mod:`~e2mc_cli.evaluate.compare`: McNemar, paired
   permutation test, Cohen's d (Appendix D.1).
 """

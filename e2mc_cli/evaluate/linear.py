@@ -16,11 +16,14 @@ from __future__ import annotations
 
 import contextlib
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
+from torch.utils.data import Dataset
 
 from e2mc_cli.evaluate.features import autocast, loader
 from e2mc_cli.evaluate.protocols import ProtocolConfig
@@ -105,37 +108,53 @@ def _fit(head, opt, base, feats, labels, cfg: ProtocolConfig, gen: torch.Generat
             opt.step()
 
 
-def train_standard(
-    backbone: nn.Module,
-    dataset,
-    indices,
-    transform,
-    num_classes: int,
-    cfg: ProtocolConfig,
-    *,
-    seed: int = 0,
-    device: torch.device | str = "cpu",
-    workers: int | None = None,
-) -> nn.Linear:
+@dataclass(frozen=True)
+class LabelledTraining:
+    """One classifier training on augmented crops of ``dataset[indices]`` (read through
+    ``transform``): the protocol's hyperparameters, the seed, and where it runs."""
+
+    dataset: Dataset
+    indices: np.ndarray
+    transform: Callable
+    num_classes: int
+    cfg: ProtocolConfig
+    seed: int = 0
+    device: torch.device | str = "cpu"
+    workers: int | None = None
+
+    def fit(self, opt: torch.optim.Optimizer, logits_of: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        """The protocol's epochs of cross-entropy steps on ``logits_of(images)``, each epoch at its
+        scheduled learning rates, over shuffled batches in an order that depends on the seed only."""
+        device, cfg = torch.device(self.device), self.cfg
+        base = [g["lr"] for g in opt.param_groups]
+        data = loader(
+            self.dataset, self.indices, self.transform, cfg.batch_size, shuffle=True, seed=self.seed,
+            workers=self.workers,
+        )  # fmt: skip
+        for epoch in range(cfg.epochs):
+            _set_lr(opt, base, epoch_factor(epoch, cfg))
+            for x, y in data:
+                loss = F.cross_entropy(logits_of(x.to(device, non_blocking=True)), y.to(device))
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+
+
+def train_standard(backbone: nn.Module, job: LabelledTraining) -> nn.Linear:
     """``--mode standard``: fresh augmentations every epoch through the frozen backbone (eval mode)."""
-    device = torch.device(device)
-    torch.manual_seed(seed)
+    device = torch.device(job.device)
+    torch.manual_seed(job.seed)
     backbone.eval()
     for p in backbone.parameters():
         p.requires_grad_(False)
-    head = make_classifier(backbone.num_features, num_classes).to(device)
-    opt = make_optimizer(head.parameters(), cfg)
-    base = [g["lr"] for g in opt.param_groups]
-    data = loader(dataset, indices, transform, cfg.batch_size, shuffle=True, seed=seed, workers=workers)
-    for epoch in range(cfg.epochs):
-        _set_lr(opt, base, epoch_factor(epoch, cfg))
-        for x, y in data:
-            with torch.no_grad(), autocast(device):
-                f = backbone(x.to(device, non_blocking=True))
-            loss = F.cross_entropy(head(f.float()), y.to(device))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+    head = make_classifier(backbone.num_features, job.num_classes).to(device)
+
+    def logits_of(x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad(), autocast(device):
+            f = backbone(x)
+        return head(f.float())
+
+    job.fit(make_optimizer(head.parameters(), job.cfg), logits_of)
     return head.cpu()
 
 

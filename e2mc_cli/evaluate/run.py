@@ -5,7 +5,7 @@ error, the identity of the data (spec, split sizes, SHA-256 of the training and 
 and of each label subset (SHA-256 of the chosen indices), the hyperparameters and the checkpoint's
 metadata. ``DIR/predictions.npz`` holds ``pred`` (seeds × validation samples, predicted class),
 ``target`` (true class), ``index`` (position in the validation set) and ``seeds``, for
-:mod:`e2mc_cli.evaluate.compare`.
+:mod:`e2mc_cli.evaluate.compare`. Both are written, and read back, by :mod:`e2mc_cli.evaluate.records`.
 
 With ``holdout = N`` the evaluation set is not the data's validation split but ``N`` images carved
 from the training split (:func:`e2mc_cli.data.subsets.carve_validation`); label subsets are drawn
@@ -44,10 +44,8 @@ from e2mc_cli.evaluate.protocols import (
     for_subset,
     resolve_config,
 )
+from e2mc_cli.evaluate.records import EVAL_FORMAT, write_eval
 from e2mc_cli.evaluate.stats import mean_se
-from e2mc_cli.io import atomic_path, write_json_atomic
-
-EVAL_FORMAT = "sslboost-eval/1"
 
 
 @dataclass
@@ -70,24 +68,15 @@ class EvalRequest:
 
 @dataclass
 class EvalResult:
+    """An evaluation's ``eval.json`` document and its per-sample predictions."""
+
     record: dict
     pred: np.ndarray  # [seeds, n_val]
     target: np.ndarray  # [n_val]
 
     def write(self, out_dir: str | Path) -> Path:
         """Write ``predictions.npz`` then ``eval.json`` (each atomically) into ``out_dir``."""
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        with atomic_path(out / "predictions.npz") as tmp, open(tmp, "wb") as f:
-            np.savez_compressed(
-                f,
-                pred=self.pred.astype(np.int32),
-                target=self.target.astype(np.int32),
-                index=np.arange(len(self.target), dtype=np.int64),
-                seeds=np.asarray(self.record["seeds"], dtype=np.int64),
-            )
-        write_json_atomic(out / "eval.json", self.record)
-        return out / "eval.json"
+        return write_eval(out_dir, self.record, self.pred, self.target)
 
 
 def checkpoint_record(ckpt: Checkpoint, source: str) -> dict:
@@ -131,6 +120,174 @@ def predict_images(
     return torch.cat(out)
 
 
+@dataclass
+class _Data:
+    """The two splits of one evaluation and the transforms that read them."""
+
+    train: object
+    val: object
+    image_size: int
+    crop_ratio: float
+    crop_scale: tuple[float, float]
+    eval_tf: Callable
+    train_tf: Callable
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.train.classes)
+
+
+def _load_data(req: EvalRequest, metadata: dict) -> _Data:
+    """Training split and evaluation set (the validation split, or images held out of training),
+    with the evaluation preprocessing of the checkpoint (``metadata``) on them."""
+    train = resolve_dataset(req.data, "train")
+    if req.holdout:
+        train, val = carve_validation(train, int(req.holdout))
+    else:
+        val = resolve_dataset(req.data, "val")
+    kind = dataset_kind(train)
+    prep = eval_preprocessing(metadata, kind, req.image_size)
+    crop_scale = FX.SMALL_IMAGE_CROP_SCALE if kind == NATIVE else FX.STANDARD_CROP_SCALE
+    return _Data(
+        train=train,
+        val=val,
+        image_size=prep.image_size,
+        crop_ratio=prep.crop_pct,
+        crop_scale=crop_scale,
+        eval_tf=eval_transform(prep),
+        train_tf=FX.train_transform(prep.image_size, metadata.get("method"), crop_scale),
+    )
+
+
+def _describe(req: EvalRequest, data: _Data) -> str:
+    skipped = data.train.skipped + data.val.skipped
+    return (
+        f"data {req.data}: {len(data.train)} training / {len(data.val)} validation images, "
+        f"{data.num_classes} classes, {data.image_size} px"
+        + (f" ({skipped} unreadable files skipped)" if skipped else "")
+    )
+
+
+@dataclass
+class _Setup:
+    """What every seed of one evaluation shares."""
+
+    req: EvalRequest
+    device: torch.device
+    data: _Data
+    backbone: torch.nn.Module
+    initial_state: dict | None  # semisup: the backbone's weights before each fine-tuning
+
+    @property
+    def loader_kwargs(self) -> dict:
+        return {"device": self.device, "workers": self.req.workers}
+
+
+def _frozen_features(setup: _Setup, ckpt: Checkpoint, subsets, cache: FX.FeatureCache, timings, log):
+    """(validation features or None, bank of the labelled training images' features or {})."""
+    req, data = setup.req, setup.data
+    cache.bind(ckpt)
+    view = (data.image_size, data.crop_ratio, ckpt.method)  # what the features depend on besides the images
+
+    def cached_features(split: str, dataset, indices):
+        key = (split, dataset.identity(), *view)
+        return cache.get(
+            key, setup.backbone, dataset, indices, data.eval_tf, batch_size=256, **setup.loader_kwargs
+        )
+
+    val_feats = None
+    if req.protocol in ("linear", "knn"):
+        t = time.perf_counter()
+        val_feats, _ = cached_features("val", data.val, np.arange(len(data.val)))
+        timings["val_features_s"] = time.perf_counter() - t
+    bank = {}
+    if req.protocol == "knn" or (req.protocol == "linear" and req.mode == "cached"):
+        union = np.unique(np.concatenate([s.indices for s in subsets]))
+        t = time.perf_counter()
+        feats, ys = cached_features("train", data.train, union)
+        timings["train_features_s"] = time.perf_counter() - t
+        bank = {"pos": {int(i): r for r, i in enumerate(union)}, "feats": feats, "labels": ys}
+        log(f"features of {len(union)} training images in {timings['train_features_s']:.1f} s")
+    return val_feats, bank
+
+
+def _seed_scores(
+    setup: _Setup, subset, cfg: ProtocolConfig, seed: int, val_feats, bank: dict
+) -> torch.Tensor:
+    """Validation scores of the classifier one seed trains on its labelled subset."""
+    req, data, kwargs = setup.req, setup.data, setup.loader_kwargs
+    if bank:
+        rows = torch.as_tensor([bank["pos"][int(i)] for i in subset.indices])
+        xs, ys = bank["feats"][rows], bank["labels"][rows]
+    if req.protocol == "knn":
+        return KNN.knn_scores(xs, ys, val_feats, data.num_classes, k=cfg.k, temperature=cfg.temperature)
+    if req.protocol == "linear" and req.mode == "cached":
+        head = LIN.train_on_features(xs, ys, data.num_classes, cfg, seed=seed, device=setup.device)
+        return LIN.predict(head, val_feats)
+    job = LIN.LabelledTraining(
+        data.train, subset.indices, data.train_tf, data.num_classes, cfg, seed, **kwargs
+    )
+    if req.protocol == "linear":
+        return LIN.predict(LIN.train_standard(setup.backbone, job), val_feats)
+    setup.backbone.load_state_dict(setup.initial_state)
+    clf = SEMI.finetune(setup.backbone, job)
+    return predict_images(clf, data.val, data.eval_tf, batch_size=256, **kwargs)
+
+
+def _seed_row(seed: int, subset, cfg: ProtocolConfig, scores: torch.Tensor, target: torch.Tensor) -> dict:
+    return {
+        "seed": seed,
+        "top1": float(LIN.topk_correct(scores, target, 1).mean() * 100),
+        "top5": float(LIN.topk_correct(scores, target, 5).mean() * 100),
+        "train_size": int(len(subset.indices)),
+        "epochs": cfg.epochs,
+        "subset_sha256": subset.sha256,
+    }
+
+
+def _dataset_record(req: EvalRequest, data: _Data) -> dict:
+    train, val = data.train, data.val
+    return {
+        "spec": str(req.data),
+        "evaluated_on": f"{req.holdout} images held out from the training split" if req.holdout else "val",
+        "num_classes": data.num_classes,
+        "train_size": len(train),
+        "val_size": len(val),
+        "train_sha256": train.identity(),
+        "val_sha256": val.identity(),
+        "skipped": {"train": int(train.skipped), "val": int(val.skipped)},
+        "image_size": data.image_size,
+        "crop_ratio": data.crop_ratio,
+        "train_crop_scale": list(data.crop_scale),
+    }
+
+
+def _record(setup: _Setup, labels: str, seeds, per_seed, subsets, cfg, ckpt, source, timings) -> dict:
+    """The ``eval.json`` document (format :data:`~e2mc_cli.evaluate.records.EVAL_FORMAT`)."""
+    req = setup.req
+    m1, se1 = mean_se([r["top1"] for r in per_seed])
+    m5, se5 = mean_se([r["top5"] for r in per_seed])
+    return {
+        "format": EVAL_FORMAT,
+        "protocol": req.protocol,
+        "protocol_version": PROTOCOL_VERSION,
+        "labels": labels,
+        "mode": req.mode if req.protocol == "linear" else None,
+        "seeds": seeds,
+        "results": per_seed,
+        "top1": {"mean": m1, "se": se1},
+        "top5": {"mean": m5, "se": se5},
+        "dataset": _dataset_record(req, setup.data),
+        "subsets": [s.describe() for s in subsets],
+        "hyperparameters": cfg.to_dict(),
+        "checkpoint": checkpoint_record(ckpt, source),
+        "device": str(setup.device),
+        "timings": timings,
+        "sslboost": __version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
 def run_eval(
     ckpt: Checkpoint,
     req: EvalRequest,
@@ -150,137 +307,36 @@ def run_eval(
     cfg: ProtocolConfig = resolve_config(req.protocol, ckpt.method, labels, **req.overrides)
     device = FX.pick_device(req.device)
     t_start = time.perf_counter()
+    data = _load_data(req, ckpt.metadata)
+    log(_describe(req, data))
 
-    train = resolve_dataset(req.data, "train")
-    if req.holdout:
-        train, val = carve_validation(train, int(req.holdout))
-    else:
-        val = resolve_dataset(req.data, "val")
-    num_classes = len(train.classes)
-    kind = dataset_kind(train)
-    prep = eval_preprocessing(ckpt.metadata, kind, req.image_size)
-    image_size, crop_ratio = prep.image_size, prep.crop_pct
-    eval_tf = eval_transform(prep)
-    crop_scale = FX.SMALL_IMAGE_CROP_SCALE if kind == NATIVE else FX.STANDARD_CROP_SCALE
-    train_tf = FX.train_transform(image_size, ckpt.method, crop_scale)
-    log(
-        f"data {req.data}: {len(train)} training / {len(val)} validation images, {num_classes} classes, "
-        f"{image_size} px"
-        + (
-            f" ({train.skipped + val.skipped} unreadable files skipped)"
-            if train.skipped + val.skipped
-            else ""
-        )
-    )
-
-    model = ckpt.build_model()
-    backbone = model.backbone.to(device)
+    backbone = ckpt.build_model().backbone.to(device)
     initial_state = copy.deepcopy(backbone.state_dict()) if req.protocol == "semisup" else None
+    setup = _Setup(req, device, data, backbone, initial_state)
     seeds = list(req.seed_list) if req.seed_list is not None else list(range(req.seeds))
-    subsets = [choose_subset(train, labels, s, subset_file=req.subset_file, out_dir=out_dir) for s in seeds]
+    subsets = [
+        choose_subset(data.train, labels, s, subset_file=req.subset_file, out_dir=out_dir) for s in seeds
+    ]
     configs = [for_subset(cfg, len(s.indices)) for s in subsets]  # epochs for each labelled set
     if configs and configs[0].epochs != cfg.epochs:
         log(f"{configs[0].epochs} epochs ({configs[0].notes[-1]})")
     timings = {"val_features_s": 0.0, "train_features_s": 0.0, "train_s": 0.0}
-    kwargs = {"device": device, "workers": req.workers}
-
     cache = features if features is not None else FX.FeatureCache()
-    cache.bind(ckpt)
-    view = (image_size, crop_ratio, ckpt.method)  # what the features depend on besides the images
+    val_feats, bank = _frozen_features(setup, ckpt, subsets, cache, timings, log)
 
-    def cached_features(split: str, dataset, indices):
-        key = (split, dataset.identity(), *view)
-        return cache.get(key, backbone, dataset, indices, eval_tf, batch_size=256, **kwargs)
-
-    val_feats = None
-    if req.protocol in ("linear", "knn"):
-        t = time.perf_counter()
-        val_feats, _ = cached_features("val", val, np.arange(len(val)))
-        timings["val_features_s"] = time.perf_counter() - t
-    bank = {}
-    if req.protocol == "knn" or (req.protocol == "linear" and req.mode == "cached"):
-        union = np.unique(np.concatenate([s.indices for s in subsets]))
-        t = time.perf_counter()
-        feats, ys = cached_features("train", train, union)
-        timings["train_features_s"] = time.perf_counter() - t
-        bank = {"pos": {int(i): r for r, i in enumerate(union)}, "feats": feats, "labels": ys}
-        log(f"features of {len(union)} training images in {timings['train_features_s']:.1f} s")
-
-    target = torch.as_tensor(np.asarray(val.targets, dtype=np.int64))
+    target = torch.as_tensor(np.asarray(data.val.targets, dtype=np.int64))
     per_seed, preds = [], []
     for seed, subset, run_cfg in zip(seeds, subsets, configs):
         t = time.perf_counter()
-        if bank:
-            rows = torch.as_tensor([bank["pos"][int(i)] for i in subset.indices])
-            xs, ys = bank["feats"][rows], bank["labels"][rows]
-        if req.protocol == "knn":
-            scores = KNN.knn_scores(
-                xs, ys, val_feats, num_classes, k=run_cfg.k, temperature=run_cfg.temperature
-            )
-        elif req.protocol == "linear" and req.mode == "cached":
-            head = LIN.train_on_features(xs, ys, num_classes, run_cfg, seed=seed, device=device)
-            scores = LIN.predict(head, val_feats)
-        elif req.protocol == "linear":
-            head = LIN.train_standard(
-                backbone, train, subset.indices, train_tf, num_classes, run_cfg, seed=seed, **kwargs
-            )
-            scores = LIN.predict(head, val_feats)
-        else:
-            backbone.load_state_dict(initial_state)
-            clf = SEMI.finetune(
-                backbone, train, subset.indices, train_tf, num_classes, run_cfg, seed=seed, **kwargs
-            )
-            scores = predict_images(clf, val, eval_tf, batch_size=256, **kwargs)
+        scores = _seed_scores(setup, subset, run_cfg, seed, val_feats, bank)
         timings["train_s"] += time.perf_counter() - t
-        top1 = float(LIN.topk_correct(scores, target, 1).mean() * 100)
-        top5 = float(LIN.topk_correct(scores, target, 5).mean() * 100)
+        row = _seed_row(seed, subset, run_cfg, scores, target)
+        per_seed.append(row)
         preds.append(scores.argmax(dim=1).numpy())
-        per_seed.append(
-            {
-                "seed": seed,
-                "top1": top1,
-                "top5": top5,
-                "train_size": int(len(subset.indices)),
-                "epochs": run_cfg.epochs,
-                "subset_sha256": subset.sha256,
-            }
-        )
-        log(f"seed {seed}: top-1 {top1:.2f}  top-5 {top5:.2f}  ({len(subset.indices)} labelled images)")
+        top = f"top-1 {row['top1']:.2f}  top-5 {row['top5']:.2f}"
+        log(f"seed {seed}: {top}  ({row['train_size']} labelled images)")
 
-    m1, se1 = mean_se([r["top1"] for r in per_seed])
-    m5, se5 = mean_se([r["top5"] for r in per_seed])
     timings["total_s"] = time.perf_counter() - t_start
-    record = {
-        "format": EVAL_FORMAT,
-        "protocol": req.protocol,
-        "protocol_version": PROTOCOL_VERSION,
-        "labels": labels,
-        "mode": req.mode if req.protocol == "linear" else None,
-        "seeds": seeds,
-        "results": per_seed,
-        "top1": {"mean": m1, "se": se1},
-        "top5": {"mean": m5, "se": se5},
-        "dataset": {
-            "spec": str(req.data),
-            "evaluated_on": f"{req.holdout} images held out from the training split"
-            if req.holdout
-            else "val",
-            "num_classes": num_classes,
-            "train_size": len(train),
-            "val_size": len(val),
-            "train_sha256": train.identity(),
-            "val_sha256": val.identity(),
-            "skipped": {"train": int(train.skipped), "val": int(val.skipped)},
-            "image_size": image_size,
-            "crop_ratio": crop_ratio,
-            "train_crop_scale": list(crop_scale),
-        },
-        "subsets": [s.describe() for s in subsets],
-        "hyperparameters": (configs[0] if configs else cfg).to_dict(),
-        "checkpoint": checkpoint_record(ckpt, source),
-        "device": str(device),
-        "timings": timings,
-        "sslboost": __version__,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
+    used = configs[0] if configs else cfg
+    record = _record(setup, labels, seeds, per_seed, subsets, used, ckpt, source, timings)
     return EvalResult(record, np.stack(preds), target.numpy())

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.nn import functional as F
 
-from e2mc_cli.evaluate.features import autocast, loader
-from e2mc_cli.evaluate.linear import _set_lr, epoch_factor, make_classifier
-from e2mc_cli.evaluate.protocols import ProtocolConfig
+from e2mc_cli.evaluate.features import autocast
+from e2mc_cli.evaluate.linear import LabelledTraining, make_classifier
 
 
 class Classifier(nn.Module):
+    """A backbone and a linear head, trained together."""
+
     def __init__(self, backbone: nn.Module, num_classes: int):
         super().__init__()
         self.backbone = backbone
@@ -27,22 +27,11 @@ class Classifier(nn.Module):
         return self.head(self.backbone(x))
 
 
-def finetune(
-    backbone: nn.Module,
-    dataset,
-    indices,
-    transform,
-    num_classes: int,
-    cfg: ProtocolConfig,
-    *,
-    seed: int = 0,
-    device: torch.device | str = "cpu",
-    workers: int | None = None,
-) -> Classifier:
+def finetune(backbone: nn.Module, job: LabelledTraining) -> Classifier:
     """Fine-tune ``backbone`` (modified in place) and a new head; return both as one module."""
-    device = torch.device(device)
-    torch.manual_seed(seed)
-    model = Classifier(backbone, num_classes).to(device)
+    device, cfg = torch.device(job.device), job.cfg
+    torch.manual_seed(job.seed)
+    model = Classifier(backbone, job.num_classes).to(device)
     for p in model.parameters():
         p.requires_grad_(True)
     opt = torch.optim.SGD(
@@ -54,16 +43,12 @@ def finetune(
         momentum=cfg.momentum,
         weight_decay=cfg.wd,
     )
-    base = [cfg.lr, cfg.head_lr]
-    data = loader(dataset, indices, transform, cfg.batch_size, shuffle=True, seed=seed, workers=workers)
+
+    def logits_of(x: torch.Tensor) -> torch.Tensor:
+        with autocast(device):
+            logits = model(x)
+        return logits.float()
+
     model.train()
-    for epoch in range(cfg.epochs):
-        _set_lr(opt, base, epoch_factor(epoch, cfg))
-        for x, y in data:
-            with autocast(device):
-                logits = model(x.to(device, non_blocking=True))
-            loss = F.cross_entropy(logits.float(), y.to(device))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+    job.fit(opt, logits_of)
     return model.eval()

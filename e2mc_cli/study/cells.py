@@ -1,9 +1,8 @@
 """The cells of a study: train and evaluate one ``(criterion, seed)`` (resumable), and evaluate the
 base once.
 
-The stored evaluations are read by :func:`read_current` (an ``eval.json`` or a ``result.json``
-made under today's protocol) and :func:`read_correctness` (the per-sample correctness of an
-evaluation folder) only.
+Evaluations (``eval.json``) are read through :mod:`e2mc_cli.evaluate.records`; a study's own
+``result.json`` files by :func:`read_current` (made under today's protocol, else ``None``).
 """
 
 from __future__ import annotations
@@ -18,9 +17,10 @@ from rich.console import Console
 
 from e2mc_cli.checkpoint import load_checkpoint
 from e2mc_cli.data.subsets import labels_tag
-from e2mc_cli.evaluate.compare import load_eval
+from e2mc_cli.evaluate import records
 from e2mc_cli.evaluate.features import FeatureCache
 from e2mc_cli.evaluate.protocols import PROTOCOL_VERSION, protocol_version_of
+from e2mc_cli.evaluate.records import EvalRecord
 from e2mc_cli.evaluate.run import EvalRequest, run_eval
 from e2mc_cli.io import write_json_atomic
 from e2mc_cli.study.config import StudyConfig, sets_for
@@ -42,19 +42,19 @@ def quiet(_: str) -> None:
 
 
 def read_current(path: Path) -> dict | None:
-    """The JSON record (``eval.json`` or a result) at ``path`` if it exists and was made under
-    today's evaluation protocol, else ``None``."""
+    """The study's ``result.json`` at ``path`` if it exists and was made under today's evaluation
+    protocol, else ``None``."""
     if not path.is_file():
         return None
-    record = json.loads(path.read_text())
-    return record if protocol_version_of(record) == PROTOCOL_VERSION else None
+    result = json.loads(path.read_text())
+    return result if protocol_version_of(result) == PROTOCOL_VERSION else None
 
 
-def read_correctness(path: str | Path) -> tuple[dict, dict, dict[int, np.ndarray]]:
+def read_correctness(path: str | Path) -> tuple[EvalRecord, dict, dict[int, np.ndarray]]:
     """``(eval record, arrays, {seed: per-sample correctness})`` of one evaluation folder."""
-    record, arrays, _ = load_eval(path)
-    correct = {int(s): arrays["pred"][i] == arrays["target"] for i, s in enumerate(arrays["seeds"])}
-    return record, arrays, correct
+    record = records.read_record(path)
+    arrays = records.read_predictions(record.folder)
+    return record, arrays, records.correct_by_seed(arrays)
 
 
 # -- evaluation ----------------------------------------------------------------------------------
@@ -97,7 +97,7 @@ def evaluate_checkpoint(
     plan: list[str | None] = list(labels) + ([None] if knn else [])
     for lab in plan:
         target = _eval_folder(folder, lab)
-        record = read_current(target / "eval.json")
+        record = records.read_current(target)
         if record is None:
             overrides = {"epochs": eval_epochs} if (eval_epochs and lab is not None) else {}
             req = EvalRequest(
@@ -115,12 +115,11 @@ def evaluate_checkpoint(
             )
             t = time.perf_counter()
             result = run_eval(ckpt, req, source=source, out_dir=target, features=cache)
-            result.write(target)
-            record = result.record
+            record = records.parse_record(result.record, result.write(target))
             log(f"  {column_name(lab)}: {time.perf_counter() - t:.1f} s")
         out[column_name(lab)] = {
-            "seeds": [r["seed"] for r in record["results"]],
-            "top1": [r["top1"] for r in record["results"]],
+            "seeds": [r.seed for r in record.results],
+            "top1": [r.top1 for r in record.results],
             "path": str(target),
         }
     return out

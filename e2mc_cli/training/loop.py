@@ -38,8 +38,8 @@ from torch.utils.data import DataLoader
 from e2mc_cli import distributed as D
 from e2mc_cli.checkpoint import Checkpoint, save_checkpoint
 from e2mc_cli.errors import UserError
-from e2mc_cli.export import EXPORT_FILES, export_run
 from e2mc_cli.io import write_json_atomic, write_text_atomic
+from e2mc_cli.publish import EXPORT_FILES, export_run
 from e2mc_cli.training import recipe as R
 from e2mc_cli.training import state as S
 from e2mc_cli.training.data import EpochBatches, SeededViews, collate_views, default_workers

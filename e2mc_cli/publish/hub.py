@@ -20,19 +20,18 @@ from huggingface_hub.utils import HfHubHTTPError, HFValidationError, validate_re
 
 from e2mc_cli import __version__
 from e2mc_cli.errors import UserError
-from e2mc_cli.export import (
+from e2mc_cli.io import write_text_atomic
+from e2mc_cli.publish.card import build_model_card
+from e2mc_cli.publish.export import export_run, stale_exports
+from e2mc_cli.publish.run_folder import (
     BACKBONE_FILE,
     CARD_FILE,
     CONFIG_FILE,
     MODEL_FILE,
-    build_model_card,
     check_run_dir,
     eval_files,
-    export_run,
     read_run,
-    stale_exports,
 )
-from e2mc_cli.io import write_text_atomic
 
 __all__ = ["PUBLISHABLE", "PushResult", "UploadFile", "publishable_files", "push_run", "resolve_token"]
 
@@ -58,6 +57,8 @@ _HUB_ERRORS = (
 
 @dataclass(frozen=True)
 class UploadFile:
+    """One file of a push: its path in the repository, on disk, and its size in bytes."""
+
     path_in_repo: str
     local: Path
     size: int
@@ -65,6 +66,8 @@ class UploadFile:
 
 @dataclass
 class PushResult:
+    """What a push sent (or, with ``dry_run``, would send) and where it went."""
+
     repo_id: str
     revision: str | None
     private: bool
@@ -106,6 +109,7 @@ def _check_repo_id(repo: str) -> str:
 
 
 def default_message(run_dir: str | Path) -> str:
+    """The commit message of a push without ``--message``: method, base, criterion and epoch."""
     info = read_run(run_dir)
     epoch = f", epoch {info.epoch}" if info.epoch is not None else ""
     return f"sslboost: {info.method} from {info.base} + {info.criterion}{epoch}"

@@ -1,0 +1,58 @@
+"""Publish a run folder: timm config, model card, export, and the push to the Hugging Face Hub.
+
+- :mod:`~e2mc_cli.publish.run_folder`: a run folder's layout and :class:`RunInfo` (:func:`read_run`).
+- :mod:`~e2mc_cli.publish.facts`: papers, code and licences of methods, criteria and datasets.
+- :mod:`~e2mc_cli.publish.config_json`: ``config.json``, what timm reads.
+- :mod:`~e2mc_cli.publish.card`: the model card ``README.md``.
+- :mod:`~e2mc_cli.publish.export`: :func:`export_run` writes the three export files.
+- :mod:`~e2mc_cli.publish.hub`: :func:`push_run`, one commit to a Hub repository.
+"""
+
+from e2mc_cli.publish.card import build_model_card
+from e2mc_cli.publish.export import ExportResult, backbone_state_dict, export_run, stale_exports
+from e2mc_cli.publish.hub import (
+    PUBLISHABLE,
+    PushResult,
+    UploadFile,
+    publishable_files,
+    push_run,
+    resolve_token,
+)
+from e2mc_cli.publish.run_folder import (
+    BACKBONE_FILE,
+    CARD_FILE,
+    CONFIG_FILE,
+    EXPORT_FILES,
+    MODEL_FILE,
+    TIMM_ARCHS,
+    RunInfo,
+    check_run_dir,
+    eval_files,
+    read_run,
+)
+from e2mc_cli.publish.config_json import timm_config
+
+__all__ = [
+    "BACKBONE_FILE",
+    "CARD_FILE",
+    "CONFIG_FILE",
+    "EXPORT_FILES",
+    "MODEL_FILE",
+    "PUBLISHABLE",
+    "TIMM_ARCHS",
+    "ExportResult",
+    "PushResult",
+    "RunInfo",
+    "UploadFile",
+    "backbone_state_dict",
+    "build_model_card",
+    "check_run_dir",
+    "eval_files",
+    "export_run",
+    "publishable_files",
+    "push_run",
+    "read_run",
+    "resolve_token",
+    "stale_exports",
+    "timm_config",
+]
