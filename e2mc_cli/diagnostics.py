@@ -564,7 +564,8 @@ def embed_for_inspection(
     The model runs in eval mode. Augmentations are seeded by ``seed``: every model given the same
     seed and image size sees the same views.
     """
-    from e2mc_cli.data.augment import eval_transform, view_transform
+    from e2mc_cli.data.augment import eval_transform
+    from e2mc_cli.methods import view_transform
 
     items = _InspectItems(
         dataset, indices, eval_transform(image_size), view_transform(model.method, image_size)
@@ -651,7 +652,7 @@ def run_inspect(
     """
     from e2mc_cli.data.datasets import resolve_dataset
     from e2mc_cli.data.fmnist import FashionMNIST
-    from e2mc_cli.methods import METHODS
+    from e2mc_cli.methods import get_method_spec
 
     if not weights:
         raise UserError("give at least one --weights checkpoint")
@@ -680,7 +681,7 @@ def run_inspect(
         ckpt = _load(spec)
         meta = dict(ckpt.metadata)
         label = model_label(spec, meta, weights)
-        space = METHODS[ckpt.method].space
+        space = get_method_spec(ckpt.method).space
         px = image_size or default_image_size(meta, native_small=isinstance(dataset, FashionMNIST))
         model = ckpt.build_model()
         del ckpt

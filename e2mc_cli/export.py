@@ -41,6 +41,8 @@ from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from e2mc_cli.checkpoint import load_checkpoint, read_metadata, save_state_dict
 from e2mc_cli.errors import UserError
 from e2mc_cli.io import write_json_atomic, write_text_atomic
+from e2mc_cli.methods import get_method_spec, method_names
+from e2mc_cli.papers import get_paper
 
 try:  # Python 3.11+
     import tomllib
@@ -370,12 +372,11 @@ def check_run_dir(run_dir: str | Path) -> Path:
 
 def _canonical_metadata(path: Path) -> dict[str, str]:
     from e2mc_cli.checkpoint import FORMAT
-    from e2mc_cli.models import METHOD_NAMES
 
     meta = read_metadata(path)
     if meta.get("format") != FORMAT:
         raise UserError(f"{path}: not an sslboost checkpoint (metadata format={meta.get('format')!r})")
-    if meta.get("method") not in METHOD_NAMES or not meta.get("arch"):
+    if meta.get("method") not in method_names() or not meta.get("arch"):
         raise UserError(f"{path}: checkpoint metadata lacks a known method and an arch")
     return meta
 
@@ -578,6 +579,12 @@ def timm_config(info: RunInfo) -> dict:
 # ----------------------------------------------------------------------------- the model card
 
 
+def _method_info(method: str) -> MethodInfo:
+    """Display name, paper, code and licence of a registered method, read from its spec."""
+    spec = get_method_spec(method)
+    return MethodInfo(spec.display_name, get_paper(spec.paper), spec.code, spec.licence, spec.licence_name)
+
+
 def _base_spec(base: str):
     try:
         from e2mc_cli.zoo import BASES
@@ -593,7 +600,7 @@ def _licence(info: RunInfo) -> tuple[str, str | None, str]:
     releases (all three are ResNet-50s), whose licence is the method's; any other base is a
     built-in sslboost checkpoint (MIT, like sslboost) or the user's own.
     """
-    method = METHOD_INFO[info.method]
+    method = _method_info(info.method)
     spec = _base_spec(info.base)
     licence = str(getattr(spec, "licence", "") or getattr(spec, "license", "") or "")
     builtin = bool(getattr(spec, "builtin", None))
@@ -783,7 +790,7 @@ def _usage(info: RunInfo, repo_id: str | None) -> str:
 
 def build_model_card(info: RunInfo, repo_id: str | None = None) -> ModelCard:
     """The model card of a run (deterministic: the same run gives the same text)."""
-    method = METHOD_INFO[info.method]
+    method = _method_info(info.method)
     crit = _criterion_info(info.criterion)
     licence, licence_name, licence_note = _licence(info)
     model_name = repo_id.split("/")[-1] if repo_id else info.run_dir.resolve().name

@@ -17,7 +17,8 @@ from safetensors.torch import load_file
 from e2mc_cli.checkpoint import FORMAT, load_checkpoint, save_checkpoint, save_state_dict
 from e2mc_cli.errors import UserError
 from e2mc_cli.export import build_model_card, export_run, read_run, stale_exports
-from e2mc_cli.models import build_backbone, build_model
+from e2mc_cli.methods import build_model
+from e2mc_cli.models import build_backbone
 
 timm = pytest.importorskip("timm")
 
