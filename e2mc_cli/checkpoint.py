@@ -18,14 +18,16 @@ from safetensors.torch import load_file, save_file
 
 from e2mc_cli.errors import UserError
 from e2mc_cli.io import atomic_path
-from e2mc_cli.models import METHOD_NAMES, SSLModel, infer_heads
+from e2mc_cli.methods import build_model, get_method_spec, method_names
+from e2mc_cli.models import SSLModel
 
 FORMAT = "sslboost/1"
 
 
-@dataclass
-class Checkpoint:
-    state_dict: dict[str, torch.Tensor]
+class ModelMetadata:
+    """The model a canonical checkpoint's string ``metadata`` names: ``method`` and ``arch``
+    (for any record that carries that metadata)."""
+
     metadata: dict[str, str]
 
     @property
@@ -36,15 +38,24 @@ class Checkpoint:
     def arch(self) -> str:
         return self.metadata["arch"]
 
+
+@dataclass
+class Checkpoint(ModelMetadata):
+    """The tensors and string metadata of one canonical checkpoint."""
+
+    state_dict: dict[str, torch.Tensor]
+    metadata: dict[str, str]
+
     @property
     def heads(self) -> dict:
+        """Head sizes: the ``heads`` metadata, else read off the tensors."""
         if "heads" in self.metadata:
             return json.loads(self.metadata["heads"])
-        return infer_heads(self.method, self.state_dict)
+        return get_method_spec(self.method).infer_heads(self.state_dict)
 
     def build_model(self) -> SSLModel:
         """The model with every tensor loaded (strict: no key missing, none unexpected)."""
-        model = SSLModel(self.method, self.arch, self.heads)
+        model = build_model(self.method, self.arch, self.heads)
         missing, unexpected = model.load_state_dict(self.state_dict, strict=False)
         if missing or unexpected:
             raise UserError(
@@ -93,6 +104,7 @@ def save_checkpoint(
 
 
 def read_metadata(path: str | os.PathLike) -> dict[str, str]:
+    """The string metadata of a safetensors file (a UserError for anything unreadable)."""
     try:
         with safe_open(str(path), framework="pt") as f:
             return dict(f.metadata() or {})
@@ -112,6 +124,6 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
             f"expected {FORMAT!r}); "
             "convert official files with `sslboost convert`"
         )
-    if metadata.get("method") not in METHOD_NAMES:
+    if metadata.get("method") not in method_names():
         raise UserError(f"{p}: unknown method {metadata.get('method')!r} in metadata")
     return Checkpoint(load_file(str(p)), metadata)

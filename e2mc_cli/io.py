@@ -1,4 +1,4 @@
-"""Atomic file writes: nothing half-written is ever left under the final name."""
+"""Atomic file writes (nothing half-written is ever left under the final name) and the cache folder."""
 
 from __future__ import annotations
 
@@ -8,6 +8,15 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+
+CACHE_ENV = "SSLBOOST_CACHE"
+
+
+def cache_dir() -> Path:
+    """The cache folder every download and derived file shares: ``$SSLBOOST_CACHE``, default
+    ``~/.cache/sslboost``."""
+    env = os.environ.get(CACHE_ENV)
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "sslboost"
 
 
 def _umask() -> int:

@@ -2,8 +2,9 @@
 
 ``sslboost pretrain --recipe fmnist-vicreg`` is continued pre-training (:mod:`e2mc_cli.training`)
 that starts from randomly initialised weights instead of a base: the recipe's ``[model]`` section
-names the backbone (``arch``) and the head sizes (``mlp`` for VICReg; ``hidden_mlp``, ``feat_dim``,
-``n_prototypes`` for SwAV; ``dim``, ``pred_dim`` for SimSiam). The initial weights are drawn with
+names the backbone (``arch``) and the head sizes (the keys of the method spec's ``heads``: ``mlp``
+for VICReg; ``hidden_mlp``, ``feat_dim``, ``n_prototypes`` for SwAV; ``dim``, ``pred_dim`` for
+SimSiam). The initial weights are drawn with
 ``torch.manual_seed(run.seed)`` and written as a canonical checkpoint (epoch 0) into the cache,
 ``<cache>/init/<recipe>-seed<k>.safetensors``, which the training loop then starts from; the
 same recipe and seed always give the same initial weights, so a pre-training is reproducible
@@ -19,13 +20,12 @@ from pathlib import Path
 
 import torch
 
+from e2mc_cli.checkpoint import save_checkpoint
 from e2mc_cli.errors import UserError
-
-HEAD_KEYS = {
-    "vicreg": ("mlp",),
-    "swav": ("hidden_mlp", "feat_dim", "n_prototypes"),
-    "simsiam": ("dim", "pred_dim"),
-}
+from e2mc_cli.methods import build_model, get_method_spec, method_names
+from e2mc_cli.models import BACKBONES
+from e2mc_cli.training.recipe import RECIPES_DIR, load_toml, recipe_files
+from e2mc_cli.zoo import cache_dir
 
 
 @dataclass
@@ -39,8 +39,6 @@ class ModelSpec:
 
 def recipe_path(recipe: str | Path) -> Path:
     """A recipe file: a path, or the name of a shipped recipe (``fmnist-vicreg``)."""
-    from e2mc_cli.training.recipe import RECIPES_DIR, recipe_files
-
     p = Path(recipe)
     if p.suffix == ".toml" or p.exists():
         if not p.is_file():
@@ -57,32 +55,29 @@ def recipe_path(recipe: str | Path) -> Path:
 
 def model_spec(recipe: dict, where: str = "recipe") -> ModelSpec:
     """The ``[model]`` section of a from-scratch recipe, checked."""
-    from e2mc_cli.models import DEFAULT_HEADS, METHOD_NAMES
-    from e2mc_cli.models.backbones import BACKBONES
-
     method = recipe.get("recipe", {}).get("method")
-    if method not in METHOD_NAMES:
-        raise UserError(f"{where}: [recipe] method must be one of {', '.join(METHOD_NAMES)}, got {method!r}")
+    if method not in method_names():
+        raise UserError(
+            f"{where}: [recipe] method must be one of {', '.join(method_names())}, got {method!r}"
+        )
+    spec = get_method_spec(method)
     section = dict(recipe.get("model") or {})
     if not section:
         raise UserError(f"{where}: no [model] section (arch and head sizes) for a pre-training from scratch")
     arch = section.pop("arch", None)
     if arch not in BACKBONES:
         raise UserError(f"{where}: [model] arch must be one of {', '.join(BACKBONES)}, got {arch!r}")
-    unknown = sorted(set(section) - set(HEAD_KEYS[method]))
+    unknown = sorted(set(section) - set(spec.head_keys))
     if unknown:
         raise UserError(
             f"{where}: unknown [model] key(s) {', '.join(unknown)} for {method}; "
-            f"expected some of: arch, {', '.join(HEAD_KEYS[method])}"
+            f"expected some of: arch, {', '.join(spec.head_keys)}"
         )
-    return ModelSpec(method, arch, {**DEFAULT_HEADS[method], **section})
+    return ModelSpec(method, arch, spec.head_sizes(section))
 
 
 def init_checkpoint(spec: ModelSpec, seed: int, path: str | Path, name: str = "scratch") -> Path:
     """Randomly initialised weights (``torch.manual_seed(seed)``) saved as a canonical checkpoint."""
-    from e2mc_cli.checkpoint import save_checkpoint
-    from e2mc_cli.models import build_model
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with torch.random.fork_rng(devices=[]):
@@ -94,8 +89,6 @@ def init_checkpoint(spec: ModelSpec, seed: int, path: str | Path, name: str = "s
 
 def init_path(recipe_name: str, spec: ModelSpec, seed: int) -> Path:
     """Where the initial weights of a recipe live in the cache (named by recipe, model and seed)."""
-    from e2mc_cli.zoo import cache_dir
-
     key = json.dumps({"method": spec.method, "arch": spec.arch, "heads": spec.heads}, sort_keys=True)
     digest = hashlib.sha256(key.encode()).hexdigest()[:10]
     return Path(cache_dir()) / "init" / f"{recipe_name}-{digest}-seed{seed}.safetensors"
@@ -103,8 +96,6 @@ def init_path(recipe_name: str, spec: ModelSpec, seed: int) -> Path:
 
 def prepare(recipe: str | Path, seed: int | None = None) -> tuple[Path, Path, ModelSpec]:
     """``(recipe file, initial checkpoint, model spec)`` for ``sslboost pretrain``."""
-    from e2mc_cli.training.recipe import load_toml
-
     path = recipe_path(recipe)
     data = load_toml(path)
     spec = model_spec(data, str(path))

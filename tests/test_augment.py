@@ -14,10 +14,10 @@ from e2mc_cli.data.augment import (
     RandomGaussianBlur,
     gaussian_kernel_size,
     scaled_size,
-    view_transform,
 )
 from e2mc_cli.data.transforms import IMAGENET_MEAN, IMAGENET_STD, SWAV_STD
 from e2mc_cli.errors import UserError
+from e2mc_cli.methods import view_transform
 
 
 def gray28() -> Image.Image:
@@ -153,8 +153,6 @@ def test_bad_options_are_user_errors():
 
 
 def _blur_sigmas(method: str, image_size: int) -> set[tuple[float, float]]:
-    from e2mc_cli.data.augment import RandomGaussianBlur, view_transform
-
     tf = view_transform(method, image_size=image_size)
     return {
         (round(t.sigma[0], 6), round(t.sigma[1], 6))

@@ -6,13 +6,17 @@ import json
 
 import pytest
 
-from e2mc_cli.benchmarks.train import scaled_heads, view_sizes
-from e2mc_cli.models import DEFAULT_HEADS
+from e2mc_cli.benchmarks.train import view_sizes
+from e2mc_cli.methods import get_method_spec
+
+
+def scaled_heads(method: str, width: int) -> dict:
+    return get_method_spec(method).scaled_heads(width)
 
 
 def test_scaled_heads_are_official_at_resnet50_width():
     for method in ("vicreg", "swav", "simsiam"):
-        assert scaled_heads(method, 2048) == dict(DEFAULT_HEADS[method])
+        assert scaled_heads(method, 2048) == dict(get_method_spec(method).heads)
 
 
 def test_scaled_heads_scale_every_size_by_width_over_2048():

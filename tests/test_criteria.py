@@ -1,4 +1,5 @@
-"""Add-on criteria: values against the papers' pseudocode and hand-derived references."""
+"""Add-on criteria: values against the papers' pseudocode (:mod:`e2mc_cli.criteria.reference`) and
+hand-derived references."""
 
 from __future__ import annotations
 
@@ -9,53 +10,8 @@ import torch
 
 from e2mc_cli.criteria import CRITERIA, CriterionOutput, build_criterion, criterion_defaults
 from e2mc_cli.criteria import functional as Fn
+from e2mc_cli.criteria.reference import e2mc_loss as paper_loss
 from e2mc_cli.errors import UserError
-
-# --- The paper's Appendix A pseudocode (paper 002, Algorithm 1), transcribed as the reference. ---
-# off_diagonal is VICReg's helper, which the pseudocode calls without defining it.
-
-
-def off_diagonal(x):
-    n, m = x.shape
-    assert n == m
-    return x.flatten()[:-1].view(n - 1, n + 1)[:, 1:].flatten()
-
-
-def max_ent_criterion(x, type):
-    if type == "hypercube":
-        x_hyper = torch.sigmoid(x)
-    elif type == "hypersphere":
-        x_hyper = 0.5 * (1 + torch.erf(x / math.sqrt(2)))
-    ent_loss = m_spacings_estimator(x_hyper)
-    cov_loss = sample_cov_estimator(x_hyper)
-    return (ent_loss, cov_loss)
-
-
-def m_spacings_estimator(x):
-    n = x.shape[0]
-    m = round(math.sqrt(n))
-    eps = 1e-7
-    x, _ = torch.sort(x, dim=0)
-    x = x[m:] - x[: n - m]
-    x = x * (n + 1) / m
-    marginal_ents = torch.log(x + eps).sum(dim=0) / (n - m)
-    return marginal_ents.mean()
-
-
-def sample_cov_estimator(x):
-    n, d = x.shape
-    x = x - x.mean(dim=0)
-    cov_x = (x.T @ x) / (n - 1)
-    cov_loss = off_diagonal(cov_x).pow(2).sum().div(d)
-    return cov_loss
-
-
-def paper_loss(z_a, z_b, type, beta, gamma):
-    ent_z_a, cov_z_a = max_ent_criterion(z_a, type)
-    ent_z_b, cov_z_b = max_ent_criterion(z_b, type)
-    ent_loss = ent_z_a + ent_z_b
-    cov_loss = cov_z_a + cov_z_b
-    return -beta * ent_loss + gamma * cov_loss, ent_loss, cov_loss
 
 
 def _views(n, d, k=2, dtype=torch.float32, scale=1.0, grad=True):

@@ -15,7 +15,7 @@ from e2mc_cli.evaluate import knn as K
 from e2mc_cli.evaluate import linear as L
 from e2mc_cli.evaluate.protocols import PROTOCOL_VERSION, default_config, for_subset, resolve_config
 from e2mc_cli.evaluate.run import EvalRequest, run_eval
-from e2mc_cli.models import build_model
+from e2mc_cli.methods import build_model
 
 # --- hyperparameters: the paper's Appendix B.2 values -----------------------------------------
 

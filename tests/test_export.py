@@ -18,7 +18,8 @@ from safetensors.torch import load_file
 
 from e2mc_cli.checkpoint import FORMAT, load_checkpoint, save_checkpoint, save_state_dict
 from e2mc_cli.errors import UserError
-from e2mc_cli.models import build_backbone, build_model
+from e2mc_cli.methods import build_model
+from e2mc_cli.models import build_backbone
 from e2mc_cli.publish import build_model_card, export_run, read_run, stale_exports
 
 timm = pytest.importorskip("timm")

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 
 from e2mc_cli.checkpoint import save_checkpoint
-from e2mc_cli.models import build_model
+from e2mc_cli.methods import build_model
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 CLASSES = ("ant", "bee", "cow")

@@ -11,18 +11,19 @@ import torch.nn.functional as F
 
 from e2mc_cli.errors import UserError
 from e2mc_cli.methods import (
-    METHODS,
     MethodOutput,
     SimSiam,
     SwAV,
     VICReg,
     build_method,
+    build_model,
+    get_method_spec,
+    method_names,
     simsiam_loss,
     sinkhorn_knopp,
     swav_loss,
     vicreg_loss,
 )
-from e2mc_cli.models import build_model
 
 TINY_HEADS = {
     "vicreg": {"mlp": "32-32-32"},
@@ -32,7 +33,7 @@ TINY_HEADS = {
 
 
 def tiny(method: str, **options):
-    return METHODS[method](build_model(method, "resnet-mini", TINY_HEADS[method]), **options)
+    return get_method_spec(method).method(build_model(method, "resnet-mini", TINY_HEADS[method]), **options)
 
 
 def views(n_views: int, bs: int = 4, px: int = 16, n_small: int = 0, small_px: int = 8):
@@ -242,12 +243,9 @@ def test_simsiam_stop_gradient():
 
 
 def test_registry_and_defaults():
-    assert set(METHODS) == {"vicreg", "swav", "simsiam"}
-    assert (METHODS["vicreg"].space, METHODS["swav"].space, METHODS["simsiam"].space) == (
-        "hypercube",
-        "hypersphere",
-        "hypersphere",
-    )
+    assert method_names() == ("vicreg", "swav", "simsiam")
+    assert [get_method_spec(m).space for m in method_names()] == ["hypercube", "hypersphere", "hypersphere"]
+    assert [get_method_spec(m).method for m in method_names()] == [VICReg, SwAV, SimSiam]
     v = tiny("vicreg")
     assert (v.sim_coeff, v.std_coeff, v.cov_coeff) == (25.0, 25.0, 1.0)
     s = tiny("swav")

@@ -69,8 +69,7 @@ def _ddp_swav_worker(rank: int, world: int, init_file: str, out_file: str):
     try:
         from torch.nn.parallel import DistributedDataParallel
 
-        from e2mc_cli.methods import SwAV
-        from e2mc_cli.models import build_model
+        from e2mc_cli.methods import SwAV, build_model
 
         torch.manual_seed(0)  # the same initial weights on both processes
         heads = {"hidden_mlp": 32, "feat_dim": 16, "n_prototypes": 20}

@@ -14,7 +14,7 @@ from huggingface_hub import CommitOperationAdd, HfApi
 from huggingface_hub.utils import HfHubHTTPError
 
 from e2mc_cli.checkpoint import save_checkpoint
-from e2mc_cli.models import build_model
+from e2mc_cli.methods import build_model
 
 TOKEN = "hf_FAKEtok3n_sslboost_DoNotLeak_7Qz"
 PUBLISHED = {

@@ -163,7 +163,7 @@ def test_recipes_command_lists_every_recipe(cli):
 def test_image_size_scales_every_crop_of_the_recipe(method, sizes):
     from PIL import Image
 
-    from e2mc_cli.data.augment import view_transform
+    from e2mc_cli.methods import view_transform
 
     views = dict(R.resolve_recipe(method, "e2mc", image_size=32)["views"])
     transform = view_transform(method, views.pop("image_size"), **views)

@@ -13,7 +13,7 @@ from e2mc_cli.checkpoint import load_checkpoint, save_checkpoint
 from e2mc_cli.data.synthetic import SyntheticImages, write_image_folder
 from e2mc_cli.errors import UserError
 from e2mc_cli.evaluate.protocols import PROTOCOL_VERSION
-from e2mc_cli.models import build_model
+from e2mc_cli.methods import build_model
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -14,7 +14,7 @@ from PIL import Image
 from safetensors.torch import load_file
 
 from e2mc_cli.checkpoint import read_metadata, save_checkpoint
-from e2mc_cli.models import build_model
+from e2mc_cli.methods import build_model
 from e2mc_cli.training import loop as L
 from e2mc_cli.training import recipe as R
 from e2mc_cli.training.state import load_training_state

@@ -29,7 +29,7 @@ from e2mc_cli.data.transforms import (
     trained_image_size,
 )
 from e2mc_cli.diagnostics import inspection_preprocessing
-from e2mc_cli.models import METHOD_NAMES
+from e2mc_cli.methods import method_names
 from e2mc_cli.publish import config_json as TC
 from e2mc_cli.training.recipe import resolve_recipe
 from e2mc_cli.zoo import resolve_base
@@ -106,7 +106,7 @@ def test_builtin_bases_look_the_same_to_eval_inspect_and_timm(name):
     torch.testing.assert_close(out, expected_eval_output(image, recipe_size, recipe_size, IMAGENET_MEAN, std))
 
 
-@pytest.mark.parametrize("method", METHOD_NAMES)
+@pytest.mark.parametrize("method", method_names())
 def test_r50_at_224_looks_the_same_to_eval_inspect_and_timm(method, tmp_path):
     meta = r50_metadata(method)
     (tmp_path / "train" / "cat").mkdir(parents=True)

@@ -12,7 +12,7 @@ import sys
 import pytest
 import torch
 import zoo_fixtures as zf
-from zoo_fixtures import serve
+from zoo_fixtures import one_error_line, serve
 
 from e2mc_cli.checkpoint import load_checkpoint, save_state_dict
 from e2mc_cli.errors import UserError
@@ -48,15 +48,6 @@ def expected_source_key(method: str, canonical: str) -> str:
         "projector": f"module.encoder.fc.{rest}",
         "predictor": f"module.predictor.{rest}",
     }[module]
-
-
-def one_error_line(result) -> str:
-    assert result.exit_code == 2
-    assert "Traceback" not in result.stderr and "Traceback" not in result.stdout
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("error: ")
-    return lines[0]
 
 
 def use_tiny(monkeypatch, method: str):

@@ -9,7 +9,7 @@ import socket
 import pytest
 import torch
 import torchvision
-from zoo_fixtures import serve, swav_bare
+from zoo_fixtures import one_error_line, serve, swav_bare
 
 from e2mc_cli.errors import UserError
 from e2mc_cli.zoo import BASES, base_path, download, resolve_base
@@ -21,15 +21,6 @@ SWAV800_PATH = "/deepcluster/swav_800ep_pretrain.pth.tar"
 @pytest.fixture(autouse=True)
 def _no_retry_delay(monkeypatch):
     monkeypatch.setattr(dl, "RETRY_DELAY_S", 0.0)
-
-
-def _one_error_line(result) -> str:
-    assert result.exit_code == 2
-    assert "Traceback" not in result.stderr and "Traceback" not in result.stdout
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    assert lines[0].startswith("error: ")
-    return lines[0]
 
 
 def _small_swav800(monkeypatch, **changes):
@@ -122,7 +113,7 @@ def test_corrupted_download_is_rejected_and_not_cached(cli, monkeypatch):
     _small_swav800(monkeypatch, sha256=hashlib.sha256(official.data).hexdigest())
     with serve({SWAV800_PATH: bytes(corrupted)}) as server:
         monkeypatch.setenv("SSLBOOST_MIRROR", server.url)
-        line = _one_error_line(cli("fetch", "--base", "swav800"))
+        line = one_error_line(cli("fetch", "--base", "swav800"))
     assert "sha256" in line and "not kept" in line
     folder = base_path(BASES["swav800"]).parent
     assert not folder.exists() or list(folder.iterdir()) == []
@@ -133,7 +124,7 @@ def test_truncated_download_is_rejected_and_not_cached(cli, monkeypatch):
     _small_swav800(monkeypatch)  # no pinned sha256: the file itself must prove readable
     with serve({SWAV800_PATH: official.data[: len(official.data) // 2]}) as server:
         monkeypatch.setenv("SSLBOOST_MIRROR", server.url)
-        line = _one_error_line(cli("fetch", "--base", "swav800"))
+        line = one_error_line(cli("fetch", "--base", "swav800"))
     assert "rejected and not kept" in line and "truncated or corrupted" in line
     folder = base_path(BASES["swav800"]).parent
     assert not folder.exists() or list(folder.iterdir()) == []
@@ -151,7 +142,7 @@ def test_cached_file_that_changed_is_refused(cli, monkeypatch, tmp_path):
         resolve_base("swav800")
     assert str(cached) in str(err.value)
     out = tmp_path / "x.safetensors"
-    line = _one_error_line(cli("convert", "--base", "swav800", "--out", out))
+    line = one_error_line(cli("convert", "--base", "swav800", "--out", out))
     assert "sha256" in line and not out.exists()
 
 
@@ -161,10 +152,10 @@ def test_network_errors_are_one_line(cli, monkeypatch):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     monkeypatch.setenv("SSLBOOST_MIRROR", f"http://127.0.0.1:{port}")
-    line = _one_error_line(cli("fetch", "--base", "swav800"))
+    line = one_error_line(cli("fetch", "--base", "swav800"))
     assert f"http://127.0.0.1:{port}{SWAV800_PATH}" in line and "SSLBOOST_MIRROR" in line
 
     with serve({}) as server:
         monkeypatch.setenv("SSLBOOST_MIRROR", server.url)
-        line = _one_error_line(cli("fetch", "--base", "swav800"))
+        line = one_error_line(cli("fetch", "--base", "swav800"))
     assert "HTTP 404" in line

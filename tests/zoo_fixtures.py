@@ -279,3 +279,16 @@ def serve(files: dict[str, bytes], drop_first: set[str] | None = None):
         server.shutdown()
         server.server_close()
         thread.join()
+
+
+# --- command-line results ---------------------------------------------------------------------
+
+
+def one_error_line(result) -> str:
+    """The single ``error: …`` line of a failed command (exit code 2, no traceback)."""
+    assert result.exit_code == 2
+    assert "Traceback" not in result.stderr and "Traceback" not in result.stdout
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ")
+    return lines[0]

@@ -1,13 +1,12 @@
 """``sslboost bench criteria``: forward + backward time of every criterion, and E2MC against the paper.
 
-The paper's Appendix A pseudocode is transcribed literally below (:func:`paper_e2mc_loss`) and
-timed side by side with :class:`e2mc_cli.criteria.E2MC` in the same process, on the same inputs,
-with the ratio of the times and the largest relative difference of the values.
+The paper's Appendix A pseudocode (:mod:`e2mc_cli.criteria.reference`) is timed side by side with
+:class:`e2mc_cli.criteria.E2MC` in the same process, on the same inputs, with the ratio of the
+times and the largest relative difference of the values.
 """
 
 from __future__ import annotations
 
-import math
 import platform
 import statistics
 import time
@@ -16,61 +15,10 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from e2mc_cli.criteria import CRITERIA, build_criterion
+from e2mc_cli.criteria import CRITERIA, build_criterion, reference
 from e2mc_cli.errors import UserError
 
-__all__ = ["paper_e2mc_loss", "BenchRow", "bench_criteria", "device_description"]
-
-
-# --- Paper 002, Appendix A, Algorithm 1: PyTorch pseudocode, transcribed literally. ----------
-# ``off_diagonal`` is not spelled out in the paper; it is VICReg's helper, which the pseudocode
-# calls. Kept deliberately unoptimised: it is the reference the library is measured against.
-
-
-def off_diagonal(x):
-    n, m = x.shape
-    assert n == m
-    return x.flatten()[:-1].view(n - 1, n + 1)[:, 1:].flatten()
-
-
-def max_ent_criterion(x, type):
-    if type == "hypercube":
-        # apply the sigmoid transformation
-        x_hyper = torch.sigmoid(x)
-    elif type == "hypersphere":
-        # apply the CDF of 0-mean, 1 variance gaussian
-        x_hyper = 0.5 * (1 + torch.erf(x / math.sqrt(2)))
-    ent_loss = m_spacings_estimator(x_hyper)
-    cov_loss = sample_cov_estimator(x_hyper)
-    return (ent_loss, cov_loss)
-
-
-def m_spacings_estimator(x):
-    n = x.shape[0]  # batch size
-    m = round(math.sqrt(n))  # window size
-    eps = 1e-7  # small constant to avoid underflow
-    x, _ = torch.sort(x, dim=0)  # order statistics
-    x = x[m:] - x[: n - m]  # m-spaced differences
-    x = x * (n + 1) / m
-    marginal_ents = torch.log(x + eps).sum(dim=0) / (n - m)
-    return marginal_ents.mean()
-
-
-def sample_cov_estimator(x):
-    n, d = x.shape
-    x = x - x.mean(dim=0)  # mean subtraction
-    cov_x = (x.T @ x) / (n - 1)  # sample covariance matrix
-    cov_loss = off_diagonal(cov_x).pow(2).sum().div(d)
-    return cov_loss
-
-
-def paper_e2mc_loss(z_a, z_b, type, beta, gamma):
-    """The criterion part of the paper's training step: ``−beta·ent_loss + gamma·cov_loss``."""
-    ent_z_a, cov_z_a = max_ent_criterion(z_a, type)
-    ent_z_b, cov_z_b = max_ent_criterion(z_b, type)
-    ent_loss = ent_z_a + ent_z_b
-    cov_loss = cov_z_a + cov_z_b
-    return -beta * ent_loss + gamma * cov_loss
+__all__ = ["BenchRow", "bench_criteria", "device_description"]
 
 
 # --- Timing -----------------------------------------------------------------------------------
@@ -180,7 +128,7 @@ def bench_criteria(
             def paper_step(inp=inp, beta=crit.beta, gamma=crit.gamma):
                 for v in inp:
                     v.grad = None
-                loss = paper_e2mc_loss(inp[0], inp[1], space, beta, gamma)
+                loss, _, _ = reference.e2mc_loss(inp[0], inp[1], space, beta, gamma)
                 loss.backward()
                 return loss.detach()
 

@@ -32,7 +32,7 @@ import torch
 from e2mc_cli.checkpoint import FORMAT, Checkpoint
 from e2mc_cli.data.datasets import resolve_dataset
 from e2mc_cli.evaluate.run import EvalRequest, run_eval
-from e2mc_cli.models import build_model
+from e2mc_cli.methods import build_model
 
 
 def fresh_checkpoint(seed: int = 0) -> Checkpoint:

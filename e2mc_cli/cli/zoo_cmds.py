@@ -11,15 +11,13 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from e2mc_cli.checkpoint import save_state_dict
 from e2mc_cli.cli.app import app, console
 from e2mc_cli.errors import UserError
-from e2mc_cli.zoo import BASES, base_path, convert_base, fetch_base, get_spec, is_cached, spec_heads
-from e2mc_cli.zoo.downloads import sha256_file
-from e2mc_cli.zoo.hf import download_hf, is_hf
 
 
 def _row(spec) -> dict:
+    from e2mc_cli.zoo import base_path, is_cached, spec_heads
+
     return {
         "name": spec.name,
         "method": spec.method,
@@ -43,6 +41,8 @@ def bases(
     as_json: bool = typer.Option(False, "--json", help="Print the registry as JSON."),
 ) -> None:
     """List the named bases: method, epochs, batch size, URL, licence, reported linear top-1."""
+    from e2mc_cli.zoo import BASES
+
     rows = [_row(spec) for spec in BASES.values()]
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
@@ -89,6 +89,10 @@ def fetch(
     base: str = typer.Option(..., "--base", help="A name from `sslboost bases`, or hf://ORG/NAME[@REV]."),
 ) -> None:
     """Download a base into the cache (resumable) and verify its sha256."""
+    from e2mc_cli.zoo import fetch_base, get_spec
+    from e2mc_cli.zoo.downloads import sha256_file
+    from e2mc_cli.zoo.hf import download_hf, is_hf
+
     path = download_hf(base) if is_hf(base) else fetch_base(get_spec(base))
     size_mb = path.stat().st_size / 2**20
     console.print(f"{escape(base)}: {escape(str(path))} ({size_mb:.1f} MiB, sha256 {sha256_file(path)})")
@@ -105,6 +109,9 @@ def convert(
     ),
 ) -> None:
     """Convert an official checkpoint into the canonical safetensors layout, with a report."""
+    from e2mc_cli.checkpoint import save_state_dict
+    from e2mc_cli.zoo import convert_base
+
     if out.suffix != ".safetensors":
         raise UserError(f"--out {out}: the canonical checkpoint is a .safetensors file")
     if out.is_dir():

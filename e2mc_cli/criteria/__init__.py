@@ -1,9 +1,11 @@
 """Add-on criteria for continued pre-training.
 
 ``CRITERIA`` maps a name to a :class:`~e2mc_cli.criteria.base.Criterion` subclass; build one with
-:func:`build_criterion`. Every criterion takes ``views: list[Tensor]`` (each ``(n, d)``) and
-returns ``CriterionOutput(loss, terms)`` with ``loss`` signed so that training adds it.
-The math lives in :mod:`e2mc_cli.criteria.functional`.
+:func:`build_criterion`. Each class carries its ``display_name``, ``formula`` and ``paper`` (a
+key of :data:`e2mc_cli.papers.PAPERS`, with ``where`` in it). Every criterion takes
+``views: list[Tensor]`` (each ``(n, d)``) and returns ``CriterionOutput(loss, terms)`` with
+``loss`` signed so that training adds it. The math lives in :mod:`e2mc_cli.criteria.functional`;
+the E2MC paper's literal pseudocode in :mod:`e2mc_cli.criteria.reference`.
 """
 
 from __future__ import annotations
@@ -80,7 +82,8 @@ def build_criterion(name: str, space: str = "hypercube", **kwargs) -> Criterion:
 
 
 def criterion_info() -> list[dict[str, object]]:
-    """One record per criterion for tables: name, formula, paper, views, default coefficients."""
+    """One record per criterion for tables: name, formula, paper (its short name and the place in
+    it, :meth:`Criterion.citation`), views, default coefficients."""
     rows = []
     for name, cls in CRITERIA.items():
         defaults = {k: v for k, v in criterion_defaults(name).items() if k != "space"}
@@ -88,7 +91,7 @@ def criterion_info() -> list[dict[str, object]]:
             {
                 "name": name,
                 "formula": cls.formula,
-                "paper": cls.paper,
+                "paper": cls.citation(),
                 "views": cls.views,
                 "defaults": defaults,
             }

@@ -10,6 +10,7 @@ from torch import nn
 
 from e2mc_cli.distributed import gather_with_grad, is_distributed
 from e2mc_cli.errors import UserError
+from e2mc_cli.papers import get_paper
 
 __all__ = ["CriterionOutput", "Criterion", "Continued"]
 
@@ -31,13 +32,23 @@ class Criterion(nn.Module):
     ``forward(views)`` all-gathers every view across processes (keeping gradients, see
     :func:`e2mc_cli.distributed.gather_with_grad`), turns off autocast, upcasts half precision to
     float32 and hands the list of ``(n, d)`` tensors to :meth:`compute`. Subclasses set
-    ``views`` (``"global"``: the two full-resolution views; ``"all"``: every crop), ``formula``
-    (one line) and ``paper`` (where it comes from), and implement :meth:`compute`.
+    ``views`` (``"global"``: the two full-resolution views; ``"all"``: every crop),
+    ``display_name``, ``formula`` (one line), ``paper`` (a key of :data:`e2mc_cli.papers.PAPERS`,
+    the work the criterion comes from) and ``where`` (the place in it, or in the E2MC paper whose
+    ablation sets the coefficients), and implement :meth:`compute`.
     """
 
     views: ClassVar[str] = "global"
+    display_name: ClassVar[str] = ""
     formula: ClassVar[str] = ""
     paper: ClassVar[str] = ""
+    where: ClassVar[str] = ""
+
+    @classmethod
+    def citation(cls) -> str:
+        """The paper's short name and the place in it: ``"Chakraborty et al., AISTATS 2025 (App. A)"``."""
+        short = get_paper(cls.paper).short
+        return f"{short} ({cls.where})" if cls.where else short
 
     def forward(self, views: Sequence[torch.Tensor]) -> CriterionOutput:
         if isinstance(views, torch.Tensor) or len(views) == 0:
@@ -70,13 +81,16 @@ class Criterion(nn.Module):
 
 
 class Continued(Criterion):
-    """No add-on: the base loss alone (β = γ = 0), the control every comparison needs (paper 002, Table 3).
+    """No add-on: the base loss alone (β = γ = 0), the control every comparison needs (E2MC,
+    Chakraborty et al., AISTATS 2025, https://arxiv.org/abs/2411.15931, Table 3).
 
     ``loss = 0``.
     """
 
+    display_name: ClassVar[str] = "continued (no add-on criterion)"
     formula: ClassVar[str] = "0  (base loss only)"
-    paper: ClassVar[str] = "002 E2MC, Table 3 (control)"
+    paper: ClassVar[str] = "e2mc"
+    where: ClassVar[str] = "Table 3, the control"
 
     def __init__(self) -> None:
         super().__init__()

@@ -1,4 +1,4 @@
-"""E2MC: effective entropy maximisation with a covariance penalty (paper 002)."""
+"""E2MC: effective entropy maximisation with a covariance penalty (Chakraborty et al., AISTATS 2025)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ __all__ = ["E2MC"]
 
 
 class E2MC(Criterion):
-    """E2MC (Chakraborty, LeCun, Rudner, Learned-Miller, AISTATS 2025; paper 002, Appendix A).
+    """E2MC (Chakraborty, LeCun, Rudner, Learned-Miller, AISTATS 2025, https://arxiv.org/abs/2411.15931,
+    Appendix A).
 
     Each view's embeddings are mapped onto the unit cube, ``ž = Ψ(z)`` (``space="hypercube"``:
     sigmoid, for methods that do not normalise, e.g. VICReg; ``"hypersphere"``: the Gaussian CDF,
@@ -26,11 +27,14 @@ class E2MC(Criterion):
     The entropy is summed over the two views, as the paper's pseudocode writes it; the authors'
     released training scripts average it over the views instead, so at equal β their entropy
     weight is half of this one (halve β to reproduce those scripts exactly).
-    Both views are processed in one batched sort and one batched Gram product.
+    Both views are processed in one batched sort and one batched Gram product; the paper's
+    pseudocode itself is :func:`e2mc_cli.criteria.reference.e2mc_loss`.
     """
 
+    display_name: ClassVar[str] = "E2MC (effective entropy maximization criterion)"
     formula: ClassVar[str] = "−β·(1/d)Σ_j Σ_v H_j(Ψ(z_v)) + γ·Σ_v Σ_{j≠k} cov(Ψ(z_v))_jk²/d"
-    paper: ClassVar[str] = "002 E2MC (Chakraborty et al. 2025), App. A"
+    paper: ClassVar[str] = "e2mc"
+    where: ClassVar[str] = "App. A"
 
     def __init__(
         self, space: str = "hypercube", beta: float = 1.0, gamma: float = 25.0, eps: float = 1e-7

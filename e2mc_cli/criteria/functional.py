@@ -35,7 +35,7 @@ _SQRT2 = math.sqrt(2.0)
 
 
 def to_unit_cube(x: torch.Tensor, space: str) -> torch.Tensor:
-    """E2MC's map Ψ onto the unit cube (paper 002, Appendix A).
+    """E2MC's map Ψ onto the unit cube (Chakraborty et al., AISTATS 2025, Appendix A).
 
     ``"hypercube"``: ``sigmoid(x)`` (methods that do not normalise their embeddings, VICReg);
     ``"hypersphere"``: the standard Gaussian CDF ``½(1 + erf(x/√2))`` (SwAV, SimSiam), which maps
@@ -52,7 +52,8 @@ def m_spacings_entropy(x: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
     """Vasicek's m-spacings estimate of each column's differential entropy, ``Tensor[d]``.
 
     With ``m = round(√n)`` and the order statistics ``x₍₁₎ ≤ … ≤ x₍ₙ₎`` of one column,
-    ``H = 1/(n−m) · Σ_i log((n+1)/m · (x₍ᵢ₊ₘ₎ − x₍ᵢ₎) + eps)`` (paper 002, Appendix A).
+    ``H = 1/(n−m) · Σ_i log((n+1)/m · (x₍ᵢ₊ₘ₎ − x₍ᵢ₎) + eps)`` (Vasicek 1976,
+    https://doi.org/10.1111/j.2517-6161.1976.tb01566.x, as E2MC uses it, Appendix A).
     Samples are expected in [0, 1] (the result for U[0, 1] is ≈ 0, the maximum on the unit
     interval; for U[0, w] it is ≈ log w). ``x`` may carry leading batch dimensions: the samples
     are always along dim −2.
@@ -191,7 +192,8 @@ def von_neumann_entropy(x: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
     ``ρ`` is uncentred with trace 1, so ``0 ≤ S ≤ log min(n, d)``; ``n`` orthonormal rows give
     ``log n``. The n × n Gram ``u uᵀ / n`` has the same non-zero spectrum and is used when n < d.
     The Gram product runs in the input's precision, the eigenvalue problem in float64;
-    eigenvalues are clamped at ``eps`` (paper 001).
+    eigenvalues are clamped at ``eps`` (the von Neumann entropy bound of the ICLR 2022 submission
+    *Formulating a Non-contrastive Loss as a Difference of Entropies*).
     """
     n, d = x.shape
     u = F.normalize(x, dim=1)
@@ -217,7 +219,7 @@ def psd_logdet(r: torch.Tensor, eps: float = 0.0) -> torch.Tensor:
 
 
 def nn_entropy(x: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
-    """Nearest-neighbour entropy surrogate ``mean_b log(min_{i≠b} ‖x_b − x_i‖ + eps)`` (paper 000).
+    """Nearest-neighbour entropy surrogate ``mean_b log(min_{i≠b} ‖x_b − x_i‖ + eps)`` (SimMER).
 
     Larger when the rows are spread out (a Kozachenko–Leonenko estimate up to constants). The
     neighbour is chosen without gradient; the distance to it carries the gradient to both rows
@@ -238,7 +240,7 @@ RANK_VARIANTS = ("nuclear", "tlsm", "nuclear_l2", "nuclear_fro")
 
 
 def rank_surrogate(x: torch.Tensor, variant: str = "nuclear", eps: float = 1e-12) -> torch.Tensor:
-    """A rank surrogate to maximise (paper 000), ``r = min(n, d)``, ``σ`` the singular values of ``x``.
+    """A rank surrogate to maximise (SimMER), ``r = min(n, d)``, ``σ`` the singular values of ``x``.
 
     ``"nuclear"`` (L_R2): ``‖x‖_* = Σσ``; ``"tlsm"`` (L_R1, total least squares minimum): ``σ_r``,
     the smallest of the r singular values; ``"nuclear_l2"`` (L_R3): ``‖x‖_* / (r‖x‖₂)``;

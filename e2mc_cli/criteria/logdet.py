@@ -1,4 +1,4 @@
-"""CorInfoMax's log-determinant criterion with running means and covariances (thesis 003)."""
+"""CorInfoMax's log-determinant criterion with running means and covariances (Özsoy, M.Sc. thesis 2022)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,9 @@ __all__ = ["LogDet"]
 
 
 class LogDet(Criterion):
-    """Log-determinant (second-order entropy) maximisation of CorInfoMax (Özsoy 2022; thesis 003, Eq. 4.2).
+    """Log-determinant (second-order entropy) maximisation of CorInfoMax (Özsoy, *Self-Supervised
+    Learning with an Information Maximization Criterion*, M.Sc. thesis, Koç University 2022,
+    Eq. 4.2; the method's paper: Ozsoy et al., NeurIPS 2022, https://arxiv.org/abs/2209.07999).
 
     Per view ``v``, on the L2-normalised embeddings ``z`` (n × d), with forgetting factor λ:
     ``μ_v ← λμ_v + (1−λ)·mean(z)``, ``R_v ← λR_v + (1−λ)·(z−μ_v)ᵀ(z−μ_v)/n`` (old state detached;
@@ -27,8 +29,10 @@ class LogDet(Criterion):
     call, and is only updated in training mode.
     """
 
+    display_name: ClassVar[str] = "log-determinant (second-order entropy, CorInfoMax)"
     formula: ClassVar[str] = "−coef·Σ_v logdet(R_v + εI)/d,  R_v ← λR_v + (1−λ)·cov(z_v)"
-    paper: ClassVar[str] = "003 CorInfoMax (Özsoy 2022), Eq. 4.2"
+    paper: ClassVar[str] = "corinfomax-thesis"
+    where: ClassVar[str] = "Eq. 4.2"
 
     def __init__(
         self, coef: float = 1.0, forgetting: float = 0.01, eps: float = 1e-8, normalize: bool = True

@@ -1,4 +1,4 @@
-"""Spectral criteria: MMCR's nuclear norm, von Neumann entropy and SimMER (papers 002, 001, 000)."""
+"""Spectral criteria: MMCR's nuclear norm, von Neumann entropy and SimMER's entropy and rank."""
 
 from __future__ import annotations
 
@@ -15,16 +15,20 @@ __all__ = ["MMCR", "VonNeumannEntropy", "SimMER"]
 
 
 class MMCR(Criterion):
-    """MMCR: maximum manifold capacity (Yerxa et al. 2023) as an add-on (paper 002, App. B.1.2, Eq. B.5).
+    """MMCR: maximum manifold capacity (Yerxa et al., NeurIPS 2023, https://arxiv.org/abs/2303.03307)
+    as an add-on.
 
     ``C = (1/V) Σ_v normalize(z_v)`` is each image's centroid over all V crops (every crop, so
     ``views = "all"``), and ``loss = −λ‖C‖_*`` with the nuclear norm ``‖C‖_* = Σ σ_i(C)``;
-    λ = 0.005 as in the paper's SwAV ablation (V = 8).
+    λ = 0.005 as in the SwAV ablation (V = 8) of E2MC (Chakraborty et al., AISTATS 2025,
+    https://arxiv.org/abs/2411.15931), App. B.1.2, Eq. B.5.
     """
 
     views: ClassVar[str] = "all"
+    display_name: ClassVar[str] = "MMCR (maximum manifold capacity representations)"
     formula: ClassVar[str] = "−λ·‖C‖_*,  C = mean_v z_v/‖z_v‖ (all crops)"
-    paper: ClassVar[str] = "002 E2MC, App. B.1.2 (Yerxa et al. 2023)"
+    paper: ClassVar[str] = "mmcr"
+    where: ClassVar[str] = "as in E2MC App. B.1.2, Eq. B.5"
 
     def __init__(self, lam: float = 0.005, normalize: bool = True) -> None:
         super().__init__()
@@ -40,15 +44,18 @@ class MMCR(Criterion):
 
 
 class VonNeumannEntropy(Criterion):
-    """Von Neumann entropy maximisation (paper 001, Eq. 1 and Algorithm 1).
+    """Von Neumann entropy maximisation (*Formulating a Non-contrastive Loss as a Difference of
+    Entropies Using a Von Neumann Entropy Bound*, ICLR 2022 submission; Eq. 1 and Algorithm 1).
 
     ``u = normalize(z)``, ``ρ = uᵀu / n`` (trace 1), ``S = −Σ λ log λ`` over ρ's eigenvalues
     (computed from the n × n Gram matrix when n < d); ``loss = −coef · mean_v S(z_v)``.
     ``S ≤ log min(n, d)``. coef = 1 is the paper's weight of the entropy term.
     """
 
+    display_name: ClassVar[str] = "von Neumann entropy"
     formula: ClassVar[str] = "−coef·mean_v S(ρ_v),  S = −Σλ log λ,  ρ = uᵀu/n"
-    paper: ClassVar[str] = "001 von Neumann entropy bound (ICLR 2022 subm.)"
+    paper: ClassVar[str] = "vne"
+    where: ClassVar[str] = "Eq. 1, Algorithm 1"
 
     def __init__(self, coef: float = 1.0) -> None:
         super().__init__()
@@ -61,7 +68,8 @@ class VonNeumannEntropy(Criterion):
 
 
 class SimMER(Criterion):
-    """SimMER's entropy and rank maximisation on the view-averaged embedding (paper 000, Eq. 5, 8–15).
+    """SimMER's entropy and rank maximisation on the view-averaged embedding (SimMER, ICLR 2022
+    submission, https://openreview.net/forum?id=77_zstKV8HQ; Eq. 5, 8–15).
 
     ``z̄ = mean_v z_v``, standardised per dimension first (the paper's heads end in a BatchNorm
     without affine; the criterion is otherwise unbounded in scale). Entropy:
@@ -72,8 +80,10 @@ class SimMER(Criterion):
     α_R = 2e-3 for L_R1, L_R3, L_R4, Table 5). ``bias=True`` appends a column of ones (Sec. 2.3).
     """
 
+    display_name: ClassVar[str] = "SimMER (nearest-neighbour entropy and rank)"
     formula: ClassVar[str] = "−α_H·mean_b log min_{i≠b}‖z̄_b − z̄_i‖ − α_R·‖z̄‖_*,  z̄ = mean_v z_v"
-    paper: ClassVar[str] = "000 SimMER (ICLR 2022 subm.)"
+    paper: ClassVar[str] = "simmer"
+    where: ClassVar[str] = "Eq. 5, 8–15"
 
     def __init__(
         self,

@@ -1,4 +1,4 @@
-"""Variance/covariance and uniformity regularisers used as add-on ablations (paper 002, Table 3)."""
+"""Variance/covariance and uniformity regularisers: the add-on ablations of the E2MC paper's Table 3."""
 
 from __future__ import annotations
 
@@ -14,14 +14,18 @@ __all__ = ["VCReg", "Uniformity"]
 
 
 class VCReg(Criterion):
-    """VCReg: VICReg's variance and covariance terms without the invariance term (paper 002, App. B.1.2).
+    """VCReg: VICReg's variance and covariance terms without the invariance term.
 
     ``loss = μ · mean_v mean_j relu(1 − √(Var(z_v,j) + 1e-4)) + ν · Σ_v Σ_{j≠k} cov(z_v)_jk² / d``
-    (Bardes et al. 2022), μ = 0.1 and ν = 0.001 as in the paper's SwAV ablation (Table 3).
+    (VICReg, Bardes et al., ICLR 2022, https://arxiv.org/abs/2105.04906), μ = 0.1 and ν = 0.001
+    as in the SwAV ablation of E2MC (Chakraborty et al., AISTATS 2025,
+    https://arxiv.org/abs/2411.15931), App. B.1.2 and Table 3.
     """
 
+    display_name: ClassVar[str] = "VCReg (VICReg's variance and covariance terms)"
     formula: ClassVar[str] = "μ·mean_v mean_j relu(1 − std_j(z_v)) + ν·Σ_v Σ_{j≠k} cov(z_v)_jk²/d"
-    paper: ClassVar[str] = "002 E2MC, App. B.1.2 (after VICReg)"
+    paper: ClassVar[str] = "vicreg"
+    where: ClassVar[str] = "as in E2MC App. B.1.2"
 
     def __init__(self, mu: float = 0.1, nu: float = 0.001) -> None:
         super().__init__()
@@ -36,15 +40,18 @@ class VCReg(Criterion):
 
 
 class Uniformity(Criterion):
-    """AUH uniformity (Wang & Isola 2020) as an add-on (paper 002, App. B.1.2, Eq. B.3).
+    """AUH uniformity (Wang & Isola, ICML 2020, https://arxiv.org/abs/2005.10242) as an add-on.
 
     On the L2-normalised embeddings ``u`` of each view,
-    ``loss = λ · Σ_v log mean_{p≠q} exp(−t‖u_p − u_q‖²)``, λ = 0.5 and t = 2 as in the paper's SwAV
-    ablation. ``normalize=False`` uses the embeddings as they come.
+    ``loss = λ · Σ_v log mean_{p≠q} exp(−t‖u_p − u_q‖²)``, λ = 0.5 and t = 2 as in the SwAV
+    ablation of E2MC (Chakraborty et al., AISTATS 2025, https://arxiv.org/abs/2411.15931),
+    App. B.1.2, Eq. B.3. ``normalize=False`` uses the embeddings as they come.
     """
 
+    display_name: ClassVar[str] = "uniformity (alignment and uniformity on the hypersphere)"
     formula: ClassVar[str] = "λ·Σ_v log mean_{p≠q} exp(−t‖u_p − u_q‖²),  u = z/‖z‖"
-    paper: ClassVar[str] = "002 E2MC, App. B.1.2 (Wang & Isola 2020)"
+    paper: ClassVar[str] = "uniformity"
+    where: ClassVar[str] = "as in E2MC App. B.1.2, Eq. B.3"
 
     def __init__(self, lam: float = 0.5, t: float = 2.0, normalize: bool = True) -> None:
         super().__init__()

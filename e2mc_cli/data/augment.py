@@ -1,7 +1,9 @@
-"""The methods' official view recipes with ``torchvision.transforms.v2``.
+"""The methods' official view pipelines with ``torchvision.transforms.v2``.
 
-``view_transform(method, image_size)`` returns a picklable callable ``image -> list[Tensor]``
-(full-resolution views first) reproducing each official training pipeline:
+``vicreg_views``, ``swav_views`` and ``simsiam_views`` (``builder(image_size, **options)``, the
+options being a method spec's ``view_options``) return one pipeline per view, full-resolution
+views first; :func:`e2mc_cli.methods.view_transform` wraps them in a picklable :class:`MultiView`,
+``image -> list[Tensor]``, reproducing each official training pipeline:
 
 - **VICReg** (``augmentations.py``): 2 views, RandomResizedCrop(224, scale 0.08–1, bicubic),
   flip, ColorJitter(0.4, 0.4, 0.2, 0.1) p = 0.8, grayscale p = 0.2, Gaussian blur σ ∈ [0.1, 2]
@@ -36,19 +38,6 @@ from e2mc_cli.data.transforms import IMAGENET_MEAN, IMAGENET_STD, REFERENCE_SIZE
 from e2mc_cli.errors import UserError
 
 BLUR_SIGMA = (0.1, 2.0)
-
-# Options each method's recipe may override (sizes are given at the 224-px reference).
-VIEW_OPTIONS: dict[str, dict[str, object]] = {
-    "vicreg": {"scale": (0.08, 1.0)},
-    "swav": {
-        "nmb_crops": (2, 6),
-        "size_crops": (224, 96),
-        "min_scale_crops": (0.14, 0.05),
-        "max_scale_crops": (1.0, 0.14),
-    },
-    "simsiam": {"scale": (0.2, 1.0)},
-}
-
 
 def scaled_size(size: int, image_size: int) -> int:
     """A length of the 224-px recipe at ``image_size`` px: round(size · image_size / 224), ≥ 1."""
@@ -122,7 +111,8 @@ class MultiView:
         return f"MultiView(\n{body}\n)"
 
 
-def _vicreg(px: int, scale: Sequence[float]) -> list[Callable]:
+def vicreg_views(px: int, scale: Sequence[float]) -> list[Callable]:
+    """VICReg's two views (the second with less blur and some solarisation)."""
     def view(blur_p: float, solarize_p: float) -> v2.Compose:
         steps = [
             v2.RandomResizedCrop(
@@ -140,13 +130,14 @@ def _vicreg(px: int, scale: Sequence[float]) -> list[Callable]:
     return [view(1.0, 0.0), view(0.1, 0.2)]
 
 
-def _swav(
+def swav_views(
     px: int,
     nmb_crops: Sequence[int],
     size_crops: Sequence[int],
     min_scale_crops: Sequence[float],
     max_scale_crops: Sequence[float],
 ) -> list[Callable]:
+    """SwAV's multi-crop views: ``nmb_crops[i]`` crops of ``size_crops[i]`` px (at 224) each."""
     if not len(nmb_crops) == len(size_crops) == len(min_scale_crops) == len(max_scale_crops):
         raise UserError(
             "swav views: nmb_crops, size_crops, min_scale_crops and max_scale_crops need equal lengths"
@@ -168,7 +159,8 @@ def _swav(
     return out
 
 
-def _simsiam(px: int, scale: Sequence[float]) -> list[Callable]:
+def simsiam_views(px: int, scale: Sequence[float]) -> list[Callable]:
+    """SimSiam's two views, one pipeline applied twice."""
     pipeline = v2.Compose(
         [
             v2.RandomResizedCrop(px, scale=tuple(scale), antialias=True),
@@ -182,23 +174,3 @@ def _simsiam(px: int, scale: Sequence[float]) -> list[Callable]:
     return [pipeline, pipeline]
 
 
-_BUILDERS = {"vicreg": _vicreg, "swav": _swav, "simsiam": _simsiam}
-
-
-def view_transform(method: str, image_size: int = REFERENCE_SIZE, **overrides) -> MultiView:
-    """The official view pipeline of ``method`` at ``image_size`` px (see the module docstring).
-
-    ``overrides`` replace the entries of :data:`VIEW_OPTIONS` (crop sizes at the 224-px
-    reference; they are scaled like the defaults).
-    """
-    if method not in _BUILDERS:
-        raise UserError(f"unknown method {method!r}; expected one of: {', '.join(_BUILDERS)}")
-    if int(image_size) < 8:
-        raise UserError(f"image size must be at least 8 px, got {image_size}")
-    known = VIEW_OPTIONS[method]
-    unknown = sorted(set(overrides) - set(known))
-    if unknown:
-        raise UserError(
-            f"unknown {method} view option(s) {', '.join(unknown)}; expected some of: {', '.join(known)}"
-        )
-    return MultiView(_BUILDERS[method](int(image_size), **{**known, **overrides}))

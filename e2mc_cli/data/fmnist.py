@@ -31,7 +31,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from e2mc_cli.errors import UserError
-from e2mc_cli.zoo.downloads import cache_dir
+from e2mc_cli.io import cache_dir
 
 CLASSES = (
     "T-shirt/top",

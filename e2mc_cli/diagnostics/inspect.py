@@ -18,14 +18,13 @@ import numpy as np
 import torch
 
 from e2mc_cli.checkpoint import FORMAT, load_checkpoint, read_metadata
-from e2mc_cli.data.augment import view_transform
 from e2mc_cli.data.datasets import resolve_dataset
 from e2mc_cli.data.transforms import EvalPreprocessing, dataset_kind, eval_preprocessing, eval_transform
 from e2mc_cli.diagnostics.plots import plot_neighbour_histograms, plot_pair_scatter, plot_spectra
 from e2mc_cli.diagnostics.stats import HIST_BINS, NEIGHBOUR_K, embedding_stats, squash
 from e2mc_cli.errors import UserError
 from e2mc_cli.io import write_json_atomic
-from e2mc_cli.methods import METHODS
+from e2mc_cli.methods import get_method_spec, view_transform
 from e2mc_cli.zoo import get_spec, resolve_base
 from e2mc_cli.zoo.hf import is_hf
 
@@ -210,7 +209,7 @@ def _measure(
     ckpt = _load(spec)
     meta = dict(ckpt.metadata)
     label = model_label(spec, meta, names)
-    space = METHODS[ckpt.method].space
+    space = get_method_spec(ckpt.method).space
     prep = inspection_preprocessing(meta, dataset, image_size)
     model = ckpt.build_model()
     del ckpt

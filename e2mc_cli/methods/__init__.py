@@ -1,57 +1,126 @@
-"""The base self-supervised methods (VICReg, SwAV, SimSiam): their losses, their forward pass
-over the views, and which embedding an add-on criterion sees.
+"""The base self-supervised methods and their registry.
 
-``METHODS[name](model, **recipe_method_section)`` builds one around an
-:class:`~e2mc_cli.models.SSLModel`; :func:`build_method` does the same and turns a wrong name or
-an unknown option into a :class:`~e2mc_cli.errors.UserError`.
+Each method is one module — its :class:`~e2mc_cli.methods.base.Method` (loss and forward pass
+over the views) and its :class:`~e2mc_cli.methods.spec.MethodSpec` (heads, views, official
+layout, paper, licence) — and one :func:`register_method` line below. The rest of the package
+asks the registry: :func:`get_method_spec`, :func:`method_names`, :func:`build_model` (backbone +
+the method's heads), :func:`build_method`, :func:`view_transform`.
 """
 
 from __future__ import annotations
 
-import inspect
+import difflib
+from collections.abc import Mapping
 
+from e2mc_cli.data.augment import MultiView
 from e2mc_cli.errors import UserError
+from e2mc_cli.methods import simsiam, swav, vicreg
 from e2mc_cli.methods.base import Method, MethodOutput
 from e2mc_cli.methods.functional import simsiam_loss, sinkhorn_knopp, swav_loss, vicreg_loss
 from e2mc_cli.methods.simsiam import SimSiam
+from e2mc_cli.methods.spec import MethodSpec
 from e2mc_cli.methods.swav import SwAV
 from e2mc_cli.methods.vicreg import VICReg
+from e2mc_cli.models import SSLModel, build_backbone
 
-METHODS: dict[str, type[Method]] = {"vicreg": VICReg, "swav": SwAV, "simsiam": SimSiam}
+_SPECS: dict[str, MethodSpec] = {}
+
+
+def register_method(spec: MethodSpec) -> MethodSpec:
+    """Add ``spec`` to the registry under ``spec.name`` (a name may be registered once)."""
+    if spec.name in _SPECS:
+        raise ValueError(f"method {spec.name!r} is already registered")
+    _SPECS[spec.name] = spec
+    return spec
+
+
+def method_names() -> tuple[str, ...]:
+    """The registered methods, in registration order."""
+    return tuple(_SPECS)
+
+
+def get_method_spec(name: str) -> MethodSpec:
+    """The spec of method ``name``; an unknown name is a UserError naming the closest one."""
+    try:
+        return _SPECS[name]
+    except (KeyError, TypeError):
+        close = difflib.get_close_matches(str(name), list(_SPECS), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        raise UserError(f"unknown method {name!r}{hint}; expected one of: {', '.join(_SPECS)}") from None
+
+
+register_method(vicreg.SPEC)
+register_method(swav.SPEC)
+register_method(simsiam.SPEC)
+
+
+def build_model(method: str, arch: str = "resnet50", heads: Mapping[str, object] | None = None) -> SSLModel:
+    """A randomly initialised ``arch`` backbone with ``method``'s heads (``heads`` over the
+    official sizes); the backbone is built first, then each head in the spec's order."""
+    spec = get_method_spec(method)
+    sizes = spec.head_sizes(heads)
+    backbone = build_backbone(arch)
+    return SSLModel(spec.name, arch, backbone, sizes, spec.build_heads(backbone.num_features, sizes))
 
 
 def method_options(name: str) -> dict[str, object]:
     """The options a method accepts (its recipe ``[method]`` keys) with their defaults."""
-    sig = inspect.signature(METHODS[name].__init__)
-    return {k: p.default for k, p in list(sig.parameters.items())[2:]}
+    return get_method_spec(name).options()
 
 
-def build_method(name: str, model, **options) -> Method:
-    """``METHODS[name](model, **options)`` with one clear error for a bad name or option."""
-    if name not in METHODS:
-        raise UserError(f"unknown method {name!r}; expected one of: {', '.join(METHODS)}")
-    known = method_options(name)
-    unknown = sorted(set(options) - set(known))
-    if unknown:
-        raise UserError(
-            f"unknown {name} option(s) {', '.join(unknown)}; expected some of: {', '.join(known)}"
-        )
+def view_options(name: str) -> dict[str, object]:
+    """The view options a method's recipe may set (``[views]`` keys besides ``image_size``)."""
+    return dict(get_method_spec(name).view_options)
+
+
+def view_transform(method: str, image_size: int = 224, **overrides) -> MultiView:
+    """The official training views of ``method`` at ``image_size`` px, a picklable
+    ``image -> list[Tensor]`` (:meth:`MethodSpec.view_transform`)."""
+    return get_method_spec(method).view_transform(image_size, **overrides)
+
+
+def method_config(method: str, options: Mapping[str, object], views: Mapping[str, object]) -> dict:
+    """A recipe's ``[method]`` options completed by the ``[views]`` keys the method also takes
+    (SwAV's ``nmb_crops``); where both sections set one, they must agree."""
+    config = dict(options)
+    for key in sorted(set(method_options(method)) & set(views)):
+        given = config.setdefault(key, views[key])
+        if _plain(given) != _plain(views[key]):
+            raise UserError(f"recipe method.{key} and views.{key} differ")
+    return config
+
+
+def _plain(value):
+    return list(value) if isinstance(value, (list, tuple)) else value
+
+
+def build_method(name: str, model: SSLModel, **options) -> Method:
+    """``spec.method(model, **options)`` with one clear error for a bad name or option."""
+    spec = get_method_spec(name)
+    spec.check_options(options)
     if model.method != name:
         raise UserError(f"the model is a {model.method} model, not {name}")
-    return METHODS[name](model, **options)
+    return spec.method(model, **options)
 
 
 __all__ = [
-    "METHODS",
     "Method",
     "MethodOutput",
+    "MethodSpec",
     "SimSiam",
     "SwAV",
     "VICReg",
     "build_method",
+    "build_model",
+    "get_method_spec",
+    "method_config",
+    "method_names",
     "method_options",
+    "register_method",
     "simsiam_loss",
     "sinkhorn_knopp",
     "swav_loss",
+    "view_options",
+    "view_transform",
     "vicreg_loss",
 ]

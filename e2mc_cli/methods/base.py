@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import ClassVar, NamedTuple
 
 import torch
@@ -78,3 +79,13 @@ def check_views(images: list[torch.Tensor], expected: int | None, method: str) -
     bs = images[0].shape[0]
     if any(v.shape[0] != bs for v in images):
         raise ValueError(f"{method}: every view batch must hold the same number of images")
+
+
+def resolution_groups(images: Sequence[torch.Tensor]) -> list[tuple[int, int]]:
+    """``[start, end)`` index ranges of consecutive crops sharing one resolution."""
+    groups, start = [], 0
+    for i in range(1, len(images) + 1):
+        if i == len(images) or images[i].shape[-2:] != images[start].shape[-2:]:
+            groups.append((start, i))
+            start = i
+    return groups

@@ -1,30 +1,24 @@
-"""SwAV as a method module: multi-crop forward, prototypes, Sinkhorn codes, queue."""
+"""SwAV as a method module: multi-crop forward, prototypes, Sinkhorn codes, queue; and its spec."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
+from e2mc_cli.data.augment import swav_views
 from e2mc_cli.distributed import world_size
-from e2mc_cli.methods.base import Method, MethodOutput, check_views
+from e2mc_cli.methods.base import Method, MethodOutput, check_views, resolution_groups
 from e2mc_cli.methods.functional import swav_loss
-from e2mc_cli.models import SSLModel
-
-
-def _resolution_groups(images: Sequence[torch.Tensor]) -> list[tuple[int, int]]:
-    """``[start, end)`` index ranges of consecutive crops sharing one resolution."""
-    groups, start = [], 0
-    for i in range(1, len(images) + 1):
-        if i == len(images) or images[i].shape[-2:] != images[start].shape[-2:]:
-            groups.append((start, i))
-            start = i
-    return groups
+from e2mc_cli.methods.spec import MethodSpec
+from e2mc_cli.models import SSLModel, mlp
 
 
 class SwAV(Method):
-    """SwAV: Swapping Assignments between multiple Views (Caron et al., NeurIPS 2020).
+    """SwAV: Swapping Assignments between multiple Views (Caron et al., NeurIPS 2020,
+    https://arxiv.org/abs/2006.09882).
 
     Multi-crop: 2 full-resolution crops + 6 low-resolution ones; the backbone runs once per
     resolution (consecutive crops of one size are concatenated), the projection head
@@ -62,7 +56,7 @@ class SwAV(Method):
         freeze_prototypes_niters: int = 313,
     ):
         super().__init__(model)
-        if model.prototypes is None:
+        if "prototypes" not in model.head_names:
             raise ValueError("SwAV needs a model with prototypes")
         self.temperature = float(temperature)
         self.epsilon = float(epsilon)
@@ -128,7 +122,7 @@ class SwAV(Method):
         check_views(images, sum(self.nmb_crops), "SwAV")
         bs = images[0].shape[0]
         feats = torch.cat(
-            [self.model.backbone(torch.cat(images[a:b])) for a, b in _resolution_groups(images)]
+            [self.model.backbone(torch.cat(images[a:b])) for a, b in resolution_groups(images)]
         )
         h = self.model.projector(feats)  # every crop, before L2-normalisation
         # Scores in float32 even under autocast: they are divided by ε = 0.05 and τ = 0.1.
@@ -163,3 +157,56 @@ class SwAV(Method):
         terms["queue_used"] = loss.new_tensor(float(queue_scores is not None)).detach()
         crops_h = list(h.split(bs))
         return MethodOutput(loss, terms, crops_h[:2], self.space, crops_h)
+
+
+def _heads(width: int, sizes: Mapping[str, object]) -> dict[str, nn.Module]:
+    """Projection head Linear-BN-ReLU-Linear (2048-2048-128), keys 0, 1, 3; prototypes
+    Linear(128 → 3000, no bias)."""
+    hidden, feat, n = int(sizes["hidden_mlp"]), int(sizes["feat_dim"]), int(sizes["n_prototypes"])
+    return {"projector": mlp([width, hidden, feat]), "prototypes": nn.Linear(feat, n, bias=False)}
+
+
+def _read_heads(state_dict: Mapping[str, torch.Tensor]) -> dict:
+    return {
+        "hidden_mlp": state_dict["projector.0.weight"].shape[0],
+        "feat_dim": state_dict["projector.3.weight"].shape[0],
+        "n_prototypes": state_dict["prototypes.weight"].shape[0],
+    }
+
+
+def _scaled_heads(width: int) -> dict:
+    """Hidden w, output 128 (at most w), 3000·w/2048 prototypes: 3000 prototypes on a 128-d
+    backbone would make the prototype layer and Sinkhorn cost up to 13 % of a low-resolution
+    crop's backbone pass against 0.6 % on ResNet-50."""
+    return {
+        "hidden_mlp": width,
+        "feat_dim": min(128, width),
+        "n_prototypes": max(10, round(3000 * width / 2048)),
+    }
+
+
+SPEC = MethodSpec(
+    method=SwAV,
+    display_name="SwAV",
+    heads={"hidden_mlp": 2048, "feat_dim": 128, "n_prototypes": 3000},
+    head_builder=_heads,
+    head_reader=_read_heads,
+    head_scaler=_scaled_heads,
+    view_builder=swav_views,
+    view_options={
+        "nmb_crops": (2, 6),
+        "size_crops": (224, 96),
+        "min_scale_crops": (0.14, 0.05),
+        "max_scale_crops": (1.0, 0.14),
+    },
+    paper="swav",
+    code="https://github.com/facebookresearch/swav",
+    licence="cc-by-nc-4.0",
+    licence_name="CC-BY-NC 4.0",
+    recipes="swav",
+    backbone_calls="resolution",
+    # A bare DDP state dict (or {epoch, state_dict, optimizer[, amp]}): module.<torchvision
+    # backbone names>, module.projection_head.{0,1,3}.*, module.prototypes.weight.
+    official_keys=(("projection_head.", "projector."), ("prototypes.", "prototypes.")),
+    official_dropped=(("queue", "SwAV queue of past embeddings (training state)"),),
+)

@@ -1,16 +1,22 @@
-"""VICReg as a method module."""
+"""VICReg as a method module: its loss over two views and its spec (one projector)."""
 
 from __future__ import annotations
 
-import torch
+from collections.abc import Mapping
 
+import torch
+from torch import nn
+
+from e2mc_cli.data.augment import vicreg_views
 from e2mc_cli.methods.base import Method, MethodOutput, check_views
 from e2mc_cli.methods.functional import vicreg_loss
-from e2mc_cli.models import SSLModel
+from e2mc_cli.methods.spec import MethodSpec
+from e2mc_cli.models import SSLModel, mlp, parse_dims
 
 
 class VICReg(Method):
-    """VICReg: Variance-Invariance-Covariance Regularization (Bardes, Ponce & LeCun, ICLR 2022).
+    """VICReg: Variance-Invariance-Covariance Regularization (Bardes, Ponce & LeCun, ICLR 2022,
+    https://arxiv.org/abs/2105.04906).
 
     Two views go through the backbone and the 8192-8192-8192 projector one after the other (as
     the official code: batch-norm statistics per view); the loss is
@@ -40,3 +46,45 @@ class VICReg(Method):
         loss, terms = vicreg_loss(z_a, z_b, self.sim_coeff, self.std_coeff, self.cov_coeff)
         views = [z_a, z_b]
         return MethodOutput(loss, terms, views, self.space, views)
+
+
+def _heads(width: int, sizes: Mapping[str, object]) -> dict[str, nn.Module]:
+    """The projector ``mlp`` "8192-8192-8192": (Linear-BN-ReLU) × 2, last Linear without bias;
+    keys 0, 1, 3, 4, 6."""
+    return {"projector": mlp([width, *parse_dims(sizes["mlp"])], out_bias=False)}
+
+
+def _read_heads(state_dict: Mapping[str, torch.Tensor]) -> dict:
+    layers = sorted(
+        int(k.split(".")[1])
+        for k, v in state_dict.items()
+        if k.startswith("projector.") and k.endswith("weight") and v.ndim == 2
+    )
+    if not layers:
+        raise KeyError("projector.0.weight")
+    return {"mlp": "-".join(str(state_dict[f"projector.{i}.weight"].shape[0]) for i in layers)}
+
+
+def _scaled_heads(width: int) -> dict:
+    """8192-8192-8192 → 4w-4w-4w (the projector costs 3.6 % of the backbone at every width)."""
+    return {"mlp": "-".join([str(4 * width)] * 3)}
+
+
+SPEC = MethodSpec(
+    method=VICReg,
+    display_name="VICReg",
+    heads={"mlp": "8192-8192-8192"},
+    head_builder=_heads,
+    head_reader=_read_heads,
+    head_scaler=_scaled_heads,
+    view_builder=vicreg_views,
+    view_options={"scale": (0.08, 1.0)},
+    paper="vicreg",
+    code="https://github.com/facebookresearch/vicreg",
+    licence="mit",
+    licence_name="MIT",
+    recipes="vicreg",
+    # {epoch, model, optimizer}: module.backbone.*, module.projector.{0,1,3,4,6}.*; or the bare
+    # backbone (resnet50.pth) with torchvision names.
+    official_keys=(("projector.", "projector."), ("backbone.", "backbone.")),
+)

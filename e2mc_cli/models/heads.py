@@ -1,65 +1,38 @@
-"""The heads of each method, with the module indices of the official code (so their state-dict
-keys match the official checkpoints after the method's prefix is replaced).
+"""Head builders: the multi-layer perceptrons a method's spec assembles into its heads.
 
-- VICReg projector ``mlp`` "8192-8192-8192": (Linear-BN-ReLU) × 2, final Linear without bias;
-  keys 0, 1, 3, 4, 6.
-- SwAV projection head: Linear-BN-ReLU-Linear (2048-2048-128), keys 0, 1, 3; prototypes
-  Linear(128 → 3000, no bias).
-- SimSiam projector (the encoder's ``fc``): Linear(no bias)-BN-ReLU-Linear(no bias)-BN-ReLU-
-  Linear-BN(affine=False), keys 0, 1, 3, 4, 6, 7; predictor Linear(no bias)-BN-ReLU-Linear,
-  keys 0, 1, 3.
+Module indices follow ``nn.Sequential`` order — ``(Linear, BatchNorm1d, ReLU)`` per hidden layer,
+then the output ``Linear`` (and an optional final ``BatchNorm1d``) — so the state-dict keys of a
+head (``0.weight``, ``1.running_mean``, ``3.weight``, …) are those of the official code.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from torch import nn
 
 
-def _dims(spec: str) -> list[int]:
-    return [int(x) for x in str(spec).split("-")]
+def parse_dims(text: str | int) -> list[int]:
+    """``"8192-8192-8192"`` → ``[8192, 8192, 8192]`` (a single number is one layer)."""
+    return [int(x) for x in str(text).split("-")]
 
 
-def vicreg_projector(in_dim: int, mlp: str = "8192-8192-8192") -> nn.Sequential:
-    dims = [in_dim, *_dims(mlp)]
+def mlp(
+    dims: Sequence[int],
+    *,
+    hidden_bias: bool = True,
+    out_bias: bool = True,
+    out_norm: bool = False,
+) -> nn.Sequential:
+    """``dims[0] → … → dims[-1]``: ``(Linear, BatchNorm1d, ReLU)`` per hidden layer, then the
+    output ``Linear``; with ``out_norm`` a ``BatchNorm1d(dims[-1], affine=False)`` after it."""
+    if len(dims) < 2:
+        raise ValueError(f"an MLP needs an input and an output size, got {list(dims)}")
     layers: list[nn.Module] = []
     for a, b in zip(dims[:-2], dims[1:-1]):
-        layers += [nn.Linear(a, b), nn.BatchNorm1d(b), nn.ReLU(inplace=True)]
-    layers.append(nn.Linear(dims[-2], dims[-1], bias=False))
+        layers += [nn.Linear(a, b, bias=hidden_bias), nn.BatchNorm1d(b), nn.ReLU(inplace=True)]
+    layers.append(nn.Linear(dims[-2], dims[-1], bias=out_bias))
+    if out_norm:
+        layers.append(nn.BatchNorm1d(dims[-1], affine=False))
     return nn.Sequential(*layers)
 
-
-def swav_projection_head(in_dim: int, hidden_mlp: int = 2048, feat_dim: int = 128) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Linear(in_dim, hidden_mlp),
-        nn.BatchNorm1d(hidden_mlp),
-        nn.ReLU(inplace=True),
-        nn.Linear(hidden_mlp, feat_dim),
-    )
-
-
-def swav_prototypes(feat_dim: int = 128, n_prototypes: int = 3000) -> nn.Linear:
-    return nn.Linear(feat_dim, n_prototypes, bias=False)
-
-
-def simsiam_projector(in_dim: int, dim: int = 2048) -> nn.Sequential:
-    head = nn.Sequential(
-        nn.Linear(in_dim, in_dim, bias=False),
-        nn.BatchNorm1d(in_dim),
-        nn.ReLU(inplace=True),
-        nn.Linear(in_dim, in_dim, bias=False),
-        nn.BatchNorm1d(in_dim),
-        nn.ReLU(inplace=True),
-        nn.Linear(in_dim, dim),
-        nn.BatchNorm1d(dim, affine=False),
-    )
-    head[6].bias.requires_grad = False  # as the official code: the bias before the last BN is unused
-    return head
-
-
-def simsiam_predictor(dim: int = 2048, pred_dim: int = 512) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Linear(dim, pred_dim, bias=False),
-        nn.BatchNorm1d(pred_dim),
-        nn.ReLU(inplace=True),
-        nn.Linear(pred_dim, dim),
-    )

@@ -1,7 +1,7 @@
 """Publish a run folder: timm config, model card, export, and the push to the Hugging Face Hub.
 
 - :mod:`~e2mc_cli.publish.run_folder`: a run folder's layout and :class:`RunInfo` (:func:`read_run`).
-- :mod:`~e2mc_cli.publish.facts`: papers, code and licences of methods, criteria and datasets.
+- :mod:`~e2mc_cli.publish.datasets`: the Hub names of the evaluation datasets.
 - :mod:`~e2mc_cli.publish.config_json`: ``config.json``, what timm reads.
 - :mod:`~e2mc_cli.publish.card`: the model card ``README.md``.
 - :mod:`~e2mc_cli.publish.export`: :func:`export_run` writes the three export files.
@@ -9,6 +9,7 @@
 """
 
 from e2mc_cli.publish.card import build_model_card
+from e2mc_cli.publish.config_json import timm_config
 from e2mc_cli.publish.export import ExportResult, backbone_state_dict, export_run, stale_exports
 from e2mc_cli.publish.hub import (
     PUBLISHABLE,
@@ -30,7 +31,6 @@ from e2mc_cli.publish.run_folder import (
     eval_files,
     read_run,
 )
-from e2mc_cli.publish.config_json import timm_config
 
 __all__ = [
     "BACKBONE_FILE",

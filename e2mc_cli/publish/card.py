@@ -14,9 +14,13 @@ import tomli_w
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 
 from e2mc_cli import zoo
+from e2mc_cli.criteria import CRITERIA, Criterion
 from e2mc_cli.evaluate.protocols import PROTOCOL_VERSION
 from e2mc_cli.evaluate.records import Accuracy, EvalRecord
-from e2mc_cli.publish.facts import MethodInfo, criterion_facts, dataset_facts, method_facts
+from e2mc_cli.methods import get_method_spec
+from e2mc_cli.methods.spec import MethodSpec
+from e2mc_cli.papers import get_paper
+from e2mc_cli.publish.datasets import hub_dataset
 from e2mc_cli.publish.run_folder import BACKBONE_FILE, CONFIG_FILE, MODEL_FILE, TIMM_ARCHS, RunInfo
 
 # ----------------------------------------------------------------------------- licence
@@ -29,7 +33,7 @@ def licence_of(info: RunInfo) -> tuple[str, str | None, str]:
     releases (all three are ResNet-50s), whose licence is the method's; any other base is a
     built-in sslboost checkpoint (MIT, like sslboost) or the user's own.
     """
-    method = method_facts(info.method)
+    method = get_method_spec(info.method)
     spec = zoo.BASES.get(info.base)
     licence = str(getattr(spec, "licence", "") or "")
     if spec is not None and getattr(spec, "builtin", None):
@@ -42,15 +46,16 @@ def licence_of(info: RunInfo) -> tuple[str, str | None, str]:
     if spec is not None and licence:
         ident = licence.lower().replace(" ", "-")
         note = (
-            f"the licence of the official {method.name} weights it continues ({licence}, see {method.code})."
+            f"the licence of the official {method.display_name} weights it continues "
+            f"({licence}, see {method.code})."
         )
         return ident, None, note
     if info.arch == "resnet50":
         note = (
-            f"the licence of the official {method.name} weights it continues "
-            f"({method.license_name}, see {method.code})."
+            f"the licence of the official {method.display_name} weights it continues "
+            f"({method.licence_name}, see {method.code})."
         )
-        return method.license, None, note
+        return method.licence, None, note
     note = (
         f"the base `{info.base}` is the user's own checkpoint, not a public release: its licence is the "
         "owner's to state (edit the `license` field of this card)."
@@ -75,7 +80,7 @@ def _eval_results(info: RunInfo) -> list[EvalResult]:
     """The ``model-index`` entries: top-1 and top-5 of each current evaluation."""
     results = []
     for record in info.evals:
-        dtype, dname = dataset_facts(record.dataset.spec)
+        dtype, dname = hub_dataset(record.dataset.spec)
         for key, acc in (("top-1", record.top1), ("top-5", record.top5)):
             args = {"stderr": round(acc.se, 4)} if acc.se is not None else {}
             args["seeds"] = len(record.seeds)
@@ -104,7 +109,7 @@ def _evaluation_section(info: RunInfo) -> list[str]:
         lines += ["| dataset | protocol | seeds | top-1 | top-5 | file |", "|---|---|---|---|---|---|"]
         for e in info.evals:
             lines.append(
-                f"| {dataset_facts(e.dataset.spec)[1]} | {_setting(e)} | {len(e.seeds)} | "
+                f"| {hub_dataset(e.dataset.spec)[1]} | {_setting(e)} | {len(e.seeds)} | "
                 f"{_fmt(e.top1)} | {_fmt(e.top5)} | `{info.relative(e.path)}` |"
             )
         lines += [
@@ -239,17 +244,18 @@ def _card_data(info: RunInfo, model_name: str, licence: str, licence_name: str |
     )
 
 
-def _intro(info: RunInfo, method: MethodInfo, model_name: str) -> list[str]:
+def _intro(info: RunInfo, method: MethodSpec, model_name: str) -> list[str]:
     epochs = f" for {info.epochs} epochs" if info.epochs is not None else ""
     what = (
-        f"A {info.arch} ({info.num_features}-d features) whose {method.name} pre-training was continued from "
-        f"the base `{info.base}`{epochs} with the add-on criterion **{info.criterion}**, by sslboost. "
+        f"A {info.arch} ({info.num_features}-d features) whose {method.display_name} pre-training was "
+        f"continued from the base `{info.base}`{epochs} with the add-on criterion **{info.criterion}**, "
+        "by sslboost. "
         "The training loss is the unchanged base loss plus the criterion term."
     )
     return [f"# {model_name}", "", what, ""]
 
 
-def _base_section(info: RunInfo, method: MethodInfo, licence: str, licence_note: str) -> list[str]:
+def _base_section(info: RunInfo, method: MethodSpec, licence: str, licence_note: str) -> list[str]:
     return [
         "## Base model",
         "",
@@ -258,7 +264,7 @@ def _base_section(info: RunInfo, method: MethodInfo, licence: str, licence_note:
         f"| base | `{info.base}` |",
         f"| epochs | {info.epochs if info.epochs is not None else '–'} continued; "
         f"checkpoint epoch {info.epoch if info.epoch is not None else '–'} |",
-        f"| method | {method.name}: {method.paper.markdown()} |",
+        f"| method | {method.display_name}: {get_paper(method.paper).markdown()} |",
         f"| code | {method.code} |",
         f"| licence | `{licence}`: {licence_note} |",
         "",
@@ -273,18 +279,25 @@ def _signed(term: str) -> str:
     return f"+ {term}"
 
 
-def _criterion_section(info: RunInfo, method: MethodInfo) -> list[str]:
-    crit = criterion_facts(info.criterion)
+def _criterion_class(name: str) -> type[Criterion] | None:
+    """The registered criterion of a checkpoint's ``criterion`` metadata (``none``: no add-on)."""
+    return CRITERIA.get("continued" if name == "none" else name)
+
+
+def _criterion_section(info: RunInfo, method: MethodSpec) -> list[str]:
+    crit = _criterion_class(info.criterion)
+    name = crit.display_name if crit else info.criterion
+    formula = crit.formula if crit else "see the criterion's documentation"
     lines = [
         "## Criterion",
         "",
-        f"**{crit.name}** (`{info.criterion}`), added to the {method.name} loss:",
+        f"**{name}** (`{info.criterion}`), added to the {method.display_name} loss:",
         "",
-        f"```\nloss = L_{method.name} {_signed(crit.formula)}\n```",
+        f"```\nloss = L_{method.display_name} {_signed(formula)}\n```",
         "",
     ]
-    if crit.paper.title and crit.paper.authors:
-        lines += [f"Paper: {crit.paper.markdown()}.", ""]
+    if crit is not None:
+        lines += [f"Paper: {get_paper(crit.paper).markdown()}.", ""]
     return lines
 
 
@@ -308,12 +321,13 @@ def _training_section(info: RunInfo) -> list[str]:
     return lines
 
 
-def _files_and_licence(method: MethodInfo, licence: str, licence_note: str) -> list[str]:
+def _files_and_licence(method: MethodSpec, licence: str, licence_note: str) -> list[str]:
     return [
         "## Files",
         "",
         f"- `{BACKBONE_FILE}`: the backbone alone (torchvision/timm names, no `fc`)",
-        f"- `{MODEL_FILE}`: the canonical sslboost checkpoint (backbone and every {method.name} head)",
+        f"- `{MODEL_FILE}`: the canonical sslboost checkpoint "
+        f"(backbone and every {method.display_name} head)",
         f"- `{CONFIG_FILE}`: timm configuration and the `sslboost` provenance section",
         "- `recipe.toml`, `summary.json`, `metrics.jsonl`, `eval*/eval.json`: the run's record",
         "",
@@ -326,7 +340,7 @@ def _files_and_licence(method: MethodInfo, licence: str, licence_note: str) -> l
 
 def build_model_card(info: RunInfo, repo_id: str | None = None) -> ModelCard:
     """The model card of a run (deterministic: the same run gives the same text)."""
-    method = method_facts(info.method)
+    method = get_method_spec(info.method)
     licence, licence_name, licence_note = licence_of(info)
     model_name = repo_id.split("/")[-1] if repo_id else info.run_dir.resolve().name
     data = _card_data(info, model_name, licence, licence_name)

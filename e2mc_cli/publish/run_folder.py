@@ -22,7 +22,8 @@ from pathlib import Path
 from e2mc_cli.checkpoint import FORMAT, read_metadata
 from e2mc_cli.errors import UserError
 from e2mc_cli.evaluate.records import EVAL_FILE, EvalRecord, read_record
-from e2mc_cli.models import METHOD_NAMES, build_backbone
+from e2mc_cli.methods import method_names
+from e2mc_cli.models import build_backbone
 
 try:  # Python 3.11+
     import tomllib
@@ -126,7 +127,7 @@ def _canonical_metadata(path: Path) -> dict[str, str]:
     meta = read_metadata(path)
     if meta.get("format") != FORMAT:
         raise UserError(f"{path}: not an sslboost checkpoint (metadata format={meta.get('format')!r})")
-    if meta.get("method") not in METHOD_NAMES or not meta.get("arch"):
+    if meta.get("method") not in method_names() or not meta.get("arch"):
         raise UserError(f"{path}: checkpoint metadata lacks a known method and an arch")
     return meta
 

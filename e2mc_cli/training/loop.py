@@ -246,10 +246,8 @@ class Trainer:
     # ---- setup ---------------------------------------------------------------------------------
     def setup(self) -> None:
         from e2mc_cli.criteria import build_criterion
-        from e2mc_cli.data.augment import view_transform
         from e2mc_cli.data.datasets import resolve_dataset
-        from e2mc_cli.methods import build_method
-        from e2mc_cli.models import SSLModel
+        from e2mc_cli.methods import build_method, build_model, view_transform
 
         opts = self.opts
         self.device, self._started_pg = _init_distributed(opts.device)
@@ -274,7 +272,7 @@ class Trainer:
                     "recipe options on the command line are ignored"
                 )
             data = opts.data or saved.get("data")
-            model = SSLModel(self.model_info["method"], self.model_info["arch"], self.model_info["heads"])
+            model = build_model(self.model_info["method"], self.model_info["arch"], self.model_info["heads"])
         else:
             if opts.recipe_file is not None:
                 in_file = R.load_toml(Path(opts.recipe_file)).get("criterion", {}).get("name")

@@ -190,9 +190,9 @@ def _method_keys(method: str) -> set[str]:
 
 
 def _view_keys(method: str) -> set[str]:
-    from e2mc_cli.data.augment import VIEW_OPTIONS
+    from e2mc_cli.methods import view_options
 
-    return {"image_size", *VIEW_OPTIONS.get(method, {})}
+    return {"image_size", *view_options(method)}
 
 
 def known_keys(recipe: dict, section: str) -> set[str]:
@@ -297,9 +297,9 @@ def _section_defaults(recipe: dict, section: str) -> dict:
 
         return method_options(method)
     if section == "views":
-        from e2mc_cli.data.augment import VIEW_OPTIONS
+        from e2mc_cli.methods import view_options
 
-        return {"image_size": 224, **VIEW_OPTIONS.get(method, {})}
+        return {"image_size": 224, **view_options(method)}
     if section == "criterion":
         return {"name": "", **_criterion_defaults(recipe["criterion"].get("name", "continued"))}
     return {}

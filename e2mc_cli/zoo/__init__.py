@@ -19,9 +19,10 @@ from pathlib import Path
 
 from e2mc_cli.checkpoint import FORMAT, Checkpoint, load_checkpoint
 from e2mc_cli.errors import UserError
-from e2mc_cli.models import DEFAULT_HEADS, METHOD_NAMES
+from e2mc_cli.io import cache_dir
+from e2mc_cli.methods import get_method_spec, method_names
 from e2mc_cli.zoo.convert import ConversionReport, convert_state_dict, detect_method
-from e2mc_cli.zoo.downloads import cache_dir, download, mirror_url, sha256_file, verify_file
+from e2mc_cli.zoo.downloads import download, mirror_url, sha256_file, verify_file
 from e2mc_cli.zoo.hf import download_hf, is_hf
 from e2mc_cli.zoo.registry import BASES, BaseSpec, builtin_data, closest_names, get_spec
 from e2mc_cli.zoo.safe_load import safe_torch_load
@@ -29,7 +30,7 @@ from e2mc_cli.zoo.safe_load import safe_torch_load
 
 def spec_heads(spec: BaseSpec) -> dict:
     """The head sizes of a registry entry (the official ones unless the entry says otherwise)."""
-    return {**DEFAULT_HEADS[spec.method], **(spec.heads or {})}
+    return get_method_spec(spec.method).head_sizes(spec.heads)
 
 
 def builtin_dir() -> Path:
@@ -139,9 +140,7 @@ def _from_file(
         inner = obj.get("model", obj.get("state_dict", obj)) if isinstance(obj, dict) else {}
         looks, _ = detect_method(inner if isinstance(inner, dict) else {})
         guess = f" (it looks like a {looks} checkpoint)" if looks else ""
-        raise UserError(f"{path}: pass --method {'|'.join(METHOD_NAMES)} for an official file{guess}")
-    if method not in METHOD_NAMES:
-        raise UserError(f"unknown method {method!r}; expected one of: {', '.join(METHOD_NAMES)}")
+        raise UserError(f"{path}: pass --method {'|'.join(method_names())} for an official file{guess}")
     state, report = convert_state_dict(obj, method, allow_new_heads=allow_new_heads, source=str(path))
     return Checkpoint(state, _metadata(report, str(path), report.epoch)), report
 

@@ -1,15 +1,11 @@
 """Official checkpoint layouts → the canonical state dict, with strict accounting.
 
-The containers (facebookresearch/vicreg, /swav, /simsiam training code):
-
-- SwAV: a bare state dict, ``module.`` + torchvision backbone names, ``module.projection_head.
-  {0,1,3}.*``, ``module.prototypes.weight``; its training checkpoints wrap the same keys as
-  ``{epoch, state_dict, optimizer[, amp]}``.
-- SimSiam: ``{epoch, arch, state_dict, optimizer}``; ``module.encoder.*`` is a torchvision ResNet
-  whose ``fc`` is the projector (``module.encoder.fc.{0,1,3,4,6,7}.*``), ``module.predictor.
-  {0,1,3}.*``.
-- VICReg full: ``{epoch, model, optimizer}``; ``module.backbone.*``, ``module.projector.
-  {0,1,3,4,6}.*``. VICReg backbone only (``resnet50.pth``): bare torchvision names.
+The containers of the official training code are a bare state dict, ``{epoch, model,
+optimizer}``, ``{epoch, state_dict, optimizer[, amp]}`` or ``{epoch, arch, state_dict,
+optimizer}``; inside, keys carry ``module.`` (DistributedDataParallel) and each method's own
+module names, which its spec maps to the canonical ones
+(:attr:`~e2mc_cli.methods.spec.MethodSpec.official_keys`, e.g. SwAV's ``projection_head.*`` →
+``projector.*``, SimSiam's ``encoder.fc.*`` → ``projector.*``).
 
 Every source tensor is either mapped to exactly one canonical key or named as dropped with a
 reason; every canonical tensor of the method's model is filled (heads may be freshly initialised
@@ -29,19 +25,15 @@ from rich.console import Console
 from rich.markup import escape
 
 from e2mc_cli.errors import UserError
-from e2mc_cli.models import BACKBONES, DEFAULT_HEADS, METHOD_NAMES, build_backbone, build_model, infer_heads
+from e2mc_cli.methods import build_model, get_method_spec, method_names
+from e2mc_cli.methods.spec import MethodSpec
+from e2mc_cli.models import BACKBONES, build_backbone
 
 
 def _warn(message: str) -> None:
     """A warning no command can miss: bold, on stderr, whatever the caller."""
     Console(stderr=True).print(f"[bold red]WARNING:[/] {escape(message)}", highlight=False, soft_wrap=True)
 
-
-HEAD_MODULES: dict[str, tuple[str, ...]] = {
-    "vicreg": ("projector",),
-    "swav": ("projector", "prototypes"),
-    "simsiam": ("projector", "predictor"),
-}
 
 # Entries of a training-checkpoint container besides its state dict.
 _KEPT_ENTRIES = ("epoch", "arch")
@@ -141,43 +133,15 @@ def _strip_module(key: str) -> str:
 
 
 def detect_method(keys) -> tuple[str | None, str]:
-    """The method whose head names appear in ``keys`` (``None`` for a backbone-only file), with
-    the key that shows it."""
+    """The method whose official module names appear in ``keys`` (``None`` for a backbone-only
+    file), with the key that shows it."""
     stripped = [(k, _strip_module(k)) for k in keys]
-    for method, prefixes in (
-        ("simsiam", ("encoder.", "predictor.")),
-        ("swav", ("projection_head.", "prototypes.")),
-        ("vicreg", ("backbone.", "projector.")),
-    ):
+    for method in method_names():
+        spec = get_method_spec(method)
         for key, k in stripped:
-            if k.startswith(prefixes):
+            if spec.shows_method(k):
                 return method, key
     return None, ""
-
-
-def _map_key(method: str, key: str) -> tuple[str | None, str]:
-    """(canonical key, "") or (None, reason it is dropped)."""
-    k = _strip_module(key)
-    if k == "queue" or k.startswith("queue."):
-        return None, "SwAV queue of past embeddings (training state)"
-    if method == "simsiam":
-        if k.startswith("encoder.fc."):
-            return "projector." + k[len("encoder.fc.") :], ""
-        if k.startswith("predictor."):
-            return k, ""
-        k = k.removeprefix("encoder.")
-    elif method == "swav":
-        if k.startswith("projection_head."):
-            return "projector." + k[len("projection_head.") :], ""
-        if k.startswith("prototypes."):
-            return k, ""
-    elif k.startswith("projector."):
-        return k, ""
-    else:
-        k = k.removeprefix("backbone.")
-    if k.startswith("fc."):
-        return None, "classifier fc of a backbone file (not part of the method)"
-    return "backbone." + k, ""
 
 
 @functools.cache
@@ -209,13 +173,81 @@ def _pick_arch(backbone_keys: dict[str, torch.Size]) -> str:
     return max(BACKBONES, key=score)
 
 
-def _heads_of(method: str, canonical: dict[str, torch.Tensor], fallback: dict) -> dict:
+def _heads_of(spec: MethodSpec, canonical: dict[str, torch.Tensor], fallback: dict) -> dict:
     if not any(not k.startswith("backbone.") for k in canonical):
         return dict(fallback)
     try:
-        return {**fallback, **infer_heads(method, canonical)}
+        return {**fallback, **spec.infer_heads(canonical)}
     except (UserError, KeyError, IndexError):
         return dict(fallback)
+
+
+def _canonical_keys(
+    spec: MethodSpec, inner: dict[str, torch.Tensor], source: str
+) -> tuple[dict[str, torch.Tensor], dict[str, str], list[tuple[str, int, str]]]:
+    """(canonical tensors, canonical key → source key, dropped entries) of an official state dict."""
+    canonical: dict[str, torch.Tensor] = {}
+    origin: dict[str, str] = {}
+    dropped_keys: dict[str, list[str]] = {}
+    for key, tensor in inner.items():
+        canon, reason = spec.canonical_key(_strip_module(key))
+        if canon is None:
+            dropped_keys.setdefault(reason, []).append(key)
+        elif canon in canonical:
+            raise UserError(f"{source}: {origin[canon]} and {key} both map to {canon}")
+        else:
+            canonical[canon], origin[canon] = tensor, key
+    dropped = [(", ".join(keys), len(keys), reason) for reason, keys in dropped_keys.items()]
+    return canonical, origin, dropped
+
+
+def _missing_heads(
+    canonical: dict[str, torch.Tensor],
+    origin: dict[str, str],
+    target: dict[str, torch.Size],
+    arch: str,
+    method: str,
+    source: str,
+) -> list[str]:
+    """The head tensors of ``target`` the file lacks, once every tensor of the file was checked
+    to belong to ``target`` with its shape and no backbone tensor was found missing."""
+    foreign = [origin[k] for k in canonical if k not in target]
+    if foreign:
+        raise UserError(
+            f"{source}: {len(foreign)} tensor(s) foreign to a {arch} {method} checkpoint: {_listing(foreign)}"
+        )
+    wrong = [
+        f"{origin[k]} {tuple(v.shape)} (expected {tuple(target[k])})"
+        for k, v in canonical.items()
+        if v.shape != target[k]
+    ]
+    if wrong:
+        raise UserError(f"{source}: tensor shapes do not fit a {arch} {method} model: {_listing(wrong)}")
+    missing = [k for k in target if k not in canonical]
+    missing_backbone = [k for k in missing if k.startswith("backbone.")]
+    if missing_backbone:
+        raise UserError(f"{source}: backbone tensors missing for a {arch}: {_listing(missing_backbone)}")
+    return missing
+
+
+def _fill_new_heads(
+    canonical: dict[str, torch.Tensor], missing: list[str], report: ConversionReport, allow_new_heads: bool
+) -> None:
+    """Fill the missing head tensors with fresh random weights, or refuse without ``allow_new_heads``."""
+    modules = sorted({k.split(".", 1)[0] for k in missing})
+    if not allow_new_heads:
+        raise UserError(
+            f"{report.source}: no {' or '.join(modules)} for {report.method} in this file (a backbone-only "
+            "checkpoint?); pass --allow-new-heads to start them from random weights"
+        )
+    fresh = build_model(report.method, report.arch, report.heads).state_dict()
+    for k in missing:
+        canonical[k] = fresh[k]
+    report.new = missing
+    _warn(
+        f"{report.source}: {', '.join(modules)} freshly initialised with random weights "
+        "(--allow-new-heads); only the backbone comes from the base"
+    )
 
 
 def convert_state_dict(
@@ -233,54 +265,22 @@ def convert_state_dict(
     freshly initialised heads; default the official ones) are optional. Returns the canonical
     state dict (the source tensors themselves, unchanged) and the accounting report.
     """
-    if method not in METHOD_NAMES:
-        raise UserError(f"unknown method {method!r}; expected one of: {', '.join(METHOD_NAMES)}")
+    spec = get_method_spec(method)
     layout, inner, kept, dropped = _unwrap(obj, source)
-
     looks, evidence = detect_method(inner)
     if looks is not None and looks != method:
         raise UserError(
             f"{source}: this file looks like a {looks} checkpoint (it has {evidence}), not {method}; "
             f"use --method {looks}"
         )
-
-    canonical: dict[str, torch.Tensor] = {}
-    origin: dict[str, str] = {}
-    dropped_keys: dict[str, list[str]] = {}
-    for key, tensor in inner.items():
-        canon, reason = _map_key(method, key)
-        if canon is None:
-            dropped_keys.setdefault(reason, []).append(key)
-        elif canon in canonical:
-            raise UserError(f"{source}: {origin[canon]} and {key} both map to {canon}")
-        else:
-            canonical[canon], origin[canon] = tensor, key
-    dropped += [(", ".join(keys), len(keys), reason) for reason, keys in dropped_keys.items()]
-
+    canonical, origin, dropped_keys = _canonical_keys(spec, inner, source)
     backbone = {k[len("backbone.") :]: v.shape for k, v in canonical.items() if k.startswith("backbone.")}
     if not backbone:
         raise UserError(f"{source}: no backbone tensors found (keys: {_listing(list(inner))})")
     arch = arch or _pick_arch(backbone)
-    heads = _heads_of(method, canonical, heads or DEFAULT_HEADS[method])
+    heads = _heads_of(spec, canonical, heads or dict(spec.heads))
     target = _model_shapes(method, arch, json.dumps(heads, sort_keys=True))
-
-    foreign = [origin[k] for k in canonical if k not in target]
-    if foreign:
-        raise UserError(
-            f"{source}: {len(foreign)} tensor(s) foreign to a {arch} {method} checkpoint: {_listing(foreign)}"
-        )
-    wrong = [
-        f"{origin[k]} {tuple(v.shape)} (expected {tuple(target[k])})"
-        for k, v in canonical.items()
-        if v.shape != target[k]
-    ]
-    if wrong:
-        raise UserError(f"{source}: tensor shapes do not fit a {arch} {method} model: {_listing(wrong)}")
-    missing = [k for k in target if k not in canonical]
-    missing_backbone = [k for k in missing if k.startswith("backbone.")]
-    if missing_backbone:
-        raise UserError(f"{source}: backbone tensors missing for a {arch}: {_listing(missing_backbone)}")
-
+    missing = _missing_heads(canonical, origin, target, arch, method, source)
     epoch = kept.get("epoch")
     report = ConversionReport(
         source=source,
@@ -290,21 +290,8 @@ def convert_state_dict(
         epoch=int(epoch) if isinstance(epoch, int | float) else None,
         heads=heads,
         mapped=[(origin[k], k) for k in target if k in canonical],
-        dropped=dropped,
+        dropped=dropped + dropped_keys,
     )
     if missing:
-        modules = sorted({k.split(".", 1)[0] for k in missing})
-        if not allow_new_heads:
-            raise UserError(
-                f"{source}: no {' or '.join(modules)} for {method} in this file (a backbone-only "
-                "checkpoint?); pass --allow-new-heads to start them from random weights"
-            )
-        fresh = build_model(method, arch, heads).state_dict()
-        for k in missing:
-            canonical[k] = fresh[k]
-        report.new = missing
-        _warn(
-            f"{source}: {', '.join(modules)} freshly initialised with random weights "
-            "(--allow-new-heads); only the backbone comes from the base"
-        )
+        _fill_new_heads(canonical, missing, report, allow_new_heads)
     return {k: canonical[k] for k in target}, report

@@ -35,17 +35,10 @@ from e2mc_cli.io import write_text_atomic
 from e2mc_cli.zoo.registry import OFFICIAL_HOST
 
 MIRROR_ENV = "SSLBOOST_MIRROR"
-CACHE_ENV = "SSLBOOST_CACHE"
 CHUNK = 1 << 20
 TIMEOUT_S = 60.0
 ATTEMPTS = 3  # tries per call; each continues where the previous one stopped
 RETRY_DELAY_S = 1.0
-
-
-def cache_dir() -> Path:
-    """The cache folder: ``$SSLBOOST_CACHE``, default ``~/.cache/sslboost``."""
-    env = os.environ.get(CACHE_ENV)
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "sslboost"
 
 
 def mirror_url(url: str) -> str:

@@ -23,7 +23,7 @@ class BaseSpec:
 
     Exactly one of ``url`` (an official download) and ``builtin`` (a canonical ``.safetensors``
     file shipped in ``e2mc_cli/zoo/weights/``) is set. ``heads`` are the head sizes of the file
-    (``None``: the official sizes of :data:`e2mc_cli.models.DEFAULT_HEADS`); ``sha256`` pins the
+    (``None``: the official sizes of the method spec's ``heads``); ``sha256`` pins the
     file's digest when known (otherwise the digest of the first download is recorded and checked
     on every later use). ``data`` is the dataset a built-in base was pre-trained on (the default
     ``--data`` of the commands that train or evaluate it); ``recipes`` the prefix of its recipe
@@ -83,28 +83,30 @@ def _simsiam(name: str, folder: str, batch: int, top1: float) -> BaseSpec:
     )
 
 
+def _vicreg(name: str, file: str, notes: str) -> BaseSpec:
+    return BaseSpec(
+        name=name,
+        method="vicreg",
+        arch="resnet50",
+        epochs=1000,
+        batch_size=2048,
+        url=f"{OFFICIAL_HOST}/vicreg/{file}",
+        licence=MIT,
+        linear_top1=73.2,
+        notes=notes,
+    )
+
+
 _ENTRIES = [
-    BaseSpec(
-        name="vicreg",
-        method="vicreg",
-        arch="resnet50",
-        epochs=1000,
-        batch_size=2048,
-        url=f"{OFFICIAL_HOST}/vicreg/resnet50_fullckpt.pth",
-        licence=MIT,
-        linear_top1=73.2,
-        notes="full checkpoint: backbone + projector 8192-8192-8192 (+ optimiser state, dropped)",
+    _vicreg(
+        "vicreg",
+        "resnet50_fullckpt.pth",
+        "full checkpoint: backbone + projector 8192-8192-8192 (+ optimiser state, dropped)",
     ),
-    BaseSpec(
-        name="vicreg-backbone",
-        method="vicreg",
-        arch="resnet50",
-        epochs=1000,
-        batch_size=2048,
-        url=f"{OFFICIAL_HOST}/vicreg/resnet50.pth",
-        licence=MIT,
-        linear_top1=73.2,
-        notes="backbone only: needs --allow-new-heads (the projector starts from random weights)",
+    _vicreg(
+        "vicreg-backbone",
+        "resnet50.pth",
+        "backbone only: needs --allow-new-heads (the projector starts from random weights)",
     ),
     _swav("swav800", "swav_800ep_pretrain.pth.tar", 800, 4096, 75.3),
     _swav("swav400", "swav_400ep_pretrain.pth.tar", 400, 4096, 74.6),
