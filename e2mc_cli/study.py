@@ -270,6 +270,7 @@ def train_cell(cfg: StudyConfig, data: str, criterion: str, seed: int, run_dir: 
     the one ``sslboost continue`` picks for this base and criterion)."""
     from rich.console import Console
 
+    from e2mc_cli.export import export_run
     from e2mc_cli.training.loop import STATE_FILE, TrainOptions, run
 
     resume = (run_dir / STATE_FILE).is_file()
@@ -294,6 +295,8 @@ def train_cell(cfg: StudyConfig, data: str, criterion: str, seed: int, run_dir: 
     run_dir.mkdir(parents=True, exist_ok=True)
     with open(run_dir.parent / "train.log", "a") as logf:
         result = run(opts, Console(file=logf, width=160, force_terminal=False))
+    if result.is_main:
+        export_run(run_dir)
     if result.status == "interrupted":
         raise StudyInterrupted(f"training of {run_dir.parent.name} interrupted")
     return result.summary

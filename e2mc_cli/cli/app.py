@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable
+
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -24,6 +27,14 @@ def check_device(device: str) -> None:
     """``--device`` of the training commands: ``auto``, ``cpu`` or ``cuda``, else one error line."""
     if device not in ("auto", "cpu", "cuda"):
         raise UserError(f"--device {device!r}: expected auto, cpu or cuda")
+
+
+def call_with_options(func: Callable, options: dict, **given):
+    """``func(**kwargs)`` where each parameter of ``func`` comes from ``given``, else from the
+    command's ``options`` (its ``locals()``) under the same name; the rest keep their defaults."""
+    names = inspect.signature(func).parameters
+    picked = {k: options[k] for k in names if k in options and k not in given}
+    return func(**picked, **given)
 
 
 class _Group(TyperGroup):
