@@ -1,21 +1,73 @@
-"""Helpers for code that must give the same numbers on 1 process × n samples and k processes × n/k."""
+"""Process-group helpers: joining the group torchrun describes, this process's device, and code that
+must give the same numbers on 1 process × n samples and k processes × n/k."""
 
 from __future__ import annotations
+
+import os
 
 import torch
 import torch.distributed as dist
 
+from e2mc_cli.errors import UserError
+
 
 def is_distributed() -> bool:
+    """Whether a process group of more than one process is running."""
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
 def world_size() -> int:
+    """The number of processes (1 without a process group)."""
     return dist.get_world_size() if is_distributed() else 1
 
 
 def rank() -> int:
+    """This process's rank (0 without a process group)."""
     return dist.get_rank() if is_distributed() else 0
+
+
+def pick_device(device: str) -> torch.device:
+    """``--device auto|cpu|cuda|cuda:N`` as this process's device.
+
+    Under torchrun (``WORLD_SIZE`` > 1) each process uses GPU ``LOCAL_RANK``; in a single process
+    ``cuda:N`` is GPU ``N`` and ``cuda`` GPU 0. The CUDA device is made current.
+    """
+    want_cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+    if not want_cuda:
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise UserError(f"--device {device}: no CUDA device is available")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        index = int(os.environ.get("LOCAL_RANK", "0"))
+    else:
+        index = (torch.device(device).index or 0) if device.startswith("cuda") else 0
+    torch.cuda.set_device(index)
+    return torch.device("cuda", index)
+
+
+def join_process_group(device: torch.device) -> bool:
+    """Join the process group torchrun describes (``WORLD_SIZE`` > 1): NCCL on GPU, gloo on CPU.
+
+    Returns whether this call started the group (the caller then ends it with :func:`leave`).
+    """
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
+        return False
+    if device.type == "cuda":
+        torch.cuda.set_device(device.index)
+    dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return True
+
+
+def leave(started: bool) -> None:
+    """End the process group if :func:`join_process_group` started it."""
+    if started and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def barrier() -> None:
+    """Wait for every process (nothing to wait for without a process group)."""
+    if is_distributed():
+        dist.barrier()
 
 
 def gather_with_grad(x: torch.Tensor) -> torch.Tensor:

@@ -17,6 +17,9 @@ from e2mc_cli.checkpoint import read_metadata, save_checkpoint
 from e2mc_cli.methods import build_model
 from e2mc_cli.training import loop as L
 from e2mc_cli.training import recipe as R
+from e2mc_cli.training.outputs import OUTPUTS, STATE_FILE
+from e2mc_cli.training.plan import TrainOptions
+from e2mc_cli.training.setup import plan_run
 from e2mc_cli.training.state import load_training_state
 
 TINY_HEADS = {
@@ -87,7 +90,7 @@ def test_each_recipe_runs_two_steps(cli, env, tmp_path, path):
     ]
     r = run_cli(cli, env, method, out, *args)
     assert r.exit_code == 0, r.stderr
-    assert {p.name for p in out.iterdir()} == {*L.OUTPUTS}
+    assert {p.name for p in out.iterdir()} == {*OUTPUTS}
     summary = json.loads((out / "summary.json").read_text())
     assert summary["status"] == "max_steps" and summary["steps"] == 2
     assert summary["images_seen"] == 16 and summary["skipped_files"] == 1
@@ -104,7 +107,7 @@ def test_each_recipe_runs_two_steps(cli, env, tmp_path, path):
         assert x["loss"] == pytest.approx(x[f"{method}.loss"] + x[f"{criterion}.loss"], rel=1e-5, abs=1e-6)
         assert {"lr", "img_s", "epoch", "health/entropy", "health/eff_rank", "health/centre_sq"} <= set(x)
     assert summary["final_terms"] == {k: v for k, v in lines[-1].items() if k in summary["final_terms"]}
-    state = load_training_state(out / L.STATE_FILE)
+    state = load_training_state(out / STATE_FILE)
     assert state["step"] == 2 and state["recipe"] == recipe
 
 
@@ -181,21 +184,21 @@ def test_sigint_saves_exits_0_and_resume_is_bitwise_identical(cli, env, tmp_path
     ref = tmp_path / "ref"
     assert run_cli(cli, env, "swav", ref, *args, "--set", "method.queue_length=16").exit_code == 0
 
-    original = L.Trainer.train_step
+    original = L.train_step
 
-    def interrupting(self, views, epoch):
-        terms = original(self, views, epoch)
-        if self.step == 3:  # Ctrl-C arrives during step 3
+    def interrupting(state, plan, views, epoch):
+        record = original(state, plan, views, epoch)
+        if state.step == 3:  # Ctrl-C arrives during step 3
             os.kill(os.getpid(), signal.SIGINT)
-        return terms
+        return record
 
     out = tmp_path / "run"
-    monkeypatch.setattr(L.Trainer, "train_step", interrupting)
+    monkeypatch.setattr(L, "train_step", interrupting)
     r = run_cli(cli, env, "swav", out, *args, "--set", "method.queue_length=16")
-    monkeypatch.setattr(L.Trainer, "train_step", original)
+    monkeypatch.setattr(L, "train_step", original)
     assert r.exit_code == 0, r.stderr
     assert "stopped at step 3" in r.stdout and "--resume" in r.stdout
-    assert load_training_state(out / L.STATE_FILE)["step"] == 3
+    assert load_training_state(out / STATE_FILE)["step"] == 3
     assert json.loads((out / "summary.json").read_text())["status"] == "interrupted"
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler handed back
 
@@ -233,7 +236,7 @@ def test_nonfinite_loss_stops_names_the_term_and_keeps_the_checkpoint(cli, env, 
         and "e2mc.loss = nan" in r.stderr
     )
     assert "vicreg.loss" not in r.stderr
-    state = load_training_state(out / L.STATE_FILE)
+    state = load_training_state(out / STATE_FILE)
     assert state["step"] == 2
     assert all(torch.isfinite(v).all() for v in state["method"].values() if v.is_floating_point())
     assert not (out / "model.safetensors").exists()
@@ -258,3 +261,22 @@ def test_bad_set_value_writes_nothing(cli, tmp_path):
     assert r.exit_code == 2
     assert "optim.schedule 'linear'" in r.stderr and len(r.stderr.strip().splitlines()) == 1
     assert not out.exists()
+
+
+def test_plan_run_writes_nothing_and_a_resumed_plan_reads_the_run_back(cli, env, tmp_path):
+    out = tmp_path / "run"
+    new = TrainOptions(
+        base=str(env["bases"]["vicreg"]), data=str(env["data"]), out=str(out), batch_size=8, image_size=16
+    )
+    plan = plan_run(new, torch.device("cpu"))
+    assert not out.exists()  # planning only reads
+    assert not plan.resuming and plan.base is not None and plan.start_step == 0 and not plan.notes
+    assert (plan.criterion_name, plan.steps_per_epoch, plan.total_steps) == ("e2mc", 2, 20)
+
+    assert run_cli(cli, env, "vicreg", out, "--max-steps", "1").exit_code == 0
+    resumed = plan_run(TrainOptions(out=str(out), resume=True, epochs=3), torch.device("cpu"))
+    assert resumed.resuming and resumed.base is None and resumed.start_step == 1
+    assert resumed.recipe == R.loads((out / "recipe.toml").read_text())
+    assert resumed.notes and resumed.notes[0].startswith("note: resuming with the recipe saved in")
+    for name in ("method_name", "arch", "base_name", "base_epoch", "steps_per_epoch", "total_steps"):
+        assert getattr(resumed, name) == getattr(plan, name), name

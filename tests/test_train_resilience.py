@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_file
 from test_train import SMALL, make_bases, make_data
 
-from e2mc_cli.training import loop as L
+from e2mc_cli.training.outputs import STATE_FILE
 from e2mc_cli.training.state import load_training_state
 
 
@@ -78,13 +78,13 @@ def test_sigkill_then_resume_is_bitwise_identical(cli, env, tmp_path):
     )
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     # checkpoints at steps 2 (epoch end) and 3: killed while writing the second one
-    assert load_training_state(out / L.STATE_FILE)["step"] == 2
+    assert load_training_state(out / STATE_FILE)["step"] == 2
     assert not (out / "model.safetensors").exists()
 
     r = cli("continue", *common, "--out", out, "--resume")
     assert r.exit_code == 0, r.stderr
     assert _equal(ref / "model.safetensors", out / "model.safetensors")
-    state = load_training_state(out / L.STATE_FILE)
+    state = load_training_state(out / STATE_FILE)
     assert state["step"] == 6 and state["method"]["queue"].abs().sum() > 0  # the SwAV queue came back
     s = json.loads((out / "summary.json").read_text())
     assert s["steps"] == 6 and s["images_seen"] == 48
@@ -182,11 +182,11 @@ def test_two_process_swav_resume_gives_each_process_its_own_queue(env, tmp_path)
     _torchrun(script, [*common, "--max-steps", "4", "--out", str(ref)], tmp_path)
     _torchrun(script, [*common, "--max-steps", "2", "--out", str(run)], tmp_path)
 
-    queues = load_training_state(run / L.STATE_FILE)["per_process"]["queue"]
+    queues = load_training_state(run / STATE_FILE)["per_process"]["queue"]
     assert len(queues) == 2 and queues[0].abs().sum() > 0 and not torch.equal(queues[0], queues[1])
 
     _torchrun(script, [*common, "--max-steps", "4", "--out", str(run), "--resume"], tmp_path)
     assert _equal(ref / "model.safetensors", run / "model.safetensors")
-    final_ref = load_training_state(ref / L.STATE_FILE)["per_process"]["queue"]
-    final_run = load_training_state(run / L.STATE_FILE)["per_process"]["queue"]
+    final_ref = load_training_state(ref / STATE_FILE)["per_process"]["queue"]
+    final_run = load_training_state(run / STATE_FILE)["per_process"]["queue"]
     assert all(torch.equal(a, b) for a, b in zip(final_ref, final_run, strict=True))

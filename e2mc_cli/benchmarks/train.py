@@ -40,9 +40,9 @@ from e2mc_cli.methods import (
 from e2mc_cli.methods.base import Method, resolution_groups
 from e2mc_cli.methods.spec import MethodSpec
 from e2mc_cli.models import build_backbone
-from e2mc_cli.training.loop import backward_step, collect_terms, forward_step
 from e2mc_cli.training.optim import build_optimizer
 from e2mc_cli.training.recipe import resolve_recipe
+from e2mc_cli.training.step import backward_step, collect_terms, forward_step
 
 HEADS = ("scaled", "official")
 

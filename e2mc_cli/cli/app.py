@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Callable
+
 import typer
 from rich.console import Console
 from rich.markup import escape
@@ -18,6 +21,14 @@ def fail(message: str) -> typer.Exit:
     """Print ``error: message`` on stderr; return the exit (code 2) for the caller to raise."""
     err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True, emoji=False)
     return typer.Exit(2)
+
+
+def call_with_options(func: Callable, options: dict, **given):
+    """``func(**kwargs)`` where each parameter of ``func`` comes from ``given``, else from the
+    command's ``options`` (its ``locals()``) under the same name; the rest keep their defaults."""
+    names = inspect.signature(func).parameters
+    picked = {k: options[k] for k in names if k in options and k not in given}
+    return func(**picked, **given)
 
 
 class _Group(TyperGroup):

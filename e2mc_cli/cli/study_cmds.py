@@ -135,7 +135,7 @@ def pretrain(
     continued pre-training loop of `sslboost continue` (checkpoints, --resume, metrics).
     """
     from e2mc_cli.pretrain import prepare
-    from e2mc_cli.training.loop import TrainOptions
+    from e2mc_cli.training.plan import TrainOptions
 
     path, init, spec = prepare(recipe)
     out = out or str(Path("runs") / path.stem)

@@ -10,7 +10,7 @@ from rich import box
 from rich.markup import escape
 from rich.table import Table
 
-from e2mc_cli.cli.app import app, bench_app, console, err_console
+from e2mc_cli.cli.app import app, bench_app, call_with_options, console, err_console
 from e2mc_cli.cli.options import device_option
 
 
@@ -78,32 +78,13 @@ def continue_(
     Exit codes: 0 finished (or stopped by --max-steps, SIGINT or SIGTERM after saving);
     1 the loss became non-finite (the last good checkpoint is kept); 2 bad input.
     """
-    from e2mc_cli.training.loop import TrainOptions
+    from e2mc_cli.training.plan import TrainOptions
 
     sets = list(sets or [])
     if checkpoint_every is not None:
         sets.append(f"run.checkpoint_every={checkpoint_every}")
-    opts = TrainOptions(
-        base=base,
-        base_file=base_file,
-        method=method,
-        criterion=criterion,
-        data=data,
-        out=out,
-        recipe_file=recipe,
-        epochs=epochs,
-        batch_size=batch_size,
-        lr=lr,
-        image_size=image_size,
-        sets=sets,
-        max_steps=max_steps,
-        workers=workers,
-        compile=compile_,
-        resume=resume,
-        overwrite=overwrite,
-        device=device,
-        argv=_argv(locals()),
-    )
+    params = locals()
+    opts = call_with_options(TrainOptions, params, recipe_file=recipe, compile=compile_, argv=_argv(params))
     result = run_and_report(opts)
     if result is None:
         return
@@ -116,17 +97,22 @@ def continue_(
 
 
 def run_and_report(opts):
-    """Train ``opts`` and print how it ended; ``None`` when it was interrupted (resume hint printed).
+    """Train ``opts``, export the run folder (backbone, config, model card) and print how it ended;
+    ``None`` when it was interrupted (resume hint printed).
 
     A non-finite loss is one line and exit code 1 (the last good checkpoint is kept).
     """
-    from e2mc_cli.training.loop import NonFiniteLoss, run
+    from e2mc_cli.publish import export_run
+    from e2mc_cli.training.loop import run
+    from e2mc_cli.training.step import NonFiniteLoss
 
     try:
         result = run(opts, console)
     except NonFiniteLoss as exc:
         err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
+    if result.is_main:
+        export_run(result.out)
     s = result.summary
     if result.status == "interrupted":
         console.print(
@@ -275,17 +261,7 @@ def bench_train(
     """Images/s of a full training step vs a bare backbone forward+backward on the same views."""
     from e2mc_cli.benchmarks.train import bench_train as run_bench
 
-    report = run_bench(
-        methods=method,
-        arch=arch,
-        image_size=image_size,
-        batch_size=batch_size,
-        steps=steps,
-        warmup=warmup,
-        criterion=criterion,
-        heads=heads,
-        device=device,
-    )
+    report = call_with_options(run_bench, locals(), methods=method)
     if json_:
         console.print_json(json.dumps(report))
         return

@@ -81,9 +81,10 @@ def view_transform(method: str, image_size: int = 224, **overrides) -> MultiView
 
 def method_config(method: str, options: Mapping[str, object], views: Mapping[str, object]) -> dict:
     """A recipe's ``[method]`` options completed by the ``[views]`` keys the method also takes
-    (SwAV's ``nmb_crops``); where both sections set one, they must agree."""
+    (its spec's ``shared_view_options``: SwAV's ``nmb_crops``); where both sections set one, they
+    must agree."""
     config = dict(options)
-    for key in sorted(set(method_options(method)) & set(views)):
+    for key in sorted(set(get_method_spec(method).shared_view_options) & set(views)):
         given = config.setdefault(key, views[key])
         if _plain(given) != _plain(views[key]):
             raise UserError(f"recipe method.{key} and views.{key} differ")

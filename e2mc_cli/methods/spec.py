@@ -46,7 +46,8 @@ class MethodSpec:
       to a backbone of ``width`` features (``sslboost bench train``).
     - ``view_builder(image_size, **view_options)``: one pipeline per view, full-resolution views
       first (:mod:`e2mc_cli.data.augment`); ``view_options``: its defaults (lengths at 224 px), the
-      keys a recipe's ``[views]`` section may set besides ``image_size``.
+      keys a recipe's ``[views]`` section may set besides ``image_size``; ``shared_view_options``:
+      those of them the method's forward pass takes too (SwAV's ``nmb_crops``).
     - ``backbone_calls``: how the method batches the backbone, ``"view"`` (one call per view, so
       batch norm sees each view alone) or ``"resolution"`` (one call per crop size).
     - ``official_keys``: ``(official prefix, canonical prefix)`` pairs, first match wins, mapping
@@ -76,6 +77,7 @@ class MethodSpec:
     backbone_calls: str = "view"
     official_keys: tuple[tuple[str, str], ...] = field(default=())
     official_dropped: tuple[tuple[str, str], ...] = field(default=())
+    shared_view_options: tuple[str, ...] = ()
 
     @property
     def name(self) -> str:

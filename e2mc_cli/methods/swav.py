@@ -205,6 +205,7 @@ SPEC = MethodSpec(
     licence_name="CC-BY-NC 4.0",
     recipes="swav",
     backbone_calls="resolution",
+    shared_view_options=("nmb_crops",),
     # A bare DDP state dict (or {epoch, state_dict, optimizer[, amp]}): module.<torchvision
     # backbone names>, module.projection_head.{0,1,3}.*, module.prototypes.weight.
     official_keys=(("projection_head.", "projector."), ("prototypes.", "prototypes.")),

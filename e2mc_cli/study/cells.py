@@ -23,8 +23,11 @@ from e2mc_cli.evaluate.protocols import PROTOCOL_VERSION, protocol_version_of
 from e2mc_cli.evaluate.records import EvalRecord
 from e2mc_cli.evaluate.run import EvalRequest, run_eval
 from e2mc_cli.io import write_json_atomic
+from e2mc_cli.publish import export_run
 from e2mc_cli.study.config import StudyConfig, sets_for
-from e2mc_cli.training.loop import STATE_FILE, TrainOptions, run
+from e2mc_cli.training.loop import run
+from e2mc_cli.training.outputs import STATE_FILE
+from e2mc_cli.training.plan import TrainOptions
 from e2mc_cli.zoo import resolve_base
 
 RESULT_FILE = "result.json"
@@ -196,6 +199,8 @@ def train_cell(cfg: StudyConfig, data: str, criterion: str, seed: int, run_dir: 
     run_dir.mkdir(parents=True, exist_ok=True)
     with open(run_dir.parent / "train.log", "a") as logf:
         result = run(opts, Console(file=logf, width=160, force_terminal=False))
+    if result.is_main:
+        export_run(run_dir)
     if result.status == "interrupted":
         raise StudyInterrupted(f"training of {run_dir.parent.name} interrupted")
     return result.summary

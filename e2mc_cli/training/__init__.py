@@ -1,12 +1,20 @@
-"""Continued pre-training: recipes, optimisers, the training loop, its state and its progress display.
+"""Continued pre-training: recipes, run setup, state, the step, the loop, outputs and progress.
 
 - :mod:`~e2mc_cli.training.recipe`: load, resolve, override and write the TOML recipes;
+- :mod:`~e2mc_cli.training.plan`: :class:`TrainOptions` (what the command asks) and
+  :class:`RunPlan` (the resolved run);
+- :mod:`~e2mc_cli.training.setup`: :func:`plan_run`, the pure step from options to plan;
+- :mod:`~e2mc_cli.training.state`: what a run changes (:class:`TrainState`) and the training state
+  file behind ``--resume``;
+- :mod:`~e2mc_cli.training.step`: one optimiser step (forward, criterion, backward, update);
+- :mod:`~e2mc_cli.training.loop`: ``sslboost continue`` itself (loader, steps, logging,
+  checkpoints, signals);
+- :mod:`~e2mc_cli.training.outputs`: the run folder's files (recipe, metrics, final checkpoint,
+  summary);
 - :mod:`~e2mc_cli.training.optim`: LARS (VICReg), LARC around SGD (SwAV), SGD with a fixed-lr
   group (SimSiam), warm-up + cosine or constant schedules;
 - :mod:`~e2mc_cli.training.data`: seeded batches and seeded augmentations (resumable bit for bit);
 - :mod:`~e2mc_cli.training.syncbn`: batch norm over the global batch for distributed CPU runs;
-- :mod:`~e2mc_cli.training.state`: the training state behind ``--resume``;
-- :mod:`~e2mc_cli.training.loop`: ``sslboost continue`` itself;
 - :mod:`~e2mc_cli.training.progress`: rich progress bar or plain log lines.
 
 Import the submodules directly (``from e2mc_cli.training.loop import run``).

@@ -34,8 +34,10 @@ from pathlib import Path
 import tomli_w
 
 import e2mc_cli
+from e2mc_cli.criteria import CRITERIA, criterion_defaults
 from e2mc_cli.errors import UserError, did_you_mean, unknown_choice
 from e2mc_cli.training.optim import OPTIMIZERS, SCHEDULES, base_lr
+from e2mc_cli.zoo import BASES
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -122,14 +124,11 @@ def list_recipes() -> list[dict]:
 
 
 def _criterion_defaults(name: str) -> dict:
-    from e2mc_cli.criteria import criterion_defaults
-
     return {k: v for k, v in criterion_defaults(name).items() if k != "space"}
 
 
-def _check_criterion(name: str) -> None:
-    from e2mc_cli.criteria import CRITERIA
-
+def check_criterion(name: str) -> None:
+    """A known criterion name, else one :class:`UserError` with the closest name and the valid ones."""
     if name not in CRITERIA:
         raise unknown_choice("criterion", name, CRITERIA)
 
@@ -143,7 +142,7 @@ def _toml_safe(value):
 
 def base_recipe(method: str, criterion: str) -> dict:
     """The recipe for ``(method, criterion)`` before any command-line override."""
-    _check_criterion(criterion)
+    check_criterion(criterion)
     path = RECIPES_DIR / f"{method}-{criterion}.toml"
     if path.is_file():
         return load_toml(path)
@@ -167,13 +166,11 @@ def base_recipe_file(base: str | None, criterion: str) -> tuple[str | None, list
     e.g. the built-in ``fmnist-*`` bases): ``recipes/<prefix>-<criterion>.toml``, else
     ``<prefix>-continued.toml`` with ``criterion.name=<criterion>`` (the criterion's defaults).
     ``(None, [])`` for every other base: the recipe is chosen by method."""
-    from e2mc_cli.zoo import BASES
-
     spec = BASES.get(base) if base else None
     prefix = getattr(spec, "recipes", None)
     if not prefix:
         return None, []
-    _check_criterion(criterion)
+    check_criterion(criterion)
     own = RECIPES_DIR / f"{prefix}-{criterion}.toml"
     if own.is_file():
         return str(own), []
@@ -242,7 +239,7 @@ def apply_set(recipe: dict, assignment: str) -> None:
         )
     value = parse_value(text.strip())
     if section == "criterion" and key == "name":
-        _check_criterion(str(value))
+        check_criterion(str(value))
         if value != recipe.get("criterion", {}).get("name"):
             recipe["criterion"] = {"name": value, **_criterion_defaults(str(value))}
             return
@@ -345,7 +342,7 @@ def resolve_recipe(
         crit = recipe.get("criterion", {}).get("name")
         if crit is None:
             raise UserError(f"{recipe_file}: the recipe has no [criterion] name")
-        _check_criterion(crit)
+        check_criterion(crit)
         rmethod = recipe.get("recipe", {}).get("method", method)
         if rmethod != method:
             raise UserError(f"{recipe_file}: a recipe for {rmethod}, but the base is a {method} model")

@@ -1,24 +1,40 @@
-"""Training state: everything a run needs to continue exactly where it stopped.
+"""Training state: what a run changes as it trains, and the file that lets it continue exactly.
 
-``checkpoints/last.pt`` (``torch.save``, written to a temporary name and renamed) holds the
-method's state dict (the model and, for SwAV, the queue), the criterion's (running statistics),
-the optimiser's (momentum buffers), the position (optimiser step, epoch, batch within the epoch),
-the random-number generators of torch (CPU and CUDA), numpy and Python, the set of skipped files,
-the health monitor's state, the resolved recipe and the model's description (method, arch, heads,
-base), so that ``--resume`` needs nothing but the run folder.
+:class:`TrainState` holds the method (model and, for SwAV, the queue), the criterion (running
+statistics), the optimiser (momentum buffers), the position (optimiser steps done), the health
+monitor, the set of skipped files and the last loss terms; :func:`build_state` makes it from a
+:class:`~e2mc_cli.training.plan.RunPlan` (from the base, or from the saved state when resuming).
+
+``checkpoints/last.pt`` (``torch.save``, written to a temporary name and renamed) holds all of it
+plus the epoch and batch within the epoch, the random-number generators of torch (CPU and CUDA),
+numpy and Python, each process's own buffers (SwAV's queue), the resolved recipe and the model's
+description (method, arch, heads, base), so that ``--resume`` needs nothing but the run folder.
 """
 
 from __future__ import annotations
 
 import os
 import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
 
+from e2mc_cli import distributed as D
+from e2mc_cli.criteria import Criterion, build_criterion
 from e2mc_cli.errors import UserError
 from e2mc_cli.io import atomic_path
+from e2mc_cli.methods import Method, build_method, build_model
+from e2mc_cli.models import SSLModel
+from e2mc_cli.training.health import HealthMonitor
+from e2mc_cli.training.optim import build_optimizer
+from e2mc_cli.training.plan import RunPlan
+from e2mc_cli.training.syncbn import convert_sync_batchnorm
 
 STATE_VERSION = 1
 
@@ -39,6 +55,7 @@ def rng_state() -> dict:
 
 
 def set_rng_state(state: dict) -> None:
+    """Put back the generators :func:`rng_state` recorded."""
     torch.set_rng_state(state["torch"])
     if state.get("cuda") and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -65,4 +82,144 @@ def load_training_state(path: str | os.PathLike) -> dict:
         raise UserError(f"{p}: unreadable training state ({type(exc).__name__}: {exc})") from None
     if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
         raise UserError(f"{p}: not a training state of this version of sslboost")
+    return state
+
+
+# -- buffers each process keeps for itself ---------------------------------------------------------
+
+
+def per_process_buffers(method: Method) -> list[str]:
+    """Buffers each process keeps for itself (SwAV's queue), which DDP does not synchronise."""
+    return list(getattr(method, "_ddp_params_and_buffers_to_ignore", []))
+
+
+def gather_per_process(method: Method, world: int) -> dict[str, list[torch.Tensor]]:
+    """Every process's copy of its own buffers (a collective: all processes call it)."""
+    if not D.is_distributed():
+        return {}
+    out = {}
+    for name in per_process_buffers(method):
+        local = getattr(method, name).contiguous()
+        copies = [torch.empty_like(local) for _ in range(world)]
+        dist.all_gather(copies, local)
+        out[name] = [c.cpu() for c in copies]
+    return out
+
+
+def restore_per_process(
+    method: Method, copies: dict[str, list[torch.Tensor]], rank: int, world: int, say: Callable[[str], None]
+) -> None:
+    """Give each process back its own buffers; a different process count keeps rank 0's."""
+    for name, tensors in copies.items():
+        if len(tensors) != world:
+            say(
+                f"[yellow]warning:[/] the run was saved with {len(tensors)} processes and resumes "
+                f"with {world}: every process starts from process 0's {name}"
+            )
+            continue
+        getattr(method, name).copy_(tensors[rank].to(getattr(method, name).device))
+
+
+# -- the state of a run ----------------------------------------------------------------------------
+
+
+@dataclass
+class TrainState:
+    """What changes while a run trains (``module`` is the method or its DDP wrapper)."""
+
+    method: Method
+    criterion: Criterion
+    optimizer: torch.optim.Optimizer
+    health: HealthMonitor
+    module: nn.Module
+    model_info: dict  # method, arch, heads, base, base_epoch
+    step: int = 0  # optimiser steps done
+    wall_before: float = 0.0  # training seconds of the earlier invocations of a resumed run
+    failed_indices: set[int] = field(default_factory=set)
+    last_terms: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def model(self) -> SSLModel:
+        return self.method.model
+
+    def payload(self, plan: RunPlan, wall: float, per_process: dict) -> dict:
+        """The contents of ``checkpoints/last.pt`` (without version and RNG states)."""
+        return {
+            "step": self.step,
+            "epoch": self.step // plan.steps_per_epoch,
+            "batch_in_epoch": self.step % plan.steps_per_epoch,
+            "method": self.method.state_dict(),
+            "criterion": self.criterion.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "recipe": plan.recipe,
+            "model_info": self.model_info,
+            "data": str(plan.data),
+            "n_items": len(plan.dataset),
+            "wall_time": wall,
+            "failed_indices": sorted(self.failed_indices),
+            "last_terms": self.last_terms,
+            "health": self.health.state_dict(),
+            "per_process": per_process,
+        }
+
+    def save(self, path: Path, plan: RunPlan, wall: float) -> None:
+        """Write the state (rank 0) after gathering every process's own buffers (all processes call it)."""
+        per_process = gather_per_process(self.method, plan.world)
+        if plan.is_main:
+            save_training_state(path, self.payload(plan, wall, per_process))
+
+    def restore(self, saved: dict, plan: RunPlan, say: Callable[[str], None]) -> None:
+        """Continue from a state :meth:`save` wrote (the random generators included)."""
+        self.method.load_state_dict(saved["method"])
+        restore_per_process(self.method, saved.get("per_process", {}), plan.rank, plan.world, say)
+        self.criterion.load_state_dict(saved["criterion"])
+        self.optimizer.load_state_dict(saved["optimizer"])
+        self.step = int(saved["step"])
+        self.wall_before = float(saved.get("wall_time", 0.0))
+        self.failed_indices = set(saved.get("failed_indices", []))
+        self.last_terms = dict(saved.get("last_terms", {}))
+        self.health.load_state_dict(saved.get("health", {}))
+        set_rng_state(saved["rng"])
+
+
+def _param_groups(method: Method, criterion: Criterion) -> list[dict]:
+    """The method's parameter groups, plus one for a criterion with trainable parameters."""
+    groups = method.param_groups()
+    crit_params = [p for p in criterion.parameters() if p.requires_grad]
+    if crit_params:
+        groups.append({"name": "criterion", "params": crit_params, "fix_lr": False})
+    return groups
+
+
+def build_state(plan: RunPlan, say: Callable[[str], None]) -> TrainState:
+    """Model, method, criterion, optimiser and health monitor of ``plan`` on its device, from the
+    base of a new run or the saved state of a resumed one; ``say`` prints the warnings (rank 0)."""
+    if plan.base is not None:
+        model = plan.base.build_model()
+    else:
+        model = build_model(plan.method_name, plan.arch, plan.heads)
+    info = {"method": model.method, "arch": model.arch, "heads": model.heads}
+    method = build_method(plan.method_name, model, **plan.method_options)
+    criterion = build_criterion(plan.criterion_name, space=method.space, **plan.criterion_options)
+    if plan.world > 1:
+        method = convert_sync_batchnorm(method, plan.device.type)
+    method.to(plan.device)
+    criterion.to(plan.device)
+    if plan.cuda:
+        method.to(memory_format=torch.channels_last)
+    state = TrainState(
+        method=method,
+        criterion=criterion,
+        optimizer=build_optimizer(_param_groups(method, criterion), plan.recipe["optim"], plan.batch_size),
+        health=HealthMonitor(method.space, warn=lambda m: say(f"[yellow]warning:[/] {m}")),
+        module=method,
+        model_info={**info, "base": plan.base_name, "base_epoch": plan.base_epoch},
+    )
+    if plan.saved is not None:
+        state.restore(plan.saved, plan, say)
+    if plan.compile:
+        state.model.backbone.compile()
+        state.model.projector.compile()
+    if plan.world > 1:
+        state.module = DistributedDataParallel(method, device_ids=[plan.device.index] if plan.cuda else None)
     return state

@@ -1,0 +1,135 @@
+"""The files of a run folder that training writes, and only rank 0 writes them.
+
+``recipe.toml`` (the resolved recipe), ``metrics.jsonl`` (one JSON line per logging step),
+``checkpoints/last.pt`` (the training state, :mod:`e2mc_cli.training.state`), and at the end
+``model.safetensors`` (the canonical checkpoint) and ``summary.json`` (how the run ended). A new
+run into an existing folder (``--overwrite``) first removes these and the exported files; every
+start removes the temporary files a killed process left behind.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import shutil
+from pathlib import Path
+
+from e2mc_cli.checkpoint import save_checkpoint
+from e2mc_cli.io import write_json_atomic, write_text_atomic
+from e2mc_cli.publish import EXPORT_FILES
+from e2mc_cli.training import recipe as R
+from e2mc_cli.training.plan import RunPlan
+from e2mc_cli.training.state import TrainState
+
+MODEL_FILE = "model.safetensors"
+RECIPE_FILE = "recipe.toml"
+METRICS_FILE = "metrics.jsonl"
+SUMMARY_FILE = "summary.json"
+STATE_FILE = Path("checkpoints") / "last.pt"
+OUTPUTS = (MODEL_FILE, RECIPE_FILE, METRICS_FILE, SUMMARY_FILE, "checkpoints", *EXPORT_FILES)
+
+
+def resume_command(argv: list[str]) -> str:
+    """The command that continues a run started by ``sslboost ARGV`` (``--resume``, no ``--overwrite``)."""
+    args = [a for a in argv if a != "--overwrite"]
+    if "--resume" not in args:
+        args.append("--resume")
+    return shlex.join(["sslboost", *args])
+
+
+def epoch_text(value: float) -> str:
+    """An epoch count as the checkpoint metadata writes it: ``101``, ``101.5``."""
+    value = round(value, 4)
+    return str(int(value)) if value == int(value) else str(value)
+
+
+def clear_outputs(out: Path) -> None:
+    """Remove what an earlier run wrote into ``out`` (``--overwrite``); other files stay."""
+    for name in OUTPUTS:
+        p = out / name
+        if p.is_dir():
+            shutil.rmtree(p)
+        elif p.exists():
+            p.unlink()
+
+
+def remove_temporaries(out: Path) -> None:
+    """Temporary files a killed process left behind (``.<name>.<random>.tmp``; never final files)."""
+    for folder in (out, out / "checkpoints"):
+        for p in folder.glob(".*.tmp"):
+            p.unlink(missing_ok=True)
+
+
+def trim_metrics(path: Path, step: int) -> None:
+    """Keep only the metric lines up to ``step`` (a killed run may have logged more); create the file."""
+    if not path.exists():
+        write_text_atomic(path, "")
+        return
+    kept = []
+    for line in path.read_text().splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if int(rec.get("step", 0)) <= step:
+            kept.append(json.dumps(rec))
+    write_text_atomic(path, "".join(k + "\n" for k in kept))
+
+
+def prepare_folder(plan: RunPlan) -> None:
+    """The run folder before the first step: created (and cleared) for a new run, temporaries removed,
+    the recipe written, the metrics trimmed to the starting step."""
+    if not plan.resuming:
+        plan.out.mkdir(parents=True, exist_ok=True)
+        clear_outputs(plan.out)
+    remove_temporaries(plan.out)
+    write_text_atomic(plan.out / RECIPE_FILE, R.dumps(plan.recipe))
+    trim_metrics(plan.out / METRICS_FILE, plan.start_step)
+
+
+def append_metrics(out: Path, record: dict) -> None:
+    """One line of ``metrics.jsonl``, flushed at once."""
+    with open(out / METRICS_FILE, "a") as f:
+        f.write(json.dumps(record) + "\n")
+        f.flush()
+
+
+def run_summary(plan: RunPlan, state: TrainState, status: str, wall: float) -> dict:
+    """``summary.json``: how the run ended, its size and speed, and the last loss terms."""
+    images = state.step * plan.batch_size
+    epochs_done = state.step / plan.steps_per_epoch
+    return {
+        "status": status,
+        "base": plan.base_name,
+        "method": plan.method_name,
+        "criterion": plan.criterion_name,
+        "steps": state.step,
+        "epochs_trained": round(epochs_done, 6),
+        "epoch": float(epoch_text(plan.base_epoch + epochs_done)),
+        "images_seen": images,
+        "skipped_files": int(getattr(plan.dataset, "skipped", 0)) + len(state.failed_indices),
+        "wall_time_s": round(wall, 3),
+        "images_per_s": round(images / wall, 3) if wall > 0 else None,
+        "batch_size": plan.batch_size,
+        "world_size": plan.world,
+        "device": str(plan.device),
+        "final_terms": state.last_terms,
+    }
+
+
+def write_final(plan: RunPlan, state: TrainState, status: str, wall: float) -> dict:
+    """``model.safetensors`` and ``summary.json`` for the current step (rank 0); the summary."""
+    summary = run_summary(plan, state, status, wall)
+    if plan.is_main:
+        save_checkpoint(
+            plan.out / MODEL_FILE,
+            state.model,
+            base=plan.base_name,
+            criterion=plan.criterion_name,
+            epoch=epoch_text(plan.base_epoch + state.step / plan.steps_per_epoch),
+            recipe=plan.recipe,
+            command=plan.command,
+            steps=str(state.step),
+        )
+        write_json_atomic(plan.out / SUMMARY_FILE, summary)
+    return summary

@@ -1,0 +1,103 @@
+"""The two records a training run starts from: what the command asked for (:class:`TrainOptions`)
+and what the run is once everything is resolved (:class:`RunPlan`, made by
+:func:`e2mc_cli.training.setup.plan_run`)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch.utils.data import Dataset
+
+from e2mc_cli.checkpoint import Checkpoint
+
+
+@dataclass
+class TrainOptions:
+    """What ``sslboost continue`` passes to :func:`e2mc_cli.training.loop.run` (``None``: from the
+    recipe / default)."""
+
+    base: str | None = None
+    base_file: str | None = None
+    method: str | None = None
+    criterion: str | None = None  # None: "e2mc" for a new run, the saved one on --resume
+    data: str | None = None
+    out: str | None = None
+    recipe_file: str | None = None
+    epochs: int | None = None
+    batch_size: int | None = None
+    lr: float | None = None
+    image_size: int | None = None
+    sets: list[str] = field(default_factory=list)
+    max_steps: int | None = None
+    workers: int | None = None  # None: default_workers(), the CPU cores up to 4
+    compile: bool = False
+    resume: bool = False
+    overwrite: bool = False
+    device: str = "auto"
+    argv: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class RunPlan:
+    """One run, resolved before anything is built or written.
+
+    A new run and a resumed one differ only in these values: a new run has ``base`` (the weights
+    it starts from) and ``start_step`` 0; a resumed one has ``saved`` (the training state it
+    continues from, :mod:`e2mc_cli.training.state`) and the step it stopped at. The forward pass
+    runs in bf16 autocast with channels_last on CUDA, in float32 elsewhere (``device``).
+    """
+
+    out: Path  # the run folder
+    recipe: dict  # the resolved recipe (saved as recipe.toml and in the checkpoint metadata)
+    method_name: str
+    arch: str
+    heads: dict
+    base: Checkpoint | None  # the base checkpoint of a new run; None when resuming
+    base_name: str  # the base as given (--base, or the --base-file path)
+    base_epoch: float  # the base's pre-training epochs (from its metadata)
+    saved: dict | None  # the training state a resumed run continues from; None for a new run
+    start_step: int
+    data: str  # the --data spec
+    dataset: Dataset
+    device: torch.device
+    rank: int
+    world: int
+    batch_size: int  # global, over all processes
+    steps_per_epoch: int
+    total_steps: int  # of the recipe's epochs
+    end_step: int  # where this invocation stops (total_steps, or --max-steps)
+    warmup_steps: int
+    schedule: str
+    final_lr_ratio: float
+    log_every: int
+    checkpoint_every: int
+    epochs_shown: int  # the recipe's epochs, rounded up (the progress display counts them)
+    seed: int
+    workers: int  # data-loading processes per training process
+    transform: Callable  # the method's view transform
+    method_options: dict
+    criterion_options: dict
+    compile: bool
+    command: str  # the command line recorded in the checkpoint metadata
+    resume_command: str  # the command that continues this run
+    notes: tuple[str, ...] = ()  # what the run prints before it starts
+
+    @property
+    def resuming(self) -> bool:
+        return self.saved is not None
+
+    @property
+    def criterion_name(self) -> str:
+        return self.recipe["criterion"]["name"]
+
+    @property
+    def is_main(self) -> bool:
+        """Whether this process writes the files (rank 0)."""
+        return self.rank == 0
+
+    @property
+    def cuda(self) -> bool:
+        return self.device.type == "cuda"
