@@ -24,6 +24,21 @@ def _deterministic(monkeypatch, tmp_path_factory):
 
 
 @pytest.fixture
+def no_fmnist(monkeypatch, tmp_path):
+    """Fashion-MNIST nowhere: no Debian folder (``no-debian``), no copy inside the package
+    (``no-embedded``), ``$SSLBOOST_DATA`` unset and a download that fails (``network unreachable``)."""
+    from e2mc_cli.data import fmnist
+
+    def offline(root):
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr(fmnist, "SYSTEM_DIR", tmp_path / "no-debian")
+    monkeypatch.setattr(fmnist, "EMBEDDED_DIR", tmp_path / "no-embedded")
+    monkeypatch.setattr(fmnist, "_torchvision_download", offline)
+    monkeypatch.delenv("SSLBOOST_DATA", raising=False)
+
+
+@pytest.fixture
 def cli():
     """``cli("bases", "--json")`` runs the app in-process and returns click's Result
     (``exit_code``, ``stdout``, ``stderr``)."""

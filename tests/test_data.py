@@ -143,14 +143,7 @@ def test_fmnist_search_order(tmp_path, monkeypatch):
     assert fmnist.locate(None) == env  # $SSLBOOST_DATA/fashion-mnist
 
 
-def test_fmnist_not_found_lists_the_places_tried(tmp_path, monkeypatch):
-    def offline(root):
-        raise OSError("network unreachable")
-
-    monkeypatch.setattr(fmnist, "SYSTEM_DIR", tmp_path / "no-debian")
-    monkeypatch.setattr(fmnist, "EMBEDDED_DIR", tmp_path / "no-embedded")
-    monkeypatch.setattr(fmnist, "_torchvision_download", offline)
-    monkeypatch.delenv("SSLBOOST_DATA", raising=False)
+def test_fmnist_not_found_lists_the_places_tried(tmp_path, no_fmnist):
     with pytest.raises(UserError) as err:
         resolve_dataset("fmnist:" + str(tmp_path / "given"), "train")
     msg = str(err.value)

@@ -128,7 +128,7 @@ def test_logdet_per_dim_exact(n, d, k):
     assert D.logdet_per_dim(x, ridge=r) == pytest.approx(expected, abs=1e-9)
 
 
-# ------------------------------------------------------------------------ paper 004 centre
+# ---------------------------------------------------- centre vector (Jha et al., arXiv 2402.14957)
 
 
 def test_stability_stats_hand_cases():
@@ -162,7 +162,7 @@ def test_centre_sq_collapsed_vs_random():
     assert st["residual_sq"] == pytest.approx(st["aug_mean_sq"], abs=0.005)
 
 
-# ------------------------------------------------------------------ paper 002 Fig. 3 overlap
+# ------------------------------------ neighbour overlap (the E2MC paper, arXiv 2411.15931, Fig. 3)
 
 
 def test_ordinal():
@@ -205,7 +205,7 @@ def test_neighbour_distances_on_the_square():
 
 
 def test_neighbour_overlap_clustered_exceeds_uniform():
-    """Paper 002 Fig. 3: the lower-entropy embedding has the larger overlap. Uniform points on S²
+    """Fig. 3 of the E2MC paper: the lower-entropy embedding has the larger overlap. Uniform points on S²
     have one density everywhere, so the 1st-neighbour distances (≈ 0.04) and the 100th (≈ 0.45)
     are both narrow and apart; clusters of spreads 0.01 … 0.3 make the 100th neighbour inside a
     tight cluster nearer than the 1st neighbour inside a loose one."""

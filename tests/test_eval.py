@@ -256,16 +256,7 @@ def test_eval_bad_input_is_one_line_exit_2(cli, tmp_path, weights, extra, messag
     assert not (out / "eval.json").exists()
 
 
-def test_eval_missing_fmnist_is_one_line(cli, tmp_path, weights, monkeypatch):
-    from e2mc_cli.data import fmnist
-
-    def offline(root):
-        raise OSError("network unreachable")
-
-    monkeypatch.setattr(fmnist, "SYSTEM_DIR", tmp_path / "no-debian")
-    monkeypatch.setattr(fmnist, "EMBEDDED_DIR", tmp_path / "no-embedded")
-    monkeypatch.setattr(fmnist, "_torchvision_download", offline)
-    monkeypatch.delenv("SSLBOOST_DATA", raising=False)
+def test_eval_missing_fmnist_is_one_line(cli, tmp_path, weights, no_fmnist):
     r = cli("eval", "--weights", weights, "--data", "fmnist", "--out", tmp_path / "o")
     assert r.exit_code == 2 and "Fashion-MNIST not found" in r.stderr and r.stderr.count("\n") == 1
 

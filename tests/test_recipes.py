@@ -10,7 +10,8 @@ import pytest
 from e2mc_cli.errors import UserError
 from e2mc_cli.training import recipe as R
 
-# Paper 002, Appendix B.1 (CRITERIA.md §1): (criterion coefficients, optimiser, lr, batch, epochs).
+# Appendix B.1 of the E2MC paper (arXiv 2411.15931; CRITERIA.md §1):
+# (criterion coefficients, optimiser, lr, batch, epochs).
 PAPER = {
     "vicreg-e2mc": ({"name": "e2mc", "beta": 1000.0, "gamma": 100.0}, "lars", 0.003),
     "swav-e2mc": ({"name": "e2mc", "beta": 1.0, "gamma": 25.0}, "sgd-larc", 0.001),

@@ -12,7 +12,7 @@ from rich import box
 from rich.markup import escape
 from rich.table import Table
 
-from e2mc_cli.cli.app import app, bench_app, console, err_console
+from e2mc_cli.cli.app import app, bench_app, call_with_options, console, err_console
 from e2mc_cli.cli.options import device_option
 from e2mc_cli.errors import UserError
 from e2mc_cli.io import write_json_atomic
@@ -117,17 +117,10 @@ def eval_cmd(
 
         ckpt, source = resolve_base(base), str(base)
     out_dir = out or _default_out(weights, base, protocol, mode, labels, holdout)
-    req = EvalRequest(
-        data=data,
-        protocol=protocol,
-        labels=labels,
-        seeds=seeds,
-        mode=mode,
-        image_size=image_size,
+    req = call_with_options(
+        EvalRequest,
+        locals(),
         subset_file=str(subset_file) if subset_file is not None else None,
-        device=device,
-        workers=workers,
-        holdout=holdout,
         overrides={
             "lr": lr,
             "head_lr": head_lr,

@@ -8,7 +8,7 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from e2mc_cli.cli.app import app, console, err_console
+from e2mc_cli.cli.app import app, call_with_options, console, err_console
 from e2mc_cli.cli.options import device_option, resolve_device
 from e2mc_cli.errors import UserError
 
@@ -93,20 +93,8 @@ def inspect(
         bar.update(tasks[label], completed=done)
 
     try:
-        report = run_inspect(
-            weights,
-            data,
-            split=split,
-            image_size=image_size,
-            max_samples=max_samples,
-            batch_size=batch_size,
-            device=dev,
-            num_workers=workers,
-            seed=seed,
-            k=neighbours,
-            out_dir=out,
-            progress=progress,
-        )
+        given = {"device": dev, "num_workers": workers, "k": neighbours, "out_dir": out, "progress": progress}
+        report = call_with_options(run_inspect, locals(), **given)
     finally:
         if tasks:
             bar.stop()

@@ -296,7 +296,8 @@ def run_inspect(
 
     Returns the JSON-ready report (``models`` in the order given, each with ``label`` and the
     statistics of its ``backbone`` and ``projector`` embeddings; see :func:`embedding_stats`).
-    With ``out_dir``, writes ``inspect.json``, ``neighbours.png`` (paper 002 Fig. 3),
+    With ``out_dir``, writes ``inspect.json``, ``neighbours.png`` (Fig. 3 of the E2MC paper,
+    Chakraborty et al., AISTATS 2025, https://arxiv.org/abs/2411.15931),
     ``scatter.png`` (Fig. 2 c/d: the same random dimension pairs of the squashed projector output
     for every model, points coloured by class) and ``spectrum.png``, each atomically.
     """

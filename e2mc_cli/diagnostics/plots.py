@@ -1,5 +1,6 @@
-"""The figures of ``sslboost inspect``: neighbour-distance histograms (paper 002 Fig. 3), pair
-scatters of the squashed embedding (Fig. 2 c/d) and singular-value spectra.
+"""The figures of ``sslboost inspect``: neighbour-distance histograms (Fig. 3 of the E2MC paper,
+Chakraborty et al., AISTATS 2025, https://arxiv.org/abs/2411.15931), pair scatters of the
+squashed embedding (Fig. 2 c/d) and singular-value spectra.
 
 Each figure is drawn on its own Agg canvas (no pyplot global state) and written atomically as PNG.
 """
@@ -42,7 +43,7 @@ def plot_neighbour_histograms(
     bins: int = HIST_BINS,
 ) -> None:
     """One row per model, one column per embedding level: histograms of the distance to the 1st
-    (blue) and k-th (orange) neighbour (paper 002 Fig. 3), overlap in the title.
+    (blue) and k-th (orange) neighbour (the E2MC paper Fig. 3), overlap in the title.
 
     ``panels`` = ``[(model label, [(level name, embedding_stats dict), ...]), ...]``.
     """
@@ -70,7 +71,7 @@ def plot_pair_scatter(
     path: str | os.PathLike,
 ) -> None:
     """One row per model, one column per dimension pair: the 2-D marginal of the squashed embedding
-    over that pair (paper 002 Fig. 2 c/d). Points are coloured by class label, identically in
+    over that pair (the E2MC paper Fig. 2 c/d). Points are coloured by class label, identically in
     every row (same images, same order)."""
     fig, axes = _figure(len(models), len(pairs), 3.0, 3.0)
     labels = np.asarray(labels)

@@ -5,12 +5,16 @@ Every statistic is a small pure function of an embedding tensor ``z`` (n samples
 computed without gradient in float64 on ``z``'s device. Three views of the same embedding are used,
 each where the papers measure it:
 
-- the *squashed* embedding ``ž = Ψ(z)`` in the unit cube (E2MC's map, paper 002 §3.2: sigmoid for
+- the *squashed* embedding ``ž = Ψ(z)`` in the unit cube (E2MC's map, §3.2 of the E2MC paper,
+  Chakraborty et al., AISTATS 2025, https://arxiv.org/abs/2411.15931: sigmoid for
   the hypercube methods, the Gaussian CDF for the hypersphere ones): marginal m-spacings entropy,
   mean |off-diagonal correlation|, log-determinant of the covariance;
 - the *raw* embedding: effective rank (RankMe) and the singular-value spectrum;
-- the *unit-norm* embedding ``u = z/‖z‖``: von Neumann entropy (paper 001), the centre-vector
-  statistics of paper 004 and the nearest-neighbour distances of paper 002 Fig. 3.
+- the *unit-norm* embedding ``u = z/‖z‖``: von Neumann entropy (*Formulating a Non-contrastive Loss
+  as a Difference of Entropies Using a Von Neumann Entropy Bound*, submitted to ICLR 2022), the
+  centre-vector statistics of Jha et al. (*The Common Stability Mechanism behind most
+  Self-Supervised Learning Approaches*, arXiv 2024, https://arxiv.org/abs/2402.14957) and the
+  nearest-neighbour distances of Fig. 3 of the E2MC paper.
 """
 
 from __future__ import annotations
@@ -53,7 +57,7 @@ def squash(z: torch.Tensor, space: str | None) -> torch.Tensor:
 
 @torch.no_grad()
 def marginal_entropy(z: torch.Tensor, space: str | None) -> torch.Tensor:
-    """m-spacings entropy (Vasicek; paper 002 eq. 4) of each dimension of ``Ψ(z)``, ``Tensor[d]``.
+    """m-spacings entropy (Vasicek; eq. 4 of the E2MC paper) of each dimension of ``Ψ(z)``, ``Tensor[d]``.
 
     0 is the maximum (a uniform marginal on [0, 1]); a marginal squeezed into an interval of width
     ``w`` scores ≈ ``log w``; a constant dimension scores ``log(1e-7) ≈ −16``.
@@ -88,7 +92,8 @@ def mean_abs_offdiag_corr(x: torch.Tensor, chunk: int = 1024) -> float:
 def logdet_per_dim(x: torch.Tensor, ridge: float = LOGDET_RIDGE) -> float:
     """``log det(K + ridge·I) / d`` with ``K`` the sample covariance (``n − 1``) of ``x``, in float64.
 
-    A second-order (Gaussian) entropy per dimension, as CorInfoMax's criterion (thesis 003):
+    A second-order (Gaussian) entropy per dimension, as CorInfoMax's criterion (Özsoy, *Self-Supervised
+    Learning with an Information Maximization Criterion*, M.Sc. thesis, Koç University, 2022):
     ``log w²`` for d independent columns of variance ``w²``. When ``n ≤ d`` the covariance has rank
     < d and the ``ridge`` sets the floor of the missing directions; Sylvester's identity
     ``det(rI_d + AᵀA) = r^(d−n) det(rI_n + AAᵀ)`` then gives the same value from the n × n Gram.
@@ -129,7 +134,7 @@ def effective_rank(z: torch.Tensor) -> float:
 
 @torch.no_grad()
 def stability_stats(z_a: torch.Tensor, z_b: torch.Tensor | None = None) -> dict[str, float]:
-    """Centre-vector statistics of paper 004 from two augmented views (rows = the same images).
+    """Centre-vector statistics of Jha et al. (2024) from two augmented views (rows = the same images).
 
     With unit-norm views ``u_a, u_b`` and ``G = u_a u_bᵀ``: ``aug_mean_sq = mean(diag G)`` estimates
     ``E_x‖E_ω u‖²`` (squared norm of each image's augmentation mean), ``centre_sq`` = mean of the
@@ -160,7 +165,7 @@ def neighbour_distances(
     """Distance of every row to its k-th nearest other row, for each ``k`` in ``ks``.
 
     Distances are Euclidean between the L2-normalised rows (chord length on the unit sphere,
-    ``√(2 − 2 cos)``, in [0, 2]), as in the nearest-neighbour analysis paper 002 Fig. 3 takes
+    ``√(2 − 2 cos)``, in [0, 2]), as in the nearest-neighbour analysis Fig. 3 of the E2MC paper takes
     from Sablayrolles et al. (2018), whose descriptors live on the sphere. A row is never its own
     neighbour. ``k`` larger than ``n − 1`` is an error.
     """
@@ -198,7 +203,7 @@ def histogram_overlap(a: np.ndarray, b: np.ndarray, bins: int = HIST_BINS) -> fl
 
 
 def neighbour_separability(z: torch.Tensor, k: int = NEIGHBOUR_K, bins: int = HIST_BINS) -> dict:
-    """Paper 002 Fig. 3 as numbers: distances to the 1st and k-th neighbour, their means and the
+    """Fig. 3 of the E2MC paper as numbers: distances to the 1st and k-th neighbour, their means and the
     overlap of their histograms (smaller = points better separated).
 
     Overlap is large when the density of points varies across the embedding: the k-th neighbour of

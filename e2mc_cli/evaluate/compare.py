@@ -3,7 +3,8 @@
 Both inputs are evaluation outputs (``eval.json`` + ``predictions.npz``) on the same validation
 set, training set and label subsets. Per seed evaluated by both, the per-sample correctness of the
 two models gives McNemar's test, the paired permutation test and Cohen's d (see
-:mod:`e2mc_cli.evaluate.stats`). The headline test follows paper 002 (Appendix D.1): for each model
+:mod:`e2mc_cli.evaluate.stats`). The headline test follows Appendix D.1 of the E2MC paper
+(Chakraborty et al., AISTATS 2025, https://arxiv.org/abs/2411.15931): for each model
 the run whose top-1 is closest to its mean over seeds.
 """
 

@@ -1,4 +1,5 @@
-"""The per-method hyperparameters of the evaluation protocols (paper 002, Appendix B.2).
+"""The per-method hyperparameters of the evaluation protocols (Appendix B.2 of the
+E2MC paper, Chakraborty et al., AISTATS 2025, https://arxiv.org/abs/2411.15931).
 
 Linear probe on frozen features, 100 epochs, cosine decay per epoch, SGD momentum 0.9:
 

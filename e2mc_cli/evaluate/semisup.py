@@ -3,7 +3,8 @@
 The backbone (BatchNorm in training mode) and a fresh ``nn.Linear(d, C)`` (N(0, 0.01²) weights,
 zero bias) are trained with cross-entropy on augmented crops (RandomResizedCrop + flip), SGD
 momentum 0.9, no weight decay, two learning rates (backbone, head) moved by the per-epoch schedule
-of the method: cosine (VICReg) or ×0.2 at epochs 12 and 16 (SwAV), 20 epochs (paper 002, B.2.2).
+of the method: cosine (VICReg) or ×0.2 at epochs 12 and 16 (SwAV), 20 epochs (Appendix B.2.2 of the
+E2MC paper, Chakraborty et al., AISTATS 2025, https://arxiv.org/abs/2411.15931).
 """
 
 from __future__ import annotations

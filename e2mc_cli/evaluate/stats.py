@@ -1,5 +1,5 @@
 """Significance of a difference between two classifiers evaluated on the same samples
-(paper 002, Appendix D.1, Table D.1).
+(Appendix D.1 and Table D.1 of the E2MC paper, Chakraborty et al., AISTATS 2025, https://arxiv.org/abs/2411.15931).
 
 With ``a_i``, ``b_i`` ∈ {0, 1} the correctness of models A and B on sample ``i``:
 

@@ -16,7 +16,9 @@ class HealthMonitor:
     ``update(step, embeddings)`` takes the current batch's views (the embeddings the criterion
     sees) and returns ``{"health/entropy", "health/eff_rank", "health/centre_sq"}``: mean marginal
     entropy of ``Ψ(z)`` and effective rank, averaged over the views, and the centre norm² from the
-    first two views (paper 004). It calls ``warn(message)`` once per run, the first time
+    first two views (Jha et al., *The Common Stability Mechanism behind most Self-Supervised
+    Learning Approaches*, arXiv 2024, https://arxiv.org/abs/2402.14957). It calls
+    ``warn(message)`` once per run, the first time
     ``centre_sq`` rises above ``max(centre_threshold, (1 + start)/2)`` (all images drifting to one
     direction; a base whose embedding already starts above the threshold, e.g. a large common
     offset of unnormalised VICReg outputs, must get half-way from its start to 1), the effective rank

@@ -36,6 +36,7 @@ import tomli_w
 import e2mc_cli
 from e2mc_cli.criteria import CRITERIA, criterion_defaults
 from e2mc_cli.errors import UserError, did_you_mean, unknown_choice
+from e2mc_cli.methods import method_options, view_options
 from e2mc_cli.training.optim import OPTIMIZERS, SCHEDULES, base_lr
 from e2mc_cli.zoo import BASES
 
@@ -181,14 +182,10 @@ def base_recipe_file(base: str | None, criterion: str) -> tuple[str | None, list
 
 
 def _method_keys(method: str) -> set[str]:
-    from e2mc_cli.methods import method_options
-
     return set(method_options(method))
 
 
 def _view_keys(method: str) -> set[str]:
-    from e2mc_cli.methods import view_options
-
     return {"image_size", *view_options(method)}
 
 
@@ -290,12 +287,8 @@ def _section_defaults(recipe: dict, section: str) -> dict:
     if section == "optim":
         return {**OPTIM_KEYS, "predictor_lr": 0.0, **OPTIMIZER_KEYS.get(recipe["optim"]["name"], {})}
     if section == "method":
-        from e2mc_cli.methods import method_options
-
         return method_options(method)
     if section == "views":
-        from e2mc_cli.methods import view_options
-
         return {"image_size": 224, **view_options(method)}
     if section == "criterion":
         return {"name": "", **_criterion_defaults(recipe["criterion"].get("name", "continued"))}
