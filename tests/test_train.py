@@ -15,9 +15,10 @@ from safetensors.torch import load_file
 
 from e2mc_cli.checkpoint import read_metadata, save_checkpoint
 from e2mc_cli.methods import build_model
+from e2mc_cli.run_layout import STATE_FILE
 from e2mc_cli.training import loop as L
 from e2mc_cli.training import recipe as R
-from e2mc_cli.training.outputs import OUTPUTS, STATE_FILE
+from e2mc_cli.training.outputs import OUTPUTS
 from e2mc_cli.training.plan import TrainOptions
 from e2mc_cli.training.setup import plan_run
 from e2mc_cli.training.state import load_training_state

@@ -15,7 +15,7 @@ import torch
 from safetensors.torch import load_file
 from test_train import SMALL, make_bases, make_data
 
-from e2mc_cli.training.outputs import STATE_FILE
+from e2mc_cli.run_layout import STATE_FILE
 from e2mc_cli.training.state import load_training_state
 
 

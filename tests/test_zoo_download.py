@@ -11,9 +11,9 @@ import torch
 import torchvision
 from zoo_fixtures import one_error_line, serve, swav_bare
 
+from e2mc_cli import downloads as dl
 from e2mc_cli.errors import UserError
 from e2mc_cli.zoo import BASES, base_path, download, resolve_base
-from e2mc_cli.zoo import downloads as dl
 
 SWAV800_PATH = "/deepcluster/swav_800ep_pretrain.pth.tar"
 

@@ -75,6 +75,15 @@ def _inputs(n: int, d: int, device: torch.device, seed: int) -> list[torch.Tenso
     return [torch.randn(n, d, generator=g).to(device).requires_grad_() for _ in range(2)]
 
 
+def _check_sizes(n: int, dims: Sequence[int], repeats: int) -> None:
+    if n < 4:
+        raise UserError(f"--n must be at least 4, got {n}")
+    if repeats < 1:
+        raise UserError(f"--repeats must be at least 1, got {repeats}")
+    if not dims or any(d < 2 for d in dims):
+        raise UserError(f"--dims must be integers >= 2, got {list(dims)}")
+
+
 def bench_criteria(
     n: int = 512,
     dims: Sequence[int] = (128, 2048, 8192),
@@ -91,12 +100,7 @@ def bench_criteria(
     (same β, γ, space); the row carries both times, their ratio and the largest relative
     difference of the two loss values.
     """
-    if n < 4:
-        raise UserError(f"--n must be at least 4, got {n}")
-    if repeats < 1:
-        raise UserError(f"--repeats must be at least 1, got {repeats}")
-    if not dims or any(d < 2 for d in dims):
-        raise UserError(f"--dims must be integers >= 2, got {list(dims)}")
+    _check_sizes(n, dims, repeats)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     names = list(names or CRITERIA)
     rows: list[BenchRow] = []

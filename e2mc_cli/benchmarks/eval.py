@@ -53,6 +53,21 @@ def fresh_checkpoint(seed: int = 0) -> Checkpoint:
     return Checkpoint(model.state_dict(), meta)
 
 
+def _timed_eval(ckpt: Checkpoint, req: EvalRequest) -> tuple[dict, dict]:
+    """One evaluation, timed: its row of figures and its ``eval.json`` record."""
+    t = time.perf_counter()
+    rec = run_eval(ckpt, req, source=ckpt.metadata.get("base", "")).record
+    row = {
+        "wall_s": time.perf_counter() - t,
+        "val_features_s": rec["timings"]["val_features_s"],
+        "train_features_s": rec["timings"]["train_features_s"],
+        "train_s": rec["timings"]["train_s"],
+        "top1": rec["top1"]["mean"],
+        "top5": rec["top5"]["mean"],
+    }
+    return row, rec
+
+
 def bench_eval(
     ckpt: Checkpoint | None = None,
     *,
@@ -81,19 +96,8 @@ def bench_eval(
             device=device,
             overrides={"epochs": epochs},
         )
-        t = time.perf_counter()
-        result = run_eval(ckpt, req, source=ckpt.metadata.get("base", ""))
-        wall = time.perf_counter() - t
-        rec = result.record
-        rows[mode] = {
-            "wall_s": wall,
-            "val_features_s": rec["timings"]["val_features_s"],
-            "train_features_s": rec["timings"]["train_features_s"],
-            "train_s": rec["timings"]["train_s"],
-            "top1": rec["top1"]["mean"],
-            "top5": rec["top5"]["mean"],
-        }
-        say(f"{mode}: {wall:.1f} s, top-1 {rows[mode]['top1']:.2f}")
+        rows[mode], rec = _timed_eval(ckpt, req)
+        say(f"{mode}: {rows[mode]['wall_s']:.1f} s, top-1 {rows[mode]['top1']:.2f}")
     c, s = rows["cached"], rows["standard"]
     return {
         "benchmark": "eval",

@@ -89,8 +89,8 @@ def fetch(
     base: str = typer.Option(..., "--base", help="A name from `sslboost bases`, or hf://ORG/NAME[@REV]."),
 ) -> None:
     """Download a base into the cache (resumable) and verify its sha256."""
+    from e2mc_cli.downloads import sha256_file
     from e2mc_cli.zoo import fetch_base, get_spec
-    from e2mc_cli.zoo.downloads import sha256_file
     from e2mc_cli.zoo.hf import download_hf, is_hf
 
     path = download_hf(base) if is_hf(base) else fetch_base(get_spec(base))

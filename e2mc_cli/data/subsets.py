@@ -27,9 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
+from e2mc_cli.downloads import download
 from e2mc_cli.errors import UserError
-from e2mc_cli.io import write_json_atomic
-from e2mc_cli.zoo import cache_dir, download
+from e2mc_cli.io import cache_dir, write_json_atomic
 
 SIMCLR_BASE_URL = "https://raw.githubusercontent.com/google-research/simclr/master/imagenet_subsets"
 SUBSETS_URL_ENV = "SSLBOOST_SUBSETS_URL"  # a mirror of SimCLR's imagenet_subsets/ folder

@@ -295,11 +295,9 @@ def run_inspect(
     """Embed one split with every checkpoint in ``weights`` and measure each embedding.
 
     Returns the JSON-ready report (``models`` in the order given, each with ``label`` and the
-    statistics of its ``backbone`` and ``projector`` embeddings; see :func:`embedding_stats`).
-    With ``out_dir``, writes ``inspect.json``, ``neighbours.png`` (Fig. 3 of the E2MC paper,
-    Chakraborty et al., AISTATS 2025, https://arxiv.org/abs/2411.15931),
-    ``scatter.png`` (Fig. 2 c/d: the same random dimension pairs of the squashed projector output
-    for every model, points coloured by class) and ``spectrum.png``, each atomically.
+    statistics of its ``backbone`` and ``projector`` embeddings). With ``out_dir``, writes
+    ``inspect.json`` and the figures of :mod:`e2mc_cli.diagnostics.plots` (``neighbours.png``,
+    ``scatter.png``, ``spectrum.png``), each atomically.
     """
     _check_inputs(weights, max_samples, image_size)
     dataset = _open_split(data, split)
@@ -311,17 +309,9 @@ def run_inspect(
     squashed: list[np.ndarray] = []
     for spec in weights:
         entry, zs, labels = _measure(
-            spec,
-            weights,
-            dataset,
-            indices,
-            scatter_rows,
-            image_size=image_size,
-            k=k,
-            bins=bins,
-            embed=embed,
-            progress=progress,
-        )
+            spec, weights, dataset, indices, scatter_rows, image_size=image_size, k=k, bins=bins,
+            embed=embed, progress=progress,
+        )  # fmt: skip
         models.append(entry)
         squashed.append(zs)
     report = {

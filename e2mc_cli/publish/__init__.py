@@ -19,18 +19,8 @@ from e2mc_cli.publish.hub import (
     push_run,
     resolve_token,
 )
-from e2mc_cli.publish.run_folder import (
-    BACKBONE_FILE,
-    CARD_FILE,
-    CONFIG_FILE,
-    EXPORT_FILES,
-    MODEL_FILE,
-    TIMM_ARCHS,
-    RunInfo,
-    check_run_dir,
-    eval_files,
-    read_run,
-)
+from e2mc_cli.publish.run_folder import TIMM_ARCHS, RunInfo, check_run_dir, eval_files, read_run
+from e2mc_cli.run_layout import BACKBONE_FILE, CARD_FILE, CONFIG_FILE, EXPORT_FILES, MODEL_FILE
 
 __all__ = [
     "BACKBONE_FILE",

@@ -21,7 +21,8 @@ from e2mc_cli.methods import get_method_spec
 from e2mc_cli.methods.spec import MethodSpec
 from e2mc_cli.papers import get_paper
 from e2mc_cli.publish.datasets import hub_dataset
-from e2mc_cli.publish.run_folder import BACKBONE_FILE, CONFIG_FILE, MODEL_FILE, TIMM_ARCHS, RunInfo
+from e2mc_cli.publish.run_folder import TIMM_ARCHS, RunInfo
+from e2mc_cli.run_layout import BACKBONE_FILE, CONFIG_FILE, MODEL_FILE
 
 # ----------------------------------------------------------------------------- licence
 

@@ -12,7 +12,8 @@ from __future__ import annotations
 import math
 
 from e2mc_cli.data.transforms import PHOTOS, EvalPreprocessing, dataset_kind, eval_preprocessing
-from e2mc_cli.publish.run_folder import BACKBONE_FILE, MODEL_FILE, TIMM_ARCHS, RunInfo
+from e2mc_cli.publish.run_folder import TIMM_ARCHS, RunInfo
+from e2mc_cli.run_layout import BACKBONE_FILE, MODEL_FILE
 from e2mc_cli.zoo.registry import builtin_data
 
 

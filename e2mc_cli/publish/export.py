@@ -25,15 +25,8 @@ from e2mc_cli.io import write_json_atomic, write_text_atomic
 from e2mc_cli.models import build_backbone
 from e2mc_cli.publish.card import build_model_card
 from e2mc_cli.publish.config_json import timm_config
-from e2mc_cli.publish.run_folder import (
-    BACKBONE_FILE,
-    CARD_FILE,
-    CONFIG_FILE,
-    EXPORT_FILES,
-    MODEL_FILE,
-    eval_files,
-    read_run,
-)
+from e2mc_cli.publish.run_folder import eval_files, read_run
+from e2mc_cli.run_layout import BACKBONE_FILE, CARD_FILE, CONFIG_FILE, EXPORT_FILES, MODEL_FILE
 
 
 def backbone_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -23,15 +23,8 @@ from e2mc_cli.errors import UserError
 from e2mc_cli.io import write_text_atomic
 from e2mc_cli.publish.card import build_model_card
 from e2mc_cli.publish.export import export_run, stale_exports
-from e2mc_cli.publish.run_folder import (
-    BACKBONE_FILE,
-    CARD_FILE,
-    CONFIG_FILE,
-    MODEL_FILE,
-    check_run_dir,
-    eval_files,
-    read_run,
-)
+from e2mc_cli.publish.run_folder import check_run_dir, eval_files, read_run
+from e2mc_cli.run_layout import BACKBONE_FILE, CARD_FILE, CONFIG_FILE, MODEL_FILE
 
 __all__ = ["PUBLISHABLE", "PushResult", "UploadFile", "publishable_files", "push_run", "resolve_token"]
 

@@ -24,17 +24,13 @@ from e2mc_cli.errors import UserError
 from e2mc_cli.evaluate.records import EVAL_FILE, EvalRecord, read_record
 from e2mc_cli.methods import method_names
 from e2mc_cli.models import build_backbone
+from e2mc_cli.run_layout import MODEL_FILE
 
 try:  # Python 3.11+
     import tomllib
 except ModuleNotFoundError:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-MODEL_FILE = "model.safetensors"
-BACKBONE_FILE = "backbone.safetensors"
-CONFIG_FILE = "config.json"
-CARD_FILE = "README.md"
-EXPORT_FILES = (BACKBONE_FILE, CONFIG_FILE, CARD_FILE)
 
 # Backbones whose parameter names and modules are those of the timm model of the same name.
 TIMM_ARCHS: dict[str, str] = {"resnet50": "resnet50", "resnet18": "resnet18"}

@@ -24,9 +24,9 @@ from e2mc_cli.evaluate.records import EvalRecord
 from e2mc_cli.evaluate.run import EvalRequest, run_eval
 from e2mc_cli.io import write_json_atomic
 from e2mc_cli.publish import export_run
+from e2mc_cli.run_layout import STATE_FILE
 from e2mc_cli.study.config import StudyConfig, sets_for
 from e2mc_cli.training.loop import run
-from e2mc_cli.training.outputs import STATE_FILE
 from e2mc_cli.training.plan import TrainOptions
 from e2mc_cli.zoo import resolve_base
 

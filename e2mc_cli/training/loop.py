@@ -33,8 +33,9 @@ from rich.console import Console
 from torch.utils.data import DataLoader
 
 from e2mc_cli import distributed as D
+from e2mc_cli.run_layout import STATE_FILE
 from e2mc_cli.training.data import EpochBatches, SeededViews, collate_views
-from e2mc_cli.training.outputs import STATE_FILE, append_metrics, prepare_folder, write_final
+from e2mc_cli.training.outputs import append_metrics, prepare_folder, write_final
 from e2mc_cli.training.plan import RunPlan, TrainOptions
 from e2mc_cli.training.progress import TrainProgress
 from e2mc_cli.training.setup import plan_run

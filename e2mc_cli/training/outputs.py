@@ -16,17 +16,19 @@ from pathlib import Path
 
 from e2mc_cli.checkpoint import save_checkpoint
 from e2mc_cli.io import write_json_atomic, write_text_atomic
-from e2mc_cli.publish import EXPORT_FILES
+from e2mc_cli.run_layout import (
+    EXPORT_FILES,
+    METRICS_FILE,
+    MODEL_FILE,
+    RECIPE_FILE,
+    SUMMARY_FILE,
+    TRAINING_OUTPUTS,
+)
 from e2mc_cli.training import recipe as R
 from e2mc_cli.training.plan import RunPlan
 from e2mc_cli.training.state import TrainState
 
-MODEL_FILE = "model.safetensors"
-RECIPE_FILE = "recipe.toml"
-METRICS_FILE = "metrics.jsonl"
-SUMMARY_FILE = "summary.json"
-STATE_FILE = Path("checkpoints") / "last.pt"
-OUTPUTS = (MODEL_FILE, RECIPE_FILE, METRICS_FILE, SUMMARY_FILE, "checkpoints", *EXPORT_FILES)
+OUTPUTS = (*TRAINING_OUTPUTS, *EXPORT_FILES)
 
 
 def resume_command(argv: list[str]) -> str:

@@ -23,9 +23,10 @@ from e2mc_cli.checkpoint import Checkpoint
 from e2mc_cli.data.datasets import resolve_dataset
 from e2mc_cli.errors import UserError
 from e2mc_cli.methods import method_config, view_transform
+from e2mc_cli.run_layout import RECIPE_FILE, STATE_FILE
 from e2mc_cli.training import recipe as R
 from e2mc_cli.training.data import EpochBatches, default_workers
-from e2mc_cli.training.outputs import RECIPE_FILE, STATE_FILE, resume_command
+from e2mc_cli.training.outputs import resume_command
 from e2mc_cli.training.plan import RunPlan, TrainOptions
 from e2mc_cli.training.state import load_training_state
 from e2mc_cli.zoo import builtin_data, resolve_base

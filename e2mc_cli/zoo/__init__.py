@@ -18,11 +18,11 @@ from importlib import resources
 from pathlib import Path
 
 from e2mc_cli.checkpoint import FORMAT, Checkpoint, load_checkpoint
+from e2mc_cli.downloads import download, mirror_url, sha256_file, verify_file
 from e2mc_cli.errors import UserError
 from e2mc_cli.io import cache_dir
 from e2mc_cli.methods import get_method_spec, method_names
 from e2mc_cli.zoo.convert import ConversionReport, convert_state_dict, detect_method
-from e2mc_cli.zoo.downloads import download, mirror_url, sha256_file, verify_file
 from e2mc_cli.zoo.hf import download_hf, is_hf
 from e2mc_cli.zoo.registry import BASES, BaseSpec, builtin_data, closest_names, get_spec
 from e2mc_cli.zoo.safe_load import safe_torch_load

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from e2mc_cli.downloads import OFFICIAL_HOST
 from e2mc_cli.errors import UserError, close_matches
 
 MIT = "MIT"
 CC_BY_NC = "CC-BY-NC-4.0"
 
-OFFICIAL_HOST = "https://dl.fbaipublicfiles.com"
 
 
 @dataclass(frozen=True)

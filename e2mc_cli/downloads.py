@@ -32,9 +32,9 @@ from rich.progress import (
 from e2mc_cli import __version__
 from e2mc_cli.errors import UserError
 from e2mc_cli.io import write_text_atomic
-from e2mc_cli.zoo.registry import OFFICIAL_HOST
 
 MIRROR_ENV = "SSLBOOST_MIRROR"
+OFFICIAL_HOST = "https://dl.fbaipublicfiles.com"  # where the official checkpoints and subsets lie
 CHUNK = 1 << 20
 TIMEOUT_S = 60.0
 ATTEMPTS = 3  # tries per call; each continues where the previous one stopped
