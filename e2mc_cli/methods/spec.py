@@ -47,7 +47,9 @@ class MethodSpec:
     - ``view_builder(image_size, **view_options)``: one pipeline per view, full-resolution views
       first (:mod:`e2mc_cli.data.augment`); ``view_options``: its defaults (lengths at 224 px), the
       keys a recipe's ``[views]`` section may set besides ``image_size``; ``shared_view_options``:
-      those of them the method's forward pass takes too (SwAV's ``nmb_crops``).
+      those of them the method's forward pass takes too (SwAV's ``nmb_crops``);
+      ``options_check(options)``: the method's checks of its options against each other (every
+      option present, defaults filled in), a UserError for a mistake (SwAV's ``crops_for_assign``).
     - ``backbone_calls``: how the method batches the backbone, ``"view"`` (one call per view, so
       batch norm sees each view alone) or ``"resolution"`` (one call per crop size).
     - ``official_keys``: ``(official prefix, canonical prefix)`` pairs, first match wins, mapping
@@ -78,6 +80,7 @@ class MethodSpec:
     official_keys: tuple[tuple[str, str], ...] = field(default=())
     official_dropped: tuple[tuple[str, str], ...] = field(default=())
     shared_view_options: tuple[str, ...] = ()
+    options_check: Callable[[Mapping[str, object]], None] | None = None
 
     @property
     def name(self) -> str:
@@ -117,8 +120,11 @@ class MethodSpec:
         return {k: p.default for k, p in params}
 
     def check_options(self, options: Mapping[str, object]) -> None:
-        """A UserError for any key of ``options`` the method does not take."""
+        """A UserError for any key of ``options`` the method does not take, or options that
+        disagree with each other (:attr:`options_check`)."""
         _reject_unknown(options, self.options(), f"unknown {self.name} option(s)")
+        if self.options_check is not None:
+            self.options_check({**self.options(), **options})
 
     def view_transform(self, image_size: int = 224, **overrides) -> MultiView:
         """The method's training views at ``image_size`` px; ``overrides`` replace entries of
