@@ -38,6 +38,7 @@ SWAV_STD = (0.228, 0.224, 0.225)  # the official SwAV code's, in its training vi
 
 REFERENCE_SIZE = 224  # the official recipes' full-resolution crop
 NATIVE_IMAGE_SIZE = 28  # Fashion-MNIST's images
+MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 8, 4096  # the image sizes (px) training and evaluation accept
 STANDARD_CROP_PCT = 224 / 256  # the official evaluations: resize to 256, centre-crop 224
 INTERPOLATION = "bilinear"
 

@@ -18,6 +18,7 @@ from torch import nn
 from e2mc_cli.data.augment import MultiView
 from e2mc_cli.errors import UserError
 from e2mc_cli.methods.base import Method
+from e2mc_cli.models.heads import check_size, parse_dims
 
 HeadBuilder = Callable[[int, Mapping[str, object]], dict[str, nn.Module]]
 HeadReader = Callable[[Mapping[str, torch.Tensor]], dict]
@@ -96,8 +97,16 @@ class MethodSpec:
         return tuple(self.heads)
 
     def head_sizes(self, heads: Mapping[str, object] | None = None) -> dict:
-        """The official sizes with ``heads`` laid over them."""
-        return {**self.heads, **(heads or {})}
+        """The official sizes with ``heads`` laid over them, each of the kind of the official one
+        (layer sizes ``"a-b-c"`` or one integer) and at most
+        :data:`~e2mc_cli.models.heads.HEAD_SIZE_MAX`; else a UserError."""
+        sizes = {**self.heads, **(heads or {})}
+        for key, official in self.heads.items():
+            if isinstance(official, str):
+                parse_dims(sizes[key], f"{self.name} heads {key}")
+            else:
+                check_size(sizes[key], f"{self.name} heads {key}")
+        return sizes
 
     def build_heads(self, width: int, heads: Mapping[str, object] | None = None) -> dict[str, nn.Module]:
         """The heads for a backbone of ``width`` features (``heads`` over the official sizes)."""

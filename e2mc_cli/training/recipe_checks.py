@@ -19,12 +19,12 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from e2mc_cli.data.transforms import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE
 from e2mc_cli.errors import UserError
 from e2mc_cli.training.optim import OPTIMIZERS, SCHEDULES
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 SEED_MAX = 2**32 - 1
-IMAGE_SIZE_MAX = 4096  # px: crops larger than this are no training views of a CPU or one GPU
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,7 @@ OPTIM_RULES = {
     "trust_coefficient": Rule("number", low=0),
     "clip": Rule("bool"),
 }
-VIEWS_RULES = {"image_size": Rule("integer", low=8, high=IMAGE_SIZE_MAX)}
+VIEWS_RULES = {"image_size": Rule("integer", low=MIN_IMAGE_SIZE, high=MAX_IMAGE_SIZE)}
 FIXED_RULES = {"recipe": RECIPE_RULES, "run": RUN_RULES, "optim": OPTIM_RULES, "views": VIEWS_RULES}
 
 
