@@ -26,7 +26,9 @@ def load_eval(path: str | Path) -> tuple[EvalRecord, dict[str, np.ndarray], Path
     predictions = read_predictions(record.folder)
     missing = sorted(set(record.seeds) - {int(s) for s in predictions["seeds"]})
     if missing:
-        raise UserError(f"{record.folder}: no predictions of seed {missing[0]}, one of its {record.path.name}")
+        raise UserError(
+            f"{record.folder}: no predictions of seed {missing[0]}, a seed of its {record.path.name}"
+        )
     return record, predictions, record.folder
 
 
