@@ -20,7 +20,7 @@ from safetensors.torch import load_file, save_file
 from e2mc_cli.errors import UserError
 from e2mc_cli.io import atomic_path
 from e2mc_cli.methods import build_model, get_method_spec, method_names
-from e2mc_cli.models import SSLModel
+from e2mc_cli.models import BACKBONES, SSLModel
 
 FORMAT = "sslboost/1"
 
@@ -160,6 +160,10 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         )
     if metadata.get("method") not in method_names():
         raise UserError(f"{p}: unknown method {metadata.get('method')!r} in metadata")
+    if metadata.get("arch") not in BACKBONES:
+        raise UserError(
+            f"{p}: unknown arch {metadata.get('arch')!r} in metadata; expected one of: {', '.join(BACKBONES)}"
+        )
     try:
         tensors = load_file(str(p))
     except (SafetensorError, OSError) as exc:

@@ -104,7 +104,7 @@ def trained_image_size(metadata: Mapping, kind: str = PHOTOS) -> int:
             recipe = {}
     views = recipe.get("views") if isinstance(recipe, dict) else None
     size = views.get("image_size") if isinstance(views, dict) else None
-    if isinstance(size, int) and not isinstance(size, bool) and size > 0:
+    if isinstance(size, int) and not isinstance(size, bool) and MIN_IMAGE_SIZE <= size <= MAX_IMAGE_SIZE:
         return size
     return default_image_size(kind)
 

@@ -37,6 +37,7 @@ from e2mc_cli.run_layout import STATE_FILE
 from e2mc_cli.training.health import HealthMonitor
 from e2mc_cli.training.optim import build_optimizer
 from e2mc_cli.training.plan import RunPlan
+from e2mc_cli.training.recipe import SECTIONS, check_recipe
 from e2mc_cli.training.syncbn import convert_sync_batchnorm
 
 STATE_VERSION = 1
@@ -122,10 +123,38 @@ def load_training_state(path: str | os.PathLike) -> dict:
     try:
         state = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user-facing problem
-        raise UserError(f"{p}: unreadable training state ({type(exc).__name__}: {exc})") from None
+        raise UserError(f"{p}: unreadable training state ({_load_reason(exc)})") from None
     if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
         raise UserError(f"{p}: not a training state of this version of sslboost")
+    _check_saved(state, p)
     return state
+
+
+def _load_reason(exc: Exception) -> str:
+    """The first line of why ``torch.load`` failed, without its advice to unpickle code."""
+    if "weights_only" in str(exc):
+        return "it holds Python objects other than tensors and plain values, which are never loaded"
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+
+
+def _check_saved(state: dict, path: Path) -> None:
+    """The entries a resume reads, of the right kinds, and a recipe that keeps every rule."""
+    info, recipe = state.get("model_info"), state.get("recipe")
+    kinds = {"step": int, "method": dict, "criterion": dict, "optimizer": dict, "rng": dict}
+    bad = [k for k, kind in kinds.items() if not isinstance(state.get(k), kind)]
+    if not isinstance(info, dict) or not {"method", "arch", "heads", "base", "base_epoch"} <= set(info):
+        bad.append("model_info")
+    if not isinstance(recipe, dict) or not all(isinstance(recipe.get(s), dict) for s in SECTIONS):
+        bad.append("recipe")
+    if bad:
+        raise UserError(f"{path}: a damaged training state (no valid {', '.join(bad)})")
+    try:
+        check_recipe(recipe)
+    except UserError as exc:
+        raise UserError(f"{path}: its saved {exc}") from None
+    except (KeyError, TypeError, AttributeError):
+        raise UserError(f"{path}: a damaged training state (no valid recipe)") from None
 
 
 # -- buffers each process keeps for itself ---------------------------------------------------------

@@ -50,6 +50,7 @@ def env(tmp_path_factory):
     narrow = {**tensors, "backbone.conv1.weight": torch.zeros(8, 3, 3, 3)}
     save_file(narrow, str(root / "shape.safetensors"), meta)
     save_file(tensors, str(root / "heads.safetensors"), {**meta, "heads": "{not json"})
+    save_file(tensors, str(root / "arch.safetensors"), {k: v for k, v in meta.items() if k != "arch"})
     return {
         "root": root,
         "data": make_data(root / "data"),
@@ -58,6 +59,7 @@ def env(tmp_path_factory):
         "one": root / "one",
         "shape": root / "shape.safetensors",
         "heads": root / "heads.safetensors",
+        "arch": root / "arch.safetensors",
     }
 
 
@@ -167,6 +169,7 @@ def test_a_state_turned_non_finite_is_not_saved_and_the_last_finite_step_is_name
 BROKEN = [
     ("shape", "tensor backbone.conv1.weight: expected shape [16, 3, 3, 3], found [8, 3, 3, 3]"),
     ("heads", "metadata 'heads' is not JSON"),
+    ("arch", "unknown arch None in metadata"),
 ]
 
 
@@ -193,15 +196,31 @@ def test_inspect_of_a_broken_checkpoint(cli, env, tmp_path, one_line_failure, wh
     assert not out.exists()
 
 
-def test_resume_from_a_state_of_another_shape(cli, env, tmp_path, one_line_failure):
+def _damaged(state: dict, what: str) -> None:
+    if what == "shape":
+        state["method"]["model.projector.0.weight"] = torch.zeros(3, 3)
+    elif what == "recipe":
+        state["recipe"]["run"]["seed"] = "abc"
+    else:
+        del state["model_info"]
+
+
+DAMAGE = [
+    ("shape", "saved tensor model.projector.0.weight: expected shape [32, 128], found [3, 3]"),
+    ("recipe", "its saved recipe run.seed must be an integer from 0 to 4294967295, got 'abc'"),
+    ("info", "a damaged training state (no valid model_info)"),
+]
+
+
+@pytest.mark.parametrize("what, message", DAMAGE, ids=[w for w, _ in DAMAGE])
+def test_resume_from_a_damaged_state(cli, env, tmp_path, one_line_failure, what, message):
     out = tmp_path / "run"
     assert _continue(cli, env, out, "--max-steps", "1").exit_code == 0
     state = torch.load(out / STATE_FILE, weights_only=True)
-    state["method"]["model.projector.0.weight"] = torch.zeros(3, 3)
+    _damaged(state, what)
     torch.save(state, out / STATE_FILE)
     r = cli("continue", "--resume", "--out", out, "--workers", "0")
-    expected = "saved tensor model.projector.0.weight: expected shape [32, 128], found [3, 3]"
-    one_line_failure(r, 2, contains=expected)
+    one_line_failure(r, 2, contains=message)
 
 
 # --- evaluation options and data ---------------------------------------------------------------
