@@ -21,7 +21,9 @@ Resolution: the recipe file (``recipes/<method>-<criterion>.toml``, or ``--recip
 without a file starts from ``<method>-continued.toml`` and takes the criterion's own defaults),
 then ``--epochs``, ``--batch-size``, ``--lr``, then each ``--set section.key=value`` (the value is
 read as TOML, so ``1e-3``, ``true``, ``[2, 6]`` and ``"text"`` keep their types; a bare word is a
-string).
+string). The resolved recipe is checked once, here (:func:`check_recipe`, with the rules of
+:mod:`~e2mc_cli.training.recipe_checks`): known keys, kinds, integer ranges, finite numbers, view
+options that agree; a mistake is one :class:`UserError` line before anything is built or written.
 """
 
 from __future__ import annotations

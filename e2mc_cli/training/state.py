@@ -9,6 +9,10 @@ monitor, the set of skipped files and the last loss terms; :func:`build_state` m
 plus the epoch and batch within the epoch, the random-number generators of torch (CPU and CUDA),
 numpy and Python, each process's own buffers (SwAV's queue), the resolved recipe and the model's
 description (method, arch, heads, base), so that ``--resume`` needs nothing but the run folder.
+A state holding a NaN or an infinity (parameters, buffers, optimiser state) is never written:
+:meth:`TrainState.save` checks it first, on the device (:func:`nonfinite_tensors`, one transfer
+per checkpoint, none in the steps between), and raises :class:`NonFiniteState` naming the last
+step saved. Reading a state back checks its entries and its recipe before anything is built.
 """
 
 from __future__ import annotations

@@ -173,27 +173,17 @@ BROKEN = [
 ]
 
 
+@pytest.mark.parametrize("command", ["continue", "eval", "inspect"])
 @pytest.mark.parametrize("which, message", BROKEN, ids=[w for w, _ in BROKEN])
-def test_continue_from_a_broken_base(cli, env, tmp_path, one_line_failure, which, message):
-    out = tmp_path / "run"
-    one_line_failure(_continue(cli, env, out, base=env[which]), 2, contains=message)
+def test_a_broken_checkpoint_is_refused(cli, env, tmp_path, one_line_failure, command, which, message):
+    out = tmp_path / command
+    args = {
+        "continue": ["--base", env[which], "--data", env["data"], *SMALL],
+        "eval": ["--weights", env[which], "--data", env["eval"], "--protocol", "knn"],
+        "inspect": ["-w", env[which], "--data", env["eval"], "--image-size", "16"],
+    }[command]
+    one_line_failure(cli(command, *args, "--out", out), 2, contains=message)
     _nothing_written(out)
-
-
-@pytest.mark.parametrize("which, message", BROKEN, ids=[w for w, _ in BROKEN])
-def test_eval_of_a_broken_checkpoint(cli, env, tmp_path, one_line_failure, which, message):
-    out = tmp_path / "eval"
-    r = cli("eval", "--weights", env[which], "--data", env["eval"], "--protocol", "knn", "--out", out)
-    one_line_failure(r, 2, contains=message)
-    assert not out.exists()
-
-
-@pytest.mark.parametrize("which, message", BROKEN, ids=[w for w, _ in BROKEN])
-def test_inspect_of_a_broken_checkpoint(cli, env, tmp_path, one_line_failure, which, message):
-    out = tmp_path / "inspect"
-    r = cli("inspect", "-w", env[which], "--data", env["eval"], "--out", out, "--image-size", "16")
-    one_line_failure(r, 2, contains=message)
-    assert not out.exists()
 
 
 def _damaged(state: dict, what: str) -> None:
