@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +20,7 @@ from safetensors.torch import load_file, save_file
 from e2mc_cli.errors import UserError
 from e2mc_cli.io import atomic_path
 from e2mc_cli.methods import build_model, get_method_spec, method_names
-from e2mc_cli.models import SSLModel
+from e2mc_cli.models import BACKBONES, SSLModel
 
 FORMAT = "sslboost/1"
 
@@ -39,27 +40,60 @@ class ModelMetadata:
         return self.metadata["arch"]
 
 
+def metadata_json(metadata: Mapping[str, str], key: str, where: str = "checkpoint") -> dict:
+    """The JSON object stored as string metadata ``key`` (``{}`` when absent); anything that is
+    not a JSON object is one :class:`UserError` line naming ``where`` and the key."""
+    text = metadata.get(key)
+    if text is None:
+        return {}
+    try:
+        value = json.loads(text)
+    except (TypeError, ValueError):
+        raise UserError(f"{where}: metadata {key!r} is not JSON ({str(text)[:40]!r})") from None
+    if not isinstance(value, dict):
+        raise UserError(f"{where}: metadata {key!r} is not a JSON object ({str(text)[:40]!r})")
+    return value
+
+
+def shape_mismatch(expected: Mapping[str, torch.Tensor], found: Mapping[str, torch.Tensor]) -> str | None:
+    """``"NAME: expected shape [..], found [..]"`` for the first tensor of ``expected`` (in its
+    order) whose shape in ``found`` differs; ``None`` when every shared tensor fits."""
+    for name, tensor in expected.items():
+        other = found.get(name)
+        if isinstance(other, torch.Tensor) and tuple(other.shape) != tuple(tensor.shape):
+            return f"{name}: expected shape {list(tensor.shape)}, found {list(other.shape)}"
+    return None
+
+
 @dataclass
 class Checkpoint(ModelMetadata):
-    """The tensors and string metadata of one canonical checkpoint."""
+    """The tensors and string metadata of one canonical checkpoint (``path``: where it was read)."""
 
     state_dict: dict[str, torch.Tensor]
     metadata: dict[str, str]
+    path: str = "checkpoint"
 
     @property
     def heads(self) -> dict:
         """Head sizes: the ``heads`` metadata, else read off the tensors."""
         if "heads" in self.metadata:
-            return json.loads(self.metadata["heads"])
+            return metadata_json(self.metadata, "heads", self.path)
         return get_method_spec(self.method).infer_heads(self.state_dict)
 
     def build_model(self) -> SSLModel:
-        """The model with every tensor loaded (strict: no key missing, none unexpected)."""
+        """The model with every tensor loaded (strict: no key missing, none unexpected, every
+        shape that of the architecture)."""
         model = build_model(self.method, self.arch, self.heads)
+        mismatch = shape_mismatch(model.state_dict(), self.state_dict)
+        if mismatch:
+            raise UserError(
+                f"{self.path}: tensor {mismatch} "
+                f"(a {self.arch} {self.method} model with heads {model.heads})"
+            )
         missing, unexpected = model.load_state_dict(self.state_dict, strict=False)
         if missing or unexpected:
             raise UserError(
-                f"checkpoint does not match a {self.arch} {self.method} model: "
+                f"{self.path} does not match a {self.arch} {self.method} model: "
                 f"missing {missing[:3]}{'…' if len(missing) > 3 else ''}, "
                 f"unexpected {unexpected[:3]}{'…' if len(unexpected) > 3 else ''}"
             )
@@ -126,4 +160,12 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         )
     if metadata.get("method") not in method_names():
         raise UserError(f"{p}: unknown method {metadata.get('method')!r} in metadata")
-    return Checkpoint(load_file(str(p)), metadata)
+    if metadata.get("arch") not in BACKBONES:
+        raise UserError(
+            f"{p}: unknown arch {metadata.get('arch')!r} in metadata; expected one of: {', '.join(BACKBONES)}"
+        )
+    try:
+        tensors = load_file(str(p))
+    except (SafetensorError, OSError) as exc:
+        raise UserError(f"{p}: not a readable safetensors file ({exc})") from None
+    return Checkpoint(tensors, metadata, str(p))

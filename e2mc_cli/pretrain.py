@@ -24,7 +24,7 @@ from e2mc_cli.checkpoint import save_checkpoint
 from e2mc_cli.errors import UserError
 from e2mc_cli.methods import build_model, get_method_spec, method_names
 from e2mc_cli.models import BACKBONES
-from e2mc_cli.training.recipe import RECIPES_DIR, load_toml, recipe_files
+from e2mc_cli.training.recipe import RECIPES_DIR, load_toml, recipe_files, resolve_recipe
 from e2mc_cli.zoo import cache_dir
 
 
@@ -73,7 +73,11 @@ def model_spec(recipe: dict, where: str = "recipe") -> ModelSpec:
             f"{where}: unknown [model] key(s) {', '.join(unknown)} for {method}; "
             f"expected some of: arch, {', '.join(spec.head_keys)}"
         )
-    return ModelSpec(method, arch, spec.head_sizes(section))
+    try:
+        heads = spec.head_sizes(section)
+    except UserError as exc:
+        raise UserError(f"{where}: [model] {exc}") from None
+    return ModelSpec(method, arch, heads)
 
 
 def init_checkpoint(spec: ModelSpec, seed: int, path: str | Path, name: str = "scratch") -> Path:
@@ -99,7 +103,13 @@ def prepare(recipe: str | Path, seed: int | None = None) -> tuple[Path, Path, Mo
     path = recipe_path(recipe)
     data = load_toml(path)
     spec = model_spec(data, str(path))
-    seed = int(data.get("run", {}).get("seed", 0) if seed is None else seed)
+    criterion = data.get("criterion", {}).get("name", "continued")
+    try:  # every value of the recipe checked before the initial weights are written
+        resolved = resolve_recipe(spec.method, criterion, recipe_file=path)
+    except UserError as exc:
+        message = str(exc)
+        raise UserError(message if message.startswith(str(path)) else f"{path}: {message}") from None
+    seed = resolved["run"]["seed"] if seed is None else seed
     name = data.get("recipe", {}).get("name", path.stem)
     init = init_path(name, spec, seed)
     if not init.is_file():

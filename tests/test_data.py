@@ -145,10 +145,9 @@ def test_fmnist_search_order(tmp_path, monkeypatch):
 
 def test_fmnist_not_found_lists_the_places_tried(tmp_path, no_fmnist):
     with pytest.raises(UserError) as err:
-        resolve_dataset("fmnist:" + str(tmp_path / "given"), "train")
+        resolve_dataset("fmnist", "train")
     msg = str(err.value)
     for place in (
-        "given",
         "$SSLBOOST_DATA",
         "no-debian",
         "no-embedded",
@@ -157,6 +156,14 @@ def test_fmnist_not_found_lists_the_places_tried(tmp_path, no_fmnist):
     ):
         assert place in msg
     assert "\n" not in msg
+
+
+def test_an_explicit_fmnist_folder_is_never_replaced(tmp_path, monkeypatch):
+    monkeypatch.setenv("SSLBOOST_DATA", str(_fake_fmnist_folder(tmp_path / "env")))
+    for spec in ("fmnist:" + str(tmp_path / "nonexistent"), "fmnist:" + str(tmp_path)):
+        with pytest.raises(UserError, match=str(tmp_path)) as err:
+            resolve_dataset(spec, "train")
+        assert str(tmp_path / "env") not in str(err.value)
 
 
 # --- ImageFolder -----------------------------------------------------------------------------

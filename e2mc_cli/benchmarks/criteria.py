@@ -7,6 +7,7 @@ times and the largest relative difference of the values.
 
 from __future__ import annotations
 
+import os
 import platform
 import statistics
 import time
@@ -75,13 +76,35 @@ def _inputs(n: int, d: int, device: torch.device, seed: int) -> list[torch.Tenso
     return [torch.randn(n, d, generator=g).to(device).requires_grad_() for _ in range(2)]
 
 
-def _check_sizes(n: int, dims: Sequence[int], repeats: int) -> None:
+def cell_bytes(n: int, d: int) -> int:
+    """A bound on the memory of one cell, in float32: four ``n × d`` views with their gradients,
+    and the ``d × d`` matrices some criteria form (covariance, its gradient, a factorisation)."""
+    return 4 * (8 * n * d + 4 * d * d)
+
+
+def device_bytes(device: torch.device) -> int:
+    """What ``device`` can hold: a GPU's memory, or the machine's physical memory for the CPU."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_properties(device).total_memory
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def _check_sizes(n: int, dims: Sequence[int], repeats: int, device: torch.device) -> None:
+    """One UserError for the first bad size, before anything is allocated: a cell that needs
+    more memory (:func:`cell_bytes`) than the device has (:func:`device_bytes`) included."""
     if n < 4:
         raise UserError(f"--n must be at least 4, got {n}")
     if repeats < 1:
         raise UserError(f"--repeats must be at least 1, got {repeats}")
     if not dims or any(d < 2 for d in dims):
         raise UserError(f"--dims must be integers >= 2, got {list(dims)}")
+    have = device_bytes(device)
+    for d in dims:
+        if cell_bytes(n, d) > have:
+            raise UserError(
+                f"--n {n} --dims {d}: a cell needs about {cell_bytes(n, d) / 2**30:.3g} GiB, more than "
+                f"the {have / 2**30:.3g} GiB of {device}; choose smaller sizes"
+            )
 
 
 def bench_criteria(
@@ -100,8 +123,8 @@ def bench_criteria(
     (same β, γ, space); the row carries both times, their ratio and the largest relative
     difference of the two loss values.
     """
-    _check_sizes(n, dims, repeats)
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    _check_sizes(n, dims, repeats, device)
     names = list(names or CRITERIA)
     rows: list[BenchRow] = []
     for d in dims:

@@ -44,6 +44,17 @@ def scaled_size(size: int, image_size: int) -> int:
     return max(1, round(size * image_size / REFERENCE_SIZE))
 
 
+def crop_scale(scale, what: str = "views.scale") -> tuple[float, float]:
+    """A crop's ``(low, high)`` share of the image area, ``0 < low ≤ high ≤ 1``; anything else is a
+    :class:`UserError` naming the view option(s) ``what``."""
+    pair = tuple(scale) if isinstance(scale, (list, tuple)) else ()
+    numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in pair)
+    if len(pair) != 2 or not numbers or not 0 < pair[0] <= pair[1] <= 1:
+        got = list(pair) if pair else scale
+        raise UserError(f"{what} must be two numbers 0 < low ≤ high ≤ 1, got {got!r}")
+    return float(pair[0]), float(pair[1])
+
+
 def gaussian_kernel_size(sigma: float) -> int:
     """Odd kernel covering ±3σ, at least 3 (for tensors; PIL images need no kernel size)."""
     return max(3, 2 * math.ceil(3 * sigma) + 1)
@@ -116,7 +127,7 @@ def vicreg_views(px: int, scale: Sequence[float]) -> list[Callable]:
     def view(blur_p: float, solarize_p: float) -> v2.Compose:
         steps = [
             v2.RandomResizedCrop(
-                px, scale=tuple(scale), interpolation=InterpolationMode.BICUBIC, antialias=True
+                px, scale=crop_scale(scale), interpolation=InterpolationMode.BICUBIC, antialias=True
             ),
             v2.RandomHorizontalFlip(p=0.5),
             v2.RandomApply([v2.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.2, hue=0.1)], p=0.8),
@@ -143,11 +154,12 @@ def swav_views(
             "swav views: nmb_crops, size_crops, min_scale_crops and max_scale_crops need equal lengths"
         )
     out: list[Callable] = []
-    for n, size, lo, hi in zip(nmb_crops, size_crops, min_scale_crops, max_scale_crops):
+    for i, (n, size, lo, hi) in enumerate(zip(nmb_crops, size_crops, min_scale_crops, max_scale_crops)):
         crop_px = scaled_size(int(size), px)
+        scale = crop_scale((lo, hi), f"views.min_scale_crops[{i}] and views.max_scale_crops[{i}]")
         pipeline = v2.Compose(
             [
-                v2.RandomResizedCrop(crop_px, scale=(float(lo), float(hi)), antialias=True),
+                v2.RandomResizedCrop(crop_px, scale=scale, antialias=True),
                 v2.RandomHorizontalFlip(p=0.5),
                 v2.RandomApply([v2.ColorJitter(0.8, 0.8, 0.8, 0.2)], p=0.8),
                 v2.RandomGrayscale(p=0.2),
@@ -163,7 +175,7 @@ def simsiam_views(px: int, scale: Sequence[float]) -> list[Callable]:
     """SimSiam's two views, one pipeline applied twice."""
     pipeline = v2.Compose(
         [
-            v2.RandomResizedCrop(px, scale=tuple(scale), antialias=True),
+            v2.RandomResizedCrop(px, scale=crop_scale(scale), antialias=True),
             v2.RandomApply([v2.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
             v2.RandomGrayscale(p=0.2),
             _blur(0.5, px),

@@ -31,14 +31,40 @@ def _class_dirs(folder: Path, exclude: tuple[str, ...] = ()) -> list[str]:
     )
 
 
-def _image_files(folder: Path) -> list[Path]:
-    found = []
-    for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-        dirnames.sort()
-        found.extend(
-            Path(dirpath) / f for f in sorted(filenames) if f.lower().endswith(IMG_EXTENSIONS) and f[0] != "."
-        )
-    return found
+def _listing(folder: Path) -> tuple[list[os.DirEntry], list[os.DirEntry]]:
+    """``(sub-folders, other entries)`` of ``folder`` sorted by name (symlinks followed); an
+    unreadable folder has none."""
+    try:
+        with os.scandir(folder) as it:
+            entries = sorted(it, key=lambda e: e.name)
+    except OSError:
+        return [], []
+    dirs = [e for e in entries if e.is_dir()]
+    return dirs, [e for e in entries if not e.is_dir()]
+
+
+def _image_files(folder: Path) -> tuple[list[Path], list[Path]]:
+    """``(image files, image names that are no regular file)`` under ``folder``, depth first in
+    name order. Symlinked folders are followed, each folder once (a symlink loop adds nothing);
+    a FIFO, socket or broken link named like an image is never opened, only listed as skipped."""
+    found, odd = [], []
+    seen: set[tuple[int, int]] = set()
+    stack = [folder]
+    while stack:
+        current = stack.pop()
+        try:
+            st = os.stat(current)
+        except OSError:
+            continue
+        if (st.st_dev, st.st_ino) in seen:
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        dirs, files = _listing(current)
+        for e in files:
+            if e.name.lower().endswith(IMG_EXTENSIONS) and e.name[0] != ".":
+                (found if e.is_file() else odd).append(Path(current) / e.name)
+        stack.extend(Path(current) / d.name for d in reversed(dirs))
+    return found, odd
 
 
 def _readable(path: Path) -> bool:
@@ -56,7 +82,8 @@ class ImageFolderDataset(Dataset):
 
     ``classes`` fixes the label order (the training split's class folders, sorted); a class folder
     missing from ``classes`` is an error. Files PIL cannot identify or verify are left out and
-    counted in ``skipped`` (their paths in ``skipped_files``).
+    counted in ``skipped`` (their paths in ``skipped_files``), and so are entries named like an
+    image that are no regular file (a FIFO is never opened). Symlinked folders are followed once.
     """
 
     def __init__(
@@ -82,7 +109,11 @@ class ImageFolderDataset(Dataset):
                 f"{self.folder}: class folder(s) {', '.join(unknown[:5])} not among the training classes"
             )
         index = {c: i for i, c in enumerate(self.classes)}
-        candidates = [(p, index[c]) for c in present for p in _image_files(self.folder / c)]
+        candidates, odd = [], []
+        for c in present:
+            files, others = _image_files(self.folder / c)
+            candidates += [(p, index[c]) for p in files]
+            odd += others
         if not candidates:
             raise UserError(
                 f"{self.folder}: no image files ({', '.join(IMG_EXTENSIONS)}) in its class folders"
@@ -93,7 +124,7 @@ class ImageFolderDataset(Dataset):
         else:
             ok = [True] * len(candidates)
         self.samples: list[tuple[Path, int]] = [s for s, good in zip(candidates, ok) if good]
-        self.skipped_files: list[Path] = [s[0] for s, good in zip(candidates, ok) if not good]
+        self.skipped_files: list[Path] = [s[0] for s, good in zip(candidates, ok) if not good] + odd
         if not self.samples:
             raise UserError(f"{self.folder}: none of its {len(candidates)} image files is readable")
         self.targets: list[int] = [label for _, label in self.samples]

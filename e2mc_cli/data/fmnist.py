@@ -4,7 +4,8 @@ The four official files (``train-images-idx3-ubyte.gz``, ``train-labels-idx1-uby
 ``t10k-images-idx3-ubyte.gz``, ``t10k-labels-idx1-ubyte.gz``; plain or gzipped) are looked for, in
 order, in:
 
-1. an explicit folder (``--data PATH`` or ``fmnist:PATH``),
+1. an explicit folder (``--data PATH`` or ``fmnist:PATH``): the only place looked in when given
+   (its files missing is an error naming it, never another copy of the data),
 2. ``$SSLBOOST_DATA`` (the folder itself, or its ``fashion-mnist/`` or ``FashionMNIST/raw/`` subfolder),
 3. ``/usr/share/datasets/fashion-mnist/`` (Debian's ``dataset-fashion-mnist`` package),
 4. ``<cache>/datasets`` (an earlier download),
@@ -90,13 +91,26 @@ def _torchvision_download(root: Path) -> Path:
     return root / "FashionMNIST" / "raw"
 
 
+def _given(path: str | os.PathLike) -> Path:
+    """The folder under an explicit ``path`` holding the idx files; else a :class:`UserError` naming it."""
+    given = Path(path).expanduser()
+    folder = next((f for f in candidates(given) if has_files(f)), None)
+    if folder is None:
+        names = ", ".join(stem for pair in FILES.values() for stem in pair)
+        where = "no such folder" if not given.is_dir() else "not all four Fashion-MNIST idx files there"
+        raise UserError(
+            f"{given}: {where} (looked in it, fashion-mnist/ and FashionMNIST/raw/ for {names}, plain or .gz)"
+        )
+    return folder
+
+
 def locate(path: str | os.PathLike | None = None, *, download: bool = True) -> Path:
-    """The folder with the idx files, searched in the documented order; else a :class:`UserError`
-    listing every place tried."""
+    """The folder with the idx files: under ``path`` when given (and only there), else searched
+    in the documented order; else a :class:`UserError` listing every place tried."""
+    if path is not None:
+        return _given(path)
     tried: list[str] = []
     places: list[tuple[str, Path]] = []
-    if path is not None:
-        places.append(("given path", Path(path).expanduser()))
     env = os.environ.get("SSLBOOST_DATA")
     if env:
         places.append(("$SSLBOOST_DATA", Path(env).expanduser()))

@@ -140,7 +140,14 @@ def simclr_list(labels: str) -> Path:
 
 
 def _read_names(path: Path) -> list[str]:
-    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    """The non-empty lines of a text file of image names; a file that is not UTF-8 text is a UserError."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        text = "\x00"
+    if "\x00" in text:
+        raise UserError(f"{path}: not a text file of image names (one per line) nor a subset-*.json")
+    return [line.strip() for line in text.splitlines() if line.strip()]
 
 
 def dataset_record(dataset) -> dict:

@@ -38,6 +38,7 @@ SWAV_STD = (0.228, 0.224, 0.225)  # the official SwAV code's, in its training vi
 
 REFERENCE_SIZE = 224  # the official recipes' full-resolution crop
 NATIVE_IMAGE_SIZE = 28  # Fashion-MNIST's images
+MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 8, 4096  # the image sizes (px) training and evaluation accept
 STANDARD_CROP_PCT = 224 / 256  # the official evaluations: resize to 256, centre-crop 224
 INTERPOLATION = "bilinear"
 
@@ -103,7 +104,7 @@ def trained_image_size(metadata: Mapping, kind: str = PHOTOS) -> int:
             recipe = {}
     views = recipe.get("views") if isinstance(recipe, dict) else None
     size = views.get("image_size") if isinstance(views, dict) else None
-    if isinstance(size, int) and not isinstance(size, bool) and size > 0:
+    if isinstance(size, int) and not isinstance(size, bool) and MIN_IMAGE_SIZE <= size <= MAX_IMAGE_SIZE:
         return size
     return default_image_size(kind)
 

@@ -23,7 +23,13 @@ from e2mc_cli.evaluate.records import EvalRecord, correct_by_seed, read_predicti
 def load_eval(path: str | Path) -> tuple[EvalRecord, dict[str, np.ndarray], Path]:
     """``(record, predictions arrays, folder)`` of an evaluation folder or its ``eval.json``."""
     record = read_record(path)
-    return record, read_predictions(record.folder), record.folder
+    predictions = read_predictions(record.folder)
+    missing = sorted(set(record.seeds) - {int(s) for s in predictions["seeds"]})
+    if missing:
+        raise UserError(
+            f"{record.folder}: no predictions of seed {missing[0]}, a seed of its {record.path.name}"
+        )
+    return record, predictions, record.folder
 
 
 def check_comparable(ra: EvalRecord, pa: dict, rb: EvalRecord, pb: dict) -> list[int]:

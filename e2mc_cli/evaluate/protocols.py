@@ -191,20 +191,41 @@ def resolve_config(protocol: str, method: str, labels: str, **overrides) -> Prot
             continue
         if not hasattr(cfg, key):
             raise UserError(f"unknown evaluation option {key!r}")
+        _check_override(key, value)
         setattr(cfg, key, type(getattr(cfg, key))(value))
         if key == "epochs":
             cfg.min_steps = 0  # epochs the user asked for are run as given
-    if cfg.protocol != "knn" and cfg.epochs < 1:
-        raise UserError(f"--epochs must be at least 1, got {cfg.epochs}")
-    if cfg.batch_size < 1:
-        raise UserError(f"--batch-size must be at least 1, got {cfg.batch_size}")
     if cfg.protocol != "knn" and (cfg.lr <= 0 or (cfg.protocol == "semisup" and cfg.head_lr <= 0)):
         raise UserError("learning rates must be positive")
-    if cfg.wd < 0:
-        raise UserError(f"--wd must be non-negative, got {cfg.wd}")
-    if cfg.k < 1 or cfg.temperature <= 0:
-        raise UserError("--k must be at least 1 and --temperature positive")
     return cfg
+
+
+# What each override must be: (integer?, lowest value, whether the lowest value itself is allowed).
+OVERRIDE_RULES = {
+    "epochs": (True, 1, True),
+    "batch_size": (True, 1, True),
+    "k": (True, 1, True),
+    "lr": (False, 0.0, False),
+    "head_lr": (False, 0.0, False),
+    "wd": (False, 0.0, True),
+    "temperature": (False, 0.0, False),
+}
+INT_OPTION_MAX = 2**31 - 1  # epochs, batch size, k: counts a run makes, far below this
+
+
+def _check_override(key: str, value) -> None:
+    """``--KEY value`` is an integer ≥ its lowest value, or a finite number above (or at) it."""
+    integer, low, inclusive = OVERRIDE_RULES.get(key, (False, float("-inf"), True))
+    flag = "--" + key.replace("_", "-")
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if integer:
+        whole = number and math.isfinite(value) and value == int(value)
+        if not whole or not low <= value <= INT_OPTION_MAX:
+            raise UserError(f"{flag} must be an integer from {low} to {INT_OPTION_MAX}, got {value!r}")
+        return
+    if not number or not math.isfinite(value) or value < low or (value == low and not inclusive):
+        bound = f"≥ {low:g}" if inclusive else f"> {low:g}"
+        raise UserError(f"{flag} must be a finite number {bound}, got {value!r}")
 
 
 def for_subset(cfg: ProtocolConfig, n_labelled: int) -> ProtocolConfig:

@@ -16,6 +16,7 @@ today's protocol gives.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -112,7 +113,8 @@ def _get(doc: dict, key: str, kind, where: Path, *, optional: bool = False, pref
     value = doc.get(key)
     if value is None and optional:
         return None
-    if isinstance(value, bool) or not isinstance(value, kind):  # JSON true/false are no numbers here
+    bad_number = isinstance(value, float) and not math.isfinite(value)  # JSON allows NaN, Infinity
+    if isinstance(value, bool) or not isinstance(value, kind) or bad_number:  # true/false are no numbers
         raise UserError(f"{where}: an incomplete sslboost evaluation (no valid '{prefix}{key}')")
     return value
 
@@ -169,14 +171,18 @@ def parse_record(doc, path: str | Path) -> EvalRecord:
         raise UserError(f"{where}: not an sslboost evaluation (format {EVAL_FORMAT!r} expected)")
     _get(doc, "protocol_version", int, where, optional=True)  # absent: made before versions (1)
     checkpoint = _get(doc, "checkpoint", dict, where)
+    seeds = _seeds(doc, where)
+    results = [_seed_result(r, where) for r in _get(doc, "results", list, where)]
+    if len(set(seeds)) != len(seeds) or sorted(r.seed for r in results) != sorted(seeds):
+        raise UserError(f"{where}: an incomplete sslboost evaluation (not one of 'results' per seed)")
     return EvalRecord(
         path=where,
         protocol=_get(doc, "protocol", str, where),
         protocol_version=protocol_version_of(doc),
         labels=_get(doc, "labels", str, where),
         mode=_get(doc, "mode", str, where, optional=True),
-        seeds=_seeds(doc, where),
-        results=[_seed_result(r, where) for r in _get(doc, "results", list, where)],
+        seeds=seeds,
+        results=results,
         top1=_accuracy(doc, "top1", where),
         top5=_accuracy(doc, "top5", where),
         dataset=_dataset(doc, where),
@@ -221,6 +227,8 @@ def read_predictions(folder: str | Path) -> dict[str, np.ndarray]:
         raise UserError(f"{npz}: unreadable predictions ({exc})") from None
     if arrays["pred"].ndim != 2 or arrays["pred"].shape[1] != len(arrays["target"]):
         raise UserError(f"{npz}: predictions and targets disagree in length")
+    if arrays["seeds"].ndim != 1 or len(arrays["seeds"]) != arrays["pred"].shape[0]:
+        raise UserError(f"{npz}: not one row of predictions per seed")
     return arrays
 
 

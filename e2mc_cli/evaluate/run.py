@@ -30,7 +30,14 @@ from e2mc_cli import __version__
 from e2mc_cli.checkpoint import Checkpoint
 from e2mc_cli.data.datasets import resolve_dataset
 from e2mc_cli.data.subsets import carve_validation, choose_subset, parse_labels
-from e2mc_cli.data.transforms import NATIVE, dataset_kind, eval_preprocessing, eval_transform
+from e2mc_cli.data.transforms import (
+    MAX_IMAGE_SIZE,
+    MIN_IMAGE_SIZE,
+    NATIVE,
+    dataset_kind,
+    eval_preprocessing,
+    eval_transform,
+)
 from e2mc_cli.errors import UserError
 from e2mc_cli.evaluate import features as FX
 from e2mc_cli.evaluate import knn as KNN
@@ -46,6 +53,9 @@ from e2mc_cli.evaluate.protocols import (
 )
 from e2mc_cli.evaluate.records import EVAL_FORMAT, write_eval
 from e2mc_cli.evaluate.stats import mean_se
+
+MAX_SEEDS = 1000  # evaluations of one checkpoint in one invocation
+MAX_WORKERS = 256  # data-loader processes
 
 
 @dataclass
@@ -96,14 +106,18 @@ def _check(req: EvalRequest) -> None:
         raise UserError(f"--protocol {req.protocol}: expected one of: {', '.join(PROTOCOLS)}")
     if req.mode not in MODES:
         raise UserError(f"--mode {req.mode}: expected one of: {', '.join(MODES)}")
-    if req.seeds < 1:
-        raise UserError(f"--seeds must be at least 1, got {req.seeds}")
+    if not 1 <= req.seeds <= MAX_SEEDS:
+        raise UserError(f"--seeds must be from 1 to {MAX_SEEDS}, got {req.seeds}")
+    if req.workers is not None and not 0 <= req.workers <= MAX_WORKERS:
+        raise UserError(f"--workers must be from 0 to {MAX_WORKERS}, got {req.workers}")
     if req.seed_list is not None and (
         not req.seed_list or len(set(req.seed_list)) != len(req.seed_list) or min(req.seed_list) < 0
     ):
         raise UserError(f"seeds must be distinct non-negative integers, got {req.seed_list}")
-    if req.image_size is not None and req.image_size < 8:
-        raise UserError(f"--image-size must be at least 8 px, got {req.image_size}")
+    if req.image_size is not None and not MIN_IMAGE_SIZE <= req.image_size <= MAX_IMAGE_SIZE:
+        raise UserError(
+            f"--image-size must be from {MIN_IMAGE_SIZE} to {MAX_IMAGE_SIZE} px, got {req.image_size}"
+        )
     parse_labels(req.labels)
 
 
@@ -141,6 +155,12 @@ def _load_data(req: EvalRequest, metadata: dict) -> _Data:
     """Training split and evaluation set (the validation split, or images held out of training),
     with the evaluation preprocessing of the checkpoint (``metadata``) on them."""
     train = resolve_dataset(req.data, "train")
+    present = sorted(set(train.targets))
+    if len(present) < 2:
+        names = ", ".join(str(train.classes[c]) for c in present) or "none"
+        raise UserError(
+            f"--data {req.data}: {len(present)} class with images ({names}); an evaluation needs at least two"
+        )
     if req.holdout:
         train, val = carve_validation(train, int(req.holdout))
     else:
@@ -307,10 +327,10 @@ def run_eval(
     cfg: ProtocolConfig = resolve_config(req.protocol, ckpt.method, labels, **req.overrides)
     device = FX.pick_device(req.device)
     t_start = time.perf_counter()
+    backbone = ckpt.build_model().backbone.to(device)  # a checkpoint that does not fit fails first
     data = _load_data(req, ckpt.metadata)
     log(_describe(req, data))
 
-    backbone = ckpt.build_model().backbone.to(device)
     initial_state = copy.deepcopy(backbone.state_dict()) if req.protocol == "semisup" else None
     setup = _Setup(req, device, data, backbone, initial_state)
     seeds = list(req.seed_list) if req.seed_list is not None else list(range(req.seeds))

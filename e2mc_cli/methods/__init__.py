@@ -82,12 +82,13 @@ def view_transform(method: str, image_size: int = 224, **overrides) -> MultiView
 def method_config(method: str, options: Mapping[str, object], views: Mapping[str, object]) -> dict:
     """A recipe's ``[method]`` options completed by the ``[views]`` keys the method also takes
     (its spec's ``shared_view_options``: SwAV's ``nmb_crops``); where both sections set one, they
-    must agree."""
+    must agree, and the options are checked (:meth:`MethodSpec.check_options`)."""
     config = dict(options)
     for key in sorted(set(get_method_spec(method).shared_view_options) & set(views)):
         given = config.setdefault(key, views[key])
         if _plain(given) != _plain(views[key]):
             raise UserError(f"recipe method.{key} and views.{key} differ")
+    get_method_spec(method).check_options(config)
     return config
 
 
@@ -96,12 +97,16 @@ def _plain(value):
 
 
 def build_method(name: str, model: SSLModel, **options) -> Method:
-    """``spec.method(model, **options)`` with one clear error for a bad name or option."""
+    """``spec.method(model, **options)`` with one clear error for a bad name or option (the
+    method's own checks of its options, such as SwAV's ``crops_for_assign``, included)."""
     spec = get_method_spec(name)
     spec.check_options(options)
     if model.method != name:
         raise UserError(f"the model is a {model.method} model, not {name}")
-    return spec.method(model, **options)
+    try:
+        return spec.method(model, **options)
+    except (ValueError, TypeError) as exc:
+        raise UserError(f"{name} options: {exc}") from None
 
 
 __all__ = [

@@ -18,6 +18,7 @@ from torch import nn
 from e2mc_cli.data.augment import MultiView
 from e2mc_cli.errors import UserError
 from e2mc_cli.methods.base import Method
+from e2mc_cli.models.heads import check_size, parse_dims
 
 HeadBuilder = Callable[[int, Mapping[str, object]], dict[str, nn.Module]]
 HeadReader = Callable[[Mapping[str, torch.Tensor]], dict]
@@ -47,7 +48,9 @@ class MethodSpec:
     - ``view_builder(image_size, **view_options)``: one pipeline per view, full-resolution views
       first (:mod:`e2mc_cli.data.augment`); ``view_options``: its defaults (lengths at 224 px), the
       keys a recipe's ``[views]`` section may set besides ``image_size``; ``shared_view_options``:
-      those of them the method's forward pass takes too (SwAV's ``nmb_crops``).
+      those of them the method's forward pass takes too (SwAV's ``nmb_crops``);
+      ``options_check(options)``: the method's checks of its options against each other (every
+      option present, defaults filled in), a UserError for a mistake (SwAV's ``crops_for_assign``).
     - ``backbone_calls``: how the method batches the backbone, ``"view"`` (one call per view, so
       batch norm sees each view alone) or ``"resolution"`` (one call per crop size).
     - ``official_keys``: ``(official prefix, canonical prefix)`` pairs, first match wins, mapping
@@ -78,6 +81,7 @@ class MethodSpec:
     official_keys: tuple[tuple[str, str], ...] = field(default=())
     official_dropped: tuple[tuple[str, str], ...] = field(default=())
     shared_view_options: tuple[str, ...] = ()
+    options_check: Callable[[Mapping[str, object]], None] | None = None
 
     @property
     def name(self) -> str:
@@ -93,8 +97,16 @@ class MethodSpec:
         return tuple(self.heads)
 
     def head_sizes(self, heads: Mapping[str, object] | None = None) -> dict:
-        """The official sizes with ``heads`` laid over them."""
-        return {**self.heads, **(heads or {})}
+        """The official sizes with ``heads`` laid over them, each of the kind of the official one
+        (layer sizes ``"a-b-c"`` or one integer) and at most
+        :data:`~e2mc_cli.models.heads.HEAD_SIZE_MAX`; else a UserError."""
+        sizes = {**self.heads, **(heads or {})}
+        for key, official in self.heads.items():
+            if isinstance(official, str):
+                parse_dims(sizes[key], f"{self.name} heads {key}")
+            else:
+                check_size(sizes[key], f"{self.name} heads {key}")
+        return sizes
 
     def build_heads(self, width: int, heads: Mapping[str, object] | None = None) -> dict[str, nn.Module]:
         """The heads for a backbone of ``width`` features (``heads`` over the official sizes)."""
@@ -117,8 +129,11 @@ class MethodSpec:
         return {k: p.default for k, p in params}
 
     def check_options(self, options: Mapping[str, object]) -> None:
-        """A UserError for any key of ``options`` the method does not take."""
+        """A UserError for any key of ``options`` the method does not take, or options that
+        disagree with each other (:attr:`options_check`)."""
         _reject_unknown(options, self.options(), f"unknown {self.name} option(s)")
+        if self.options_check is not None:
+            self.options_check({**self.options(), **options})
 
     def view_transform(self, image_size: int = 224, **overrides) -> MultiView:
         """The method's training views at ``image_size`` px; ``overrides`` replace entries of

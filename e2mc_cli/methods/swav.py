@@ -10,10 +10,25 @@ from torch import nn
 
 from e2mc_cli.data.augment import swav_views
 from e2mc_cli.distributed import world_size
+from e2mc_cli.errors import UserError
 from e2mc_cli.methods.base import Method, MethodOutput, check_views, resolution_groups
 from e2mc_cli.methods.functional import swav_loss
 from e2mc_cli.methods.spec import MethodSpec
 from e2mc_cli.models import SSLModel, mlp
+
+
+def check_crops(crops_for_assign: Sequence[int], nmb_crops: Sequence[int]) -> None:
+    """``crops_for_assign`` names crops that exist: indices below ``sum(nmb_crops)``; else a UserError."""
+    total = sum(int(n) for n in nmb_crops)
+    if not crops_for_assign or any(not 0 <= int(c) < total for c in crops_for_assign):
+        raise UserError(
+            f"swav crops_for_assign {list(crops_for_assign)} must name crops 0 to {total - 1} "
+            f"(nmb_crops {list(nmb_crops)})"
+        )
+
+
+def _check_options(options: Mapping[str, object]) -> None:
+    check_crops(options["crops_for_assign"], options["nmb_crops"])
 
 
 class SwAV(Method):
@@ -66,10 +81,7 @@ class SwAV(Method):
         self.queue_length = int(queue_length)
         self.epoch_queue_starts = int(epoch_queue_starts)
         self.freeze_prototypes_niters = int(freeze_prototypes_niters)
-        if any(not 0 <= c < sum(self.nmb_crops) for c in self.crops_for_assign):
-            raise ValueError(
-                f"crops_for_assign {self.crops_for_assign} out of range for nmb_crops {self.nmb_crops}"
-            )
+        check_crops(self.crops_for_assign, self.nmb_crops)
         self.feat_dim = model.prototypes.weight.shape[1]
         self.register_buffer("queue", torch.zeros(0), persistent=True)
         # Each process keeps its own queue (as the official code): DDP must not broadcast it.
@@ -206,6 +218,7 @@ SPEC = MethodSpec(
     recipes="swav",
     backbone_calls="resolution",
     shared_view_options=("nmb_crops",),
+    options_check=_check_options,
     # A bare DDP state dict (or {epoch, state_dict, optimizer[, amp]}): module.<torchvision
     # backbone names>, module.projection_head.{0,1,3}.*, module.prototypes.weight.
     official_keys=(("projection_head.", "projector."), ("prototypes.", "prototypes.")),

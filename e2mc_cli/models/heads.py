@@ -11,10 +11,25 @@ from collections.abc import Sequence
 
 from torch import nn
 
+from e2mc_cli.errors import UserError
 
-def parse_dims(text: str | int) -> list[int]:
-    """``"8192-8192-8192"`` → ``[8192, 8192, 8192]`` (a single number is one layer)."""
-    return [int(x) for x in str(text).split("-")]
+HEAD_SIZE_MAX = 65536  # widest head layer built: a 65536 × 65536 linear layer alone is 17 GB
+
+
+def check_size(value, what: str = "head size") -> int:
+    """``value`` if it is an integer from 1 to :data:`HEAD_SIZE_MAX`, else a UserError naming ``what``."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= HEAD_SIZE_MAX:
+        raise UserError(f"{what} must be an integer from 1 to {HEAD_SIZE_MAX}, got {value!r}")
+    return value
+
+
+def parse_dims(text: str | int, what: str = "layer sizes") -> list[int]:
+    """``"8192-8192-8192"`` → ``[8192, 8192, 8192]`` (a single number is one layer); anything else
+    (a word, a size of 0 or above :data:`HEAD_SIZE_MAX`) is a UserError naming ``what``."""
+    parts = str(text).split("-") if not isinstance(text, bool) else ["?"]
+    if not all(p.strip().isdigit() for p in parts):
+        raise UserError(f"{what} {text!r}: expected sizes joined by '-', e.g. 8192-8192-8192")
+    return [check_size(int(p), f"{what} {text!r}: each size") for p in parts]
 
 
 def mlp(

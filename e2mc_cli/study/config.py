@@ -1,5 +1,7 @@
 """What a study is made of: :class:`StudyConfig`, its checks, and the ``--set`` overrides scoped to
-one criterion (``--set e2mc:criterion.beta=100``)."""
+one criterion (``--set e2mc:criterion.beta=100``). An override that no recipe of the study takes
+(an unknown key, or a key of another criterion given unscoped) is an error before any cell runs
+(:func:`check_sets`)."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from pathlib import Path
 from e2mc_cli.criteria import CRITERIA
 from e2mc_cli.data.subsets import parse_labels
 from e2mc_cli.errors import UserError
+from e2mc_cli.training import recipe as R
 from e2mc_cli.zoo import builtin_data
 
 DEFAULT_CRITERIA = ("continued", "e2mc", "vcreg", "uniformity", "mmcr", "vne", "logdet", "simmer")
@@ -74,6 +77,28 @@ def check_config(cfg: StudyConfig) -> StudyConfig:
                 f"--set {item}: {scope!r} is not one of the study's criteria ({', '.join(cfg.criteria)})"
             )
     return cfg
+
+
+def check_sets(cfg: StudyConfig, method: str) -> None:
+    """The recipe of each criterion's runs, resolved as its cells will resolve it (the base's
+    recipe, ``--epochs``, ``--batch-size``, ``--image-size`` and the ``--set`` overrides that
+    reach it), so that an unknown key or a bad value is one error before any cell runs."""
+    for criterion in cfg.criteria:
+        recipe_file, extra = R.base_recipe_file(cfg.base, criterion)
+        sets = [*extra, *sets_for(cfg.sets, criterion)]
+        if cfg.epochs is not None:
+            sets.append(f"run.epochs={float(cfg.epochs):g}")
+        try:
+            R.resolve_recipe(
+                method,
+                criterion,
+                recipe_file=recipe_file,
+                batch_size=cfg.batch_size,
+                image_size=cfg.image_size,
+                sets=sets,
+            )
+        except UserError as exc:
+            raise UserError(f"the {criterion} runs of the study: {exc}") from None
 
 
 def split_scoped_set(item: str) -> tuple[str | None, str]:

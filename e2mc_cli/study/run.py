@@ -11,7 +11,7 @@ from pathlib import Path
 from e2mc_cli.errors import UserError
 from e2mc_cli.io import write_json_atomic, write_text_atomic
 from e2mc_cli.study.cells import Log, StudyInterrupted, cell_name, collect, quiet, run_base, run_cell
-from e2mc_cli.study.config import StudyConfig, check_config, default_data
+from e2mc_cli.study.config import StudyConfig, check_config, check_sets, default_data
 from e2mc_cli.study.render import render_markdown, render_png
 from e2mc_cli.study.summary import summarise
 from e2mc_cli.zoo import resolve_base
@@ -42,7 +42,7 @@ def run_study(cfg: StudyConfig, *, log: Log = quiet, command: str = "") -> Study
     """Run every missing cell, then write the outputs (see :mod:`e2mc_cli.study`)."""
     cfg = check_config(cfg)
     data = default_data(cfg.base, cfg.data)
-    resolve_base(cfg.base)  # fail early on a bad base
+    check_sets(cfg, resolve_base(cfg.base).method)  # fail early on a bad base or --set
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()

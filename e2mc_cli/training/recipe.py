@@ -21,13 +21,14 @@ Resolution: the recipe file (``recipes/<method>-<criterion>.toml``, or ``--recip
 without a file starts from ``<method>-continued.toml`` and takes the criterion's own defaults),
 then ``--epochs``, ``--batch-size``, ``--lr``, then each ``--set section.key=value`` (the value is
 read as TOML, so ``1e-3``, ``true``, ``[2, 6]`` and ``"text"`` keep their types; a bare word is a
-string).
+string). The resolved recipe is checked once, here (:func:`check_recipe`, with the rules of
+:mod:`~e2mc_cli.training.recipe_checks`): known keys, kinds, integer ranges, finite numbers, view
+options that agree; a mistake is one :class:`UserError` line before anything is built or written.
 """
 
 from __future__ import annotations
 
 import copy
-import math
 import sys
 from pathlib import Path
 
@@ -36,8 +37,9 @@ import tomli_w
 import e2mc_cli
 from e2mc_cli.criteria import CRITERIA, criterion_defaults
 from e2mc_cli.errors import UserError, did_you_mean, unknown_choice
-from e2mc_cli.methods import method_options, view_options
-from e2mc_cli.training.optim import OPTIMIZERS, SCHEDULES, base_lr
+from e2mc_cli.methods import method_config, method_options, view_options, view_transform
+from e2mc_cli.training.optim import base_lr
+from e2mc_cli.training.recipe_checks import FIXED_RULES, Rule, check_section, rule_for_default
 from e2mc_cli.zoo import BASES
 
 if sys.version_info >= (3, 11):
@@ -77,14 +79,19 @@ RECIPE_KEYS = ("name", "method", "source")
 
 
 def load_toml(path: Path) -> dict:
-    """A recipe file's TOML; a missing or malformed file is one :class:`UserError` line."""
+    """A recipe file's TOML; a missing or malformed file, or a section that is not a table, is one
+    :class:`UserError` line."""
     try:
         with open(path, "rb") as f:
-            return tomllib.load(f)
-    except FileNotFoundError:
+            recipe = tomllib.load(f)
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
         raise UserError(f"{path}: no such recipe file") from None
-    except tomllib.TOMLDecodeError as exc:
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
         raise UserError(f"{path}: not valid TOML ({exc})") from None
+    for section in (*SECTIONS, "model"):
+        if not isinstance(recipe.get(section, {}), dict):
+            raise UserError(f"{path}: [{section}] must be a table of key = value lines")
+    return recipe
 
 
 def recipe_kind(recipe: dict) -> str:
@@ -130,8 +137,8 @@ def _criterion_defaults(name: str) -> dict:
 
 def check_criterion(name: str) -> None:
     """A known criterion name, else one :class:`UserError` with the closest name and the valid ones."""
-    if name not in CRITERIA:
-        raise unknown_choice("criterion", name, CRITERIA)
+    if not isinstance(name, str) or name not in CRITERIA:
+        raise unknown_choice("criterion", str(name), CRITERIA)
 
 
 def _toml_safe(value):
@@ -243,79 +250,33 @@ def apply_set(recipe: dict, assignment: str) -> None:
     recipe.setdefault(section, {})[key] = value
 
 
-def _check(recipe: dict) -> None:
-    """Sanity of the values the loop relies on; one clear line for each mistake."""
-    run = recipe["run"]
-    epochs = run["epochs"]
-    if (
-        not isinstance(epochs, (int, float))
-        or isinstance(epochs, bool)
-        or not epochs > 0
-        or math.isinf(epochs)
-    ):
-        raise UserError(f"recipe run.epochs must be a positive number (fractions allowed), got {epochs!r}")
-    for key in ("batch_size", "checkpoint_every", "log_every"):
-        value = run[key]
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise UserError(f"recipe run.{key} must be a positive integer, got {value!r}")
-    if not isinstance(run["seed"], int):
-        raise UserError(f"recipe run.seed must be an integer, got {run['seed']!r}")
-    lr = recipe["optim"]["lr"]
-    if not isinstance(lr, (int, float)) or isinstance(lr, bool) or not math.isfinite(lr) or lr < 0:
-        raise UserError(f"recipe optim.lr must be a non-negative number, got {lr!r}")
-    size = recipe["views"].get("image_size", 224)
-    if not isinstance(size, int) or size < 8:
-        raise UserError(f"recipe views.image_size must be an integer ≥ 8, got {size!r}")
-    _check_types(recipe)
-    optim = recipe["optim"]
-    if optim["name"] not in OPTIMIZERS:
-        raise UserError(f"recipe optim.name {optim['name']!r}: expected one of: {', '.join(OPTIMIZERS)}")
-    if optim["schedule"] not in SCHEDULES:
-        raise UserError(
-            f"recipe optim.schedule {optim['schedule']!r}: expected one of: {', '.join(SCHEDULES)}"
-        )
-    for key in ("momentum", "weight_decay", "warmup_epochs", "final_lr_ratio", "predictor_lr"):
-        value = optim.get(key, 0)
-        if not math.isfinite(value) or value < 0:
-            raise UserError(f"recipe optim.{key} must be a finite number ≥ 0, got {value!r}")
-    if optim["final_lr_ratio"] > 1:
-        raise UserError(f"recipe optim.final_lr_ratio must be ≤ 1, got {optim['final_lr_ratio']!r}")
-
-
 def _section_defaults(recipe: dict, section: str) -> dict:
     method = recipe["recipe"]["method"]
-    if section == "optim":
-        return {**OPTIM_KEYS, "predictor_lr": 0.0, **OPTIMIZER_KEYS.get(recipe["optim"]["name"], {})}
     if section == "method":
         return method_options(method)
     if section == "views":
-        return {"image_size": 224, **view_options(method)}
-    if section == "criterion":
-        return {"name": "", **_criterion_defaults(recipe["criterion"].get("name", "continued"))}
-    return {}
+        return view_options(method)
+    return _criterion_defaults(recipe["criterion"].get("name", "continued"))
 
 
-def _kind(value) -> str:
-    if isinstance(value, bool):
-        return "true or false"
-    if isinstance(value, (int, float)):
-        return "a number"
-    if isinstance(value, (list, tuple)):
-        return "a list"
-    return "a string" if isinstance(value, str) else type(value).__name__
+def section_rules(recipe: dict, section: str) -> dict[str, Rule | None]:
+    """The rule of every key of ``section`` (:mod:`~e2mc_cli.training.recipe_checks`)."""
+    if section in ("recipe", "run", "optim"):
+        return FIXED_RULES[section]
+    rules = {k: rule_for_default(v) for k, v in _section_defaults(recipe, section).items()}
+    return {**rules, **FIXED_RULES.get(section, {}), "name": Rule("string")}
 
 
-def _check_types(recipe: dict) -> None:
-    """Each value has the kind of its default (number, true/false, list, string), so a typo such as
-    ``--set optim.momentum=abc`` is one clear line before anything is built or written."""
-    for section in ("optim", "method", "views", "criterion"):
-        defaults = _section_defaults(recipe, section)
-        for key, value in recipe[section].items():
-            if key not in defaults or defaults[key] is None:
-                continue
-            expected = _kind(defaults[key])
-            if _kind(value) != expected:
-                raise UserError(f"recipe {section}.{key} must be {expected}, got {value!r}")
+def check_recipe(recipe: dict) -> None:
+    """Every value of a resolved ``recipe`` keeps its rule, and the view options and method options
+    agree with each other (the views are built once to see it); one :class:`UserError` line for
+    the first mistake."""
+    for section in SECTIONS:
+        check_section(section, recipe[section], section_rules(recipe, section))
+    method = recipe["recipe"]["method"]
+    views = dict(recipe["views"])
+    view_transform(method, views.pop("image_size"), **views)
+    method_config(method, recipe["method"], recipe["views"])
 
 
 def resolve_recipe(
@@ -366,7 +327,7 @@ def resolve_recipe(
         recipe["views"]["image_size"] = int(image_size)
     for assignment in sets:
         apply_set(recipe, assignment)
-    _check(recipe)
+    check_recipe(recipe)
     return recipe
 
 

@@ -9,13 +9,18 @@ monitor, the set of skipped files and the last loss terms; :func:`build_state` m
 plus the epoch and batch within the epoch, the random-number generators of torch (CPU and CUDA),
 numpy and Python, each process's own buffers (SwAV's queue), the resolved recipe and the model's
 description (method, arch, heads, base), so that ``--resume`` needs nothing but the run folder.
+A state holding a NaN or an infinity (parameters, buffers, optimiser state) is never written:
+:meth:`TrainState.save` checks it first, on the device (:func:`nonfinite_tensors`, one transfer
+per checkpoint, none in the steps between), and raises :class:`NonFiniteState` naming the last
+step saved. Reading a state back checks its entries and its recipe before anything is built.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,17 +31,60 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
 from e2mc_cli import distributed as D
+from e2mc_cli.checkpoint import shape_mismatch
 from e2mc_cli.criteria import Criterion, build_criterion
 from e2mc_cli.errors import UserError
 from e2mc_cli.io import atomic_path
 from e2mc_cli.methods import Method, build_method, build_model
 from e2mc_cli.models import SSLModel
+from e2mc_cli.run_layout import STATE_FILE
 from e2mc_cli.training.health import HealthMonitor
 from e2mc_cli.training.optim import build_optimizer
 from e2mc_cli.training.plan import RunPlan
+from e2mc_cli.training.recipe import SECTIONS, check_recipe
 from e2mc_cli.training.syncbn import convert_sync_batchnorm
 
 STATE_VERSION = 1
+
+
+class NonFiniteLoss(RuntimeError):
+    """Training met a NaN or an infinity; the message names where, and the checkpoint kept.
+
+    :func:`~e2mc_cli.training.step.train_step` raises it for a non-finite loss, before the step
+    changes anything; :meth:`TrainState.save` raises :class:`NonFiniteState` for a state it
+    refuses to save.
+    """
+
+
+class NonFiniteState(NonFiniteLoss):
+    """A parameter, buffer or optimiser state became non-finite: the state is not saved."""
+
+
+def nonfinite_tensors(tensors: Mapping[str, torch.Tensor]) -> list[str]:
+    """The names of the floating-point tensors of ``tensors`` holding a NaN or an infinity.
+
+    One fused max-norm (``torch._foreach_norm``, ∞-norm: NaN and ∞ propagate, large finite
+    values do not overflow) per device on the device, and one transfer of the per-tensor flags.
+    """
+    by_device: dict[torch.device, list[tuple[str, torch.Tensor]]] = {}
+    for name, t in tensors.items():
+        if t.is_floating_point() and t.numel():
+            by_device.setdefault(t.device, []).append((name, t.detach()))
+    bad = []
+    for items in by_device.values():
+        norms = torch._foreach_norm([t for _, t in items], math.inf)
+        finite = torch.stack([n.isfinite() for n in norms]).tolist()
+        bad += [name for (name, _), ok in zip(items, finite) if not ok]
+    return bad
+
+
+def _any_process(flag: bool, device: torch.device) -> bool:
+    """Whether ``flag`` holds on any process (a collective under DDP; ``flag`` itself otherwise)."""
+    if not D.is_distributed():
+        return flag
+    t = torch.tensor([float(flag)], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t[0])
 
 
 def _numpy_state() -> tuple:
@@ -79,10 +127,38 @@ def load_training_state(path: str | os.PathLike) -> dict:
     try:
         state = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user-facing problem
-        raise UserError(f"{p}: unreadable training state ({type(exc).__name__}: {exc})") from None
+        raise UserError(f"{p}: unreadable training state ({_load_reason(exc)})") from None
     if not isinstance(state, dict) or state.get("version") != STATE_VERSION:
         raise UserError(f"{p}: not a training state of this version of sslboost")
+    _check_saved(state, p)
     return state
+
+
+def _load_reason(exc: Exception) -> str:
+    """The first line of why ``torch.load`` failed, without its advice to unpickle code."""
+    if "weights_only" in str(exc):
+        return "it holds Python objects other than tensors and plain values, which are never loaded"
+    lines = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {lines[0]}" if lines else type(exc).__name__
+
+
+def _check_saved(state: dict, path: Path) -> None:
+    """The entries a resume reads, of the right kinds, and a recipe that keeps every rule."""
+    info, recipe = state.get("model_info"), state.get("recipe")
+    kinds = {"step": int, "method": dict, "criterion": dict, "optimizer": dict, "rng": dict}
+    bad = [k for k, kind in kinds.items() if not isinstance(state.get(k), kind)]
+    if not isinstance(info, dict) or not {"method", "arch", "heads", "base", "base_epoch"} <= set(info):
+        bad.append("model_info")
+    if not isinstance(recipe, dict) or not all(isinstance(recipe.get(s), dict) for s in SECTIONS):
+        bad.append("recipe")
+    if bad:
+        raise UserError(f"{path}: a damaged training state (no valid {', '.join(bad)})")
+    try:
+        check_recipe(recipe)
+    except UserError as exc:
+        raise UserError(f"{path}: its saved {exc}") from None
+    except (KeyError, TypeError, AttributeError):
+        raise UserError(f"{path}: a damaged training state (no valid recipe)") from None
 
 
 # -- buffers each process keeps for itself ---------------------------------------------------------
@@ -137,10 +213,38 @@ class TrainState:
     wall_before: float = 0.0  # training seconds of the earlier invocations of a resumed run
     failed_indices: set[int] = field(default_factory=set)
     last_terms: dict[str, float] = field(default_factory=dict)
+    saved_step: int | None = None  # the step of the last state saved (finite); None: none yet
 
     @property
     def model(self) -> SSLModel:
         return self.method.model
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """Every tensor the state saves, by name: the method's (model and buffers), the
+        criterion's and the optimiser's (``optimizer.<parameter>.<key>``)."""
+        out = {f"method.{k}": v for k, v in self.method.state_dict().items()}
+        out.update({f"criterion.{k}": v for k, v in self.criterion.state_dict().items()})
+        names = {id(p): k for k, p in (*self.method.named_parameters(), *self.criterion.named_parameters())}
+        for param, slots in self.optimizer.state.items():
+            where = names.get(id(param), "parameter")
+            out.update({f"optimizer.{where}.{k}": v for k, v in slots.items() if torch.is_tensor(v)})
+        return out
+
+    def check_finite(self, path: Path, device: torch.device) -> None:
+        """Raise :class:`NonFiniteState` (on every process) if any tensor of the state is NaN or
+        infinite; the message names the first of them and the checkpoint kept at ``path``."""
+        bad = nonfinite_tensors(self.tensors())
+        if not _any_process(bool(bad), device):
+            return
+        what = f"{', '.join(bad[:3])}{' …' if len(bad) > 3 else ''}" if bad else "state on another process"
+        kept = (
+            f"the last good checkpoint is {path} (step {self.saved_step})"
+            if self.saved_step is not None and path.exists()
+            else "no checkpoint was written yet"
+        )
+        raise NonFiniteState(
+            f"non-finite values in the state after step {self.step} ({what}); not saved; {kept}"
+        )
 
     def payload(self, plan: RunPlan, wall: float, per_process: dict) -> dict:
         """The contents of ``checkpoints/last.pt`` (without version and RNG states)."""
@@ -163,18 +267,36 @@ class TrainState:
         }
 
     def save(self, path: Path, plan: RunPlan, wall: float) -> None:
-        """Write the state (rank 0) after gathering every process's own buffers (all processes call it)."""
+        """Write the state (rank 0) after gathering every process's own buffers (all processes
+        call it); a state with a NaN or an infinity is not written (:meth:`check_finite`)."""
+        self.check_finite(path, plan.device)
         per_process = gather_per_process(self.method, plan.world)
         if plan.is_main:
             save_training_state(path, self.payload(plan, wall, per_process))
+        self.saved_step = self.step
 
     def restore(self, saved: dict, plan: RunPlan, say: Callable[[str], None]) -> None:
-        """Continue from a state :meth:`save` wrote (the random generators included)."""
+        """Continue from a state :meth:`save` wrote (the random generators included); a state
+        that does not fit this run (a tensor of another shape, a missing entry) is one UserError."""
+        where = plan.out / STATE_FILE
+        own = per_process_buffers(self.method)
+        expected = {k: v for k, v in self.method.state_dict().items() if k not in own}
+        mismatch = shape_mismatch(expected, saved.get("method") or {})
+        if mismatch:
+            raise UserError(f"{where}: saved tensor {mismatch}")
+        try:
+            self._restore(saved, plan, say)
+        except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise UserError(f"{where}: a training state this run cannot continue from ({reason})") from None
+
+    def _restore(self, saved: dict, plan: RunPlan, say: Callable[[str], None]) -> None:
         self.method.load_state_dict(saved["method"])
         restore_per_process(self.method, saved.get("per_process", {}), plan.rank, plan.world, say)
         self.criterion.load_state_dict(saved["criterion"])
         self.optimizer.load_state_dict(saved["optimizer"])
         self.step = int(saved["step"])
+        self.saved_step = self.step
         self.wall_before = float(saved.get("wall_time", 0.0))
         self.failed_indices = set(saved.get("failed_indices", []))
         self.last_terms = dict(saved.get("last_terms", {}))

@@ -21,11 +21,7 @@ import torch.distributed as dist
 
 from e2mc_cli.training.optim import apply_lr, lr_factor
 from e2mc_cli.training.plan import RunPlan
-from e2mc_cli.training.state import TrainState
-
-
-class NonFiniteLoss(RuntimeError):
-    """The loss became NaN or infinite; the message names the term(s) and the kept checkpoint."""
+from e2mc_cli.training.state import NonFiniteLoss, TrainState
 
 
 @dataclass(frozen=True)
