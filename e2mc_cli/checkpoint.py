@@ -18,7 +18,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from e2mc_cli.errors import UserError
-from e2mc_cli.io import atomic_path
+from e2mc_cli.io import atomic_path, sort_safetensors_metadata
 from e2mc_cli.methods import build_model, get_method_spec, method_names
 from e2mc_cli.models import BACKBONES, SSLModel
 
@@ -109,6 +109,7 @@ def save_state_dict(path: str | os.PathLike, state_dict: dict[str, torch.Tensor]
     tensors = {k: v.detach().to("cpu").contiguous().clone() for k, v in state_dict.items()}
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata={k: _as_str(v) for k, v in metadata.items()})
+        sort_safetensors_metadata(tmp)
 
 
 def save_checkpoint(

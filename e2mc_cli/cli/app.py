@@ -1,26 +1,40 @@
-"""The Typer application and the output helpers every command module shares."""
+"""The Typer application, its fault boundary (:func:`fault_boundary`, around the parsing and the
+running of every command) and the output helpers every command module shares."""
 
 from __future__ import annotations
 
+import contextlib
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from typer.core import TyperGroup
 
+try:  # typer >= 0.2x parses with its own copy of click
+    from typer._click import exceptions as click_exceptions
+except ImportError:
+    from click import exceptions as click_exceptions
+
 from e2mc_cli import __version__
-from e2mc_cli.errors import UserError
+from e2mc_cli.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, UserError, describe_fault, next_step
 
-console = Console()
-err_console = Console(stderr=True)
+# emoji codes off: user text such as ``cuda:abc:`` must print as typed (markup is escaped per call)
+console = Console(emoji=False)
+err_console = Console(stderr=True, emoji=False)
 
 
-def fail(message: str) -> typer.Exit:
-    """Print ``error: message`` on stderr; return the exit (code 2) for the caller to raise."""
-    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True, emoji=False)
-    return typer.Exit(2)
+def say_line(text: str, code: int) -> typer.Exit:
+    """Print one plain line on stderr (no markup read in ``text``); return the exit to raise."""
+    err_console.print(escape(text), highlight=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
+def fail(message: str, code: int = EXIT_BAD_INPUT) -> typer.Exit:
+    """Print ``error: message`` on stderr; return the exit (code 2 unless told) for the caller to raise."""
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    return typer.Exit(code)
 
 
 def call_with_options(func: Callable, options: dict, **given):
@@ -31,14 +45,56 @@ def call_with_options(func: Callable, options: dict, **given):
     return func(**picked, **given)
 
 
+def usage_message(exc: click_exceptions.ClickException) -> str:
+    """Click's complaint about the command line on one line, with where to read the usage."""
+    text = " ".join(exc.format_message().split()).rstrip(".")
+    ctx = getattr(exc, "ctx", None)
+    return f"{text}; see '{ctx.command_path} --help'" if ctx is not None else text
+
+
+def interrupted(exc: KeyboardInterrupt) -> typer.Exit:
+    """``interrupted`` (and how to carry on, when the command recorded it) on stderr; exit 130."""
+    step = next_step(exc, default="")
+    return say_line(f"interrupted; {step}" if step else "interrupted", EXIT_INTERRUPTED)
+
+
+@contextlib.contextmanager
+def fault_boundary() -> Iterator[None]:
+    """What goes wrong inside becomes one line on stderr and an exit code.
+
+    A :class:`UserError` or a usage error of the command line is ``error: …`` and exit code 2; an
+    OSError of the machine (no space, read-only, permission, a file in the way) is ``error: PATH:
+    what happened; what to do`` and exit code 3 (:func:`e2mc_cli.errors.describe_fault`); Ctrl-C
+    is ``interrupted`` and exit code 130. Anything else is a bug and keeps its traceback.
+    """
+    try:
+        yield
+    except UserError as exc:
+        raise fail(str(exc)) from None
+    except click_exceptions.NoArgsIsHelpError:
+        raise  # a bare group: click prints its help
+    except click_exceptions.ClickException as exc:
+        raise fail(usage_message(exc)) from None
+    except OSError as exc:
+        fault = describe_fault(exc)
+        if fault is None:
+            raise
+        code, message = fault
+        raise fail(message, code) from None
+    except KeyboardInterrupt as exc:
+        raise interrupted(exc) from None
+
+
 class _Group(TyperGroup):
-    """Turns a :class:`UserError` raised by any command below into one line and exit code 2."""
+    """Parses and runs every command below inside the :func:`fault_boundary`."""
+
+    def make_context(self, info_name, args, parent=None, **extra):
+        with fault_boundary():
+            return super().make_context(info_name, args, parent=parent, **extra)
 
     def invoke(self, ctx):
-        try:
+        with fault_boundary():
             return super().invoke(ctx)
-        except UserError as exc:
-            raise fail(str(exc)) from None
 
 
 app = typer.Typer(

@@ -145,7 +145,7 @@ def _print_eval(rec, source: str) -> None:
 
     what = rec.protocol + (f" ({rec.mode})" if rec.mode else "")
     table = Table(
-        title=f"{escape(source)}: {what}, {rec.labels} labels, {rec.dataset.spec}", box=box.SIMPLE_HEAD
+        title=escape(f"{source}: {what}, {rec.labels} labels, {rec.dataset.spec}"), box=box.SIMPLE_HEAD
     )
     for col in ("seed", "labelled images", "top-1 %", "top-5 %"):
         table.add_column(col, justify="right")
@@ -256,8 +256,10 @@ def bench_eval_cmd(
         return
     c, s = res["cached"], res["standard"]
     table = Table(
-        title=f"linear probe, {res['checkpoint']['arch']} ({res['checkpoint']['base']}), {res['data']} "
-        f"{res['labels']} labels ({res['train_size']} images), {res['epochs']} epochs, {res['device']}",
+        title=escape(
+            f"linear probe, {res['checkpoint']['arch']} ({res['checkpoint']['base']}), {res['data']} "
+            f"{res['labels']} labels ({res['train_size']} images), {res['epochs']} epochs, {res['device']}"
+        ),
         box=box.SIMPLE_HEAD,
     )
     for col in ("mode", "wall s", "val features s", "train features s", "training s", "top-1 %"):

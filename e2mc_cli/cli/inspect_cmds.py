@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -23,12 +24,12 @@ def _table(report: dict) -> Table:
 
     models = report["models"]
     table = Table(
-        title=f"{report['data']} ({report['split']}, {report['n_samples']} images)",
+        title=escape(f"{report['data']} ({report['split']}, {report['n_samples']} images)"),
         caption=f"distances: {report['distance']}; k = {report['neighbour_k']}",
     )
     table.add_column("statistic", no_wrap=True)
     for m in models:
-        table.add_column(m["label"].replace(" (", "\n("), justify="right")
+        table.add_column(escape(m["label"]).replace(" (", "\n("), justify="right")
     table.add_row("method / space", *(f"{m['method']} / {m['space']}" for m in models))
     table.add_row("image size", *(str(m["image_size"]) for m in models))
     for level in LEVELS:
@@ -101,4 +102,4 @@ def inspect(
     console.print(_table(report))
     if out is not None:
         files = ", ".join(["inspect.json", *report["figures"]])
-        console.print(f"wrote {out}/: {files}", highlight=False)
+        console.print(f"wrote {escape(str(out))}/: {escape(files)}", highlight=False, soft_wrap=True)

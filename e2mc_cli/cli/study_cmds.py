@@ -140,10 +140,10 @@ def pretrain(
     path, init, spec = prepare(recipe)
     out = out or str(Path("runs") / path.stem)
     opts = TrainOptions(
-        base=str(init),
+        base=None if resume else str(init),  # a resume reads both back from the run
         data=data,
         out=out,
-        recipe_file=str(path),
+        recipe_file=None if resume else str(path),
         epochs=epochs,
         batch_size=batch_size,
         lr=lr,

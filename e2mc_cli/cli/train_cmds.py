@@ -76,7 +76,9 @@ def continue_(
     """Continue the pre-training of a base with its own loss plus an add-on criterion.
 
     Exit codes: 0 finished (or stopped by --max-steps, SIGINT or SIGTERM after saving);
-    1 the loss became non-finite (the last good checkpoint is kept); 2 bad input.
+    1 the loss became non-finite (the last good checkpoint is kept); 2 bad input; 3 a fault of
+    the machine, such as a full disk (the last checkpoint is kept: --resume once it is cleared);
+    130 interrupted.
     """
     from e2mc_cli.training.plan import TrainOptions
 
@@ -102,6 +104,7 @@ def run_and_report(opts):
 
     A non-finite loss is one line and exit code 1 (the last good checkpoint is kept).
     """
+    from e2mc_cli.errors import add_next_step
     from e2mc_cli.publish import export_run
     from e2mc_cli.training.loop import run
     from e2mc_cli.training.step import NonFiniteLoss
@@ -112,7 +115,11 @@ def run_and_report(opts):
         err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
     if result.is_main:
-        export_run(result.out)
+        try:
+            export_run(result.out)
+        except OSError as exc:  # a fault of the machine: the trained model is written already
+            add_next_step(exc, f"write the exports with: sslboost export {result.out}")
+            raise
     s = result.summary
     if result.status == "interrupted":
         console.print(
@@ -151,7 +158,8 @@ def _before_after(result, base, base_file, method, data) -> None:
         out=result.out,
         base_source=base or str(base_file),
     )
-    console.print(before_after_table(rows, base or str(base_file), str(result.out / "model.safetensors")))
+    names = escape(base or str(base_file)), escape(str(result.out / "model.safetensors"))
+    console.print(before_after_table(rows, *names))
     console.print(
         f"evaluations in {escape(str(result.out))}/eval-before and eval-after "
         "(`sslboost compare` gives the other tests)",
@@ -267,9 +275,11 @@ def bench_train(
         return
     cfg = report["config"]
     table = Table(
-        title=f"training step vs bare backbone ({cfg['arch']}, {cfg['image_size']} px, "
-        f"batch {cfg['batch_size']}, {cfg['device']}{', bf16 + channels_last' if cfg['amp'] else ''}, "
-        f"criterion {cfg['criterion']})"
+        title=escape(
+            f"training step vs bare backbone ({cfg['arch']}, {cfg['image_size']} px, "
+            f"batch {cfg['batch_size']}, {cfg['device']}{', bf16 + channels_last' if cfg['amp'] else ''}, "
+            f"criterion {cfg['criterion']})"
+        )
     )
     for col in ("method", "views", "full step img/s", "bare backbone img/s", "full / bare", "overhead"):
         table.add_column(col, justify="right")

@@ -9,9 +9,10 @@ folder (backbone, config, model card) is the command's business, after the run.
 
 Never losing a run: the state written when the run stops lets ``--resume`` continue bit for bit
 (data order and augmentations depend only on seed, epoch and index). SIGINT/SIGTERM finish the
-current step, save and return ``"interrupted"``. A non-finite loss raises
-:class:`~e2mc_cli.training.step.NonFiniteLoss` before the bad step changes anything; the last
-checkpoint stays as it was.
+current step, save and return ``"interrupted"``; a fault of the machine (a full disk) or a second
+Ctrl-C keeps the last checkpoint and records the step to continue from on the exception. A
+non-finite loss raises :class:`~e2mc_cli.training.step.NonFiniteLoss` before the bad step changes
+anything; the last checkpoint stays as it was.
 
 Under ``torchrun`` (``WORLD_SIZE`` > 1) the method runs in DistributedDataParallel (NCCL on
 GPU, gloo on CPU) with every BatchNorm synchronised over the global batch, as the official code;
@@ -30,9 +31,11 @@ from pathlib import Path
 import torch
 import torch.distributed as dist
 from rich.console import Console
+from rich.markup import escape
 from torch.utils.data import DataLoader
 
 from e2mc_cli import distributed as D
+from e2mc_cli.errors import add_next_step
 from e2mc_cli.run_layout import STATE_FILE
 from e2mc_cli.training.data import EpochBatches, SeededViews, collate_views
 from e2mc_cli.training.outputs import append_metrics, prepare_folder, write_final
@@ -42,7 +45,7 @@ from e2mc_cli.training.setup import plan_run
 from e2mc_cli.training.state import TrainState, build_state
 from e2mc_cli.training.step import NonFiniteLoss, StepRecord, train_step
 
-__all__ = ["Loop", "RunResult", "StopSignals", "epoch_loader", "run"]
+__all__ = ["Loop", "RunResult", "StopSignals", "epoch_loader", "how_to_continue", "run"]
 
 
 @dataclass
@@ -211,26 +214,45 @@ class Loop:
         return status, summary
 
 
-def run(opts: TrainOptions, console: Console | None = None) -> RunResult:
-    """Plan, set up and train one run (see the module docstring)."""
-    console = console or Console()
-    device = D.pick_device(opts.device)
-    started = D.join_process_group(device)
+def how_to_continue(plan: RunPlan, saved_step: int) -> str:
+    """How to carry on after a fault or Ctrl-C: resume from the checkpoint kept, else start again."""
+    if (plan.out / STATE_FILE).is_file():
+        return f"continue from step {saved_step} with: {plan.resume_command}"
+    return "run the command again"
+
+
+def _train(plan: RunPlan, console: Console) -> tuple[str, dict]:
+    """Build the state, prepare the folder (rank 0) and train; a fault or Ctrl-C carries the step to
+    continue from (:func:`e2mc_cli.errors.add_next_step`)."""
+
+    def say(text: str) -> None:
+        if plan.is_main:
+            console.print(text, highlight=False, soft_wrap=True)
+
+    loop = None
     try:
-        plan = plan_run(opts, device, D.rank(), D.world_size())
-
-        def say(text: str) -> None:
-            if plan.is_main:
-                console.print(text, highlight=False, soft_wrap=True)
-
         for note in plan.notes:
-            say(note)
+            say(escape(note))
         state = build_state(plan, say)
         D.barrier()  # every process has checked --out before rank 0 writes into it
         if plan.is_main:
             prepare_folder(plan)
         D.barrier()
-        status, summary = Loop(plan, state, console, say).run()
+        loop = Loop(plan, state, console, say)
+        return loop.run()
+    except (OSError, KeyboardInterrupt) as exc:
+        add_next_step(exc, how_to_continue(plan, plan.start_step if loop is None else loop.saved_step))
+        raise
+
+
+def run(opts: TrainOptions, console: Console | None = None) -> RunResult:
+    """Plan, set up and train one run (see the module docstring)."""
+    console = console or Console(emoji=False)
+    device = D.pick_device(opts.device)
+    started = D.join_process_group(device)
+    try:
+        plan = plan_run(opts, device, D.rank(), D.world_size())
+        status, summary = _train(plan, console)
     finally:
         D.leave(started)
     return RunResult(status, plan.out, summary, plan.resume_command, plan.is_main)

@@ -3,8 +3,9 @@
 ``recipe.toml`` (the resolved recipe), ``metrics.jsonl`` (one JSON line per logging step),
 ``checkpoints/last.pt`` (the training state, :mod:`e2mc_cli.training.state`), and at the end
 ``model.safetensors`` (the canonical checkpoint) and ``summary.json`` (how the run ended). A new
-run into an existing folder (``--overwrite``) first removes these and the exported files; every
-start removes the temporary files a killed process left behind.
+run into an existing folder (``--overwrite``, or a run stopped before its first checkpoint) first
+removes these, the exported files and the evaluations; every start removes the temporary files a
+killed process left behind.
 """
 
 from __future__ import annotations
@@ -15,12 +16,13 @@ import shutil
 from pathlib import Path
 
 from e2mc_cli.checkpoint import save_checkpoint
-from e2mc_cli.io import write_json_atomic, write_text_atomic
+from e2mc_cli.io import append_line, write_json_atomic, write_text_atomic
 from e2mc_cli.run_layout import (
     EXPORT_FILES,
     METRICS_FILE,
     MODEL_FILE,
     RECIPE_FILE,
+    STATE_FILE,
     SUMMARY_FILE,
     TRAINING_OUTPUTS,
 )
@@ -45,14 +47,25 @@ def epoch_text(value: float) -> str:
     return str(int(value)) if value == int(value) else str(value)
 
 
+def earlier_outputs(out: Path) -> list[Path]:
+    """What an earlier run left in ``out`` and a new run replaces: the training outputs, the exported
+    files and every ``eval*`` folder (evaluations of the earlier model)."""
+    named = [out / name for name in OUTPUTS if (out / name).exists() or (out / name).is_symlink()]
+    return named + sorted(p for p in out.glob("eval*") if p.is_dir() and not p.is_symlink())
+
+
 def clear_outputs(out: Path) -> None:
-    """Remove what an earlier run wrote into ``out`` (``--overwrite``); other files stay."""
-    for name in OUTPUTS:
-        p = out / name
-        if p.is_dir():
+    """Remove what an earlier run wrote into ``out`` (:func:`earlier_outputs`); other files stay."""
+    for p in earlier_outputs(out):
+        if p.is_dir() and not p.is_symlink():
             shutil.rmtree(p)
-        elif p.exists():
+        else:
             p.unlink()
+
+
+def is_temporary(p: Path) -> bool:
+    """A temporary file of an atomic write (``.<name>.<random>.tmp``)."""
+    return p.name.startswith(".") and p.name.endswith(".tmp")
 
 
 def remove_temporaries(out: Path) -> None:
@@ -60,6 +73,17 @@ def remove_temporaries(out: Path) -> None:
     for folder in (out, out / "checkpoints"):
         for p in folder.glob(".*.tmp"):
             p.unlink(missing_ok=True)
+
+
+def never_checkpointed(out: Path) -> bool:
+    """Whether the folder ``out`` holds only what a run writes before its first checkpoint (the
+    recipe, the metrics, temporary files): a run stopped that early, which a new start replaces."""
+    for p in out.iterdir():
+        if is_temporary(p) or (p.name in (RECIPE_FILE, METRICS_FILE) and p.is_file()):
+            continue
+        if p.name != STATE_FILE.parts[0] or not p.is_dir() or not all(map(is_temporary, p.iterdir())):
+            return False
+    return True
 
 
 def trim_metrics(path: Path, step: int) -> None:
@@ -91,9 +115,7 @@ def prepare_folder(plan: RunPlan) -> None:
 
 def append_metrics(out: Path, record: dict) -> None:
     """One line of ``metrics.jsonl``, flushed at once."""
-    with open(out / METRICS_FILE, "a") as f:
-        f.write(json.dumps(record) + "\n")
-        f.flush()
+    append_line(out / METRICS_FILE, json.dumps(record))
 
 
 def run_summary(plan: RunPlan, state: TrainState, status: str, wall: float) -> dict:

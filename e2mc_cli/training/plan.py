@@ -69,6 +69,7 @@ class RunPlan:
     steps_per_epoch: int
     total_steps: int  # of the recipe's epochs
     end_step: int  # where this invocation stops (total_steps, or --max-steps)
+    max_steps: int | None  # the run's --max-steps (kept by a resume that gives none)
     warmup_steps: int
     schedule: str
     final_lr_ratio: float
@@ -81,7 +82,7 @@ class RunPlan:
     method_options: dict
     criterion_options: dict
     compile: bool
-    command: str  # the command line recorded in the checkpoint metadata
+    command: str  # the command line that started the run (recorded in the checkpoint metadata)
     resume_command: str  # the command that continues this run
     notes: tuple[str, ...] = ()  # what the run prints before it starts
 

@@ -3,10 +3,15 @@ the recipe and the base into a :class:`~e2mc_cli.training.plan.RunPlan`.
 
 A new run resolves its criterion (``--criterion``, the one in ``--recipe``, else ``e2mc``), its
 folder (``--out``, else ``runs/<base>-<criterion>``), its data, its base checkpoint and its recipe;
-a resumed run (``--resume``) reads all of them back from the training state in ``--out``. From
-there both take the same path: batch and step counts, the view transform, the method and
-criterion options. Every check happens here, before anything is built or written; the only side
-effects are reading files (recipe, data listing, base, saved state).
+a resumed run (``--resume``) reads all of them back from the training state in ``--out``, its stop
+point (``--max-steps``) and its command line included, unless a new ``--max-steps`` is given. A
+``--base`` on a resume's command line must be the run's own base (a note says it is not read
+again); ``--overwrite`` contradicts it. A run stopped before its first checkpoint is started again
+(without ``--overwrite``, or from its base on ``--resume``). ``--overwrite`` never deletes the base
+it starts from. From there both take the same path: batch and step counts, the view transform,
+the method and criterion options. Every check happens here, before anything is built or written;
+the only side effects are reading files (recipe, data listing, base, saved state) and removing
+the temporary files of a killed run that ``--resume`` cannot continue.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from e2mc_cli.methods import method_config, view_transform
 from e2mc_cli.run_layout import RECIPE_FILE, STATE_FILE
 from e2mc_cli.training import recipe as R
 from e2mc_cli.training.data import EpochBatches, default_workers
-from e2mc_cli.training.outputs import resume_command
+from e2mc_cli.training.outputs import earlier_outputs, never_checkpointed, remove_temporaries, resume_command
 from e2mc_cli.training.plan import RunPlan, TrainOptions
 from e2mc_cli.training.state import load_training_state
 from e2mc_cli.zoo import builtin_data, resolve_base
@@ -48,20 +53,38 @@ def default_out(base: str | None, base_file: str | None, criterion: str) -> Path
     return Path("runs") / f"{base_label(base, base_file)}-{criterion}"
 
 
-def check_out(out: Path, resume: bool, overwrite: bool) -> None:
-    """``--out`` holds a run to resume (``--resume``), or is new, empty or to be replaced
-    (``--overwrite``)."""
-    if resume:
-        if not (out / STATE_FILE).is_file():
-            raise UserError(f"{out}: nothing to resume (no {STATE_FILE}); start a run without --resume")
-        return
+def check_out(out: Path, overwrite: bool) -> None:
+    """The ``--out`` of a new run is new, empty, holds a run stopped before its first checkpoint,
+    or is to be replaced (``--overwrite``)."""
     if out.exists() and not out.is_dir():
         raise UserError(f"--out {out}: exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not overwrite:
+    if out.is_dir() and any(out.iterdir()) and not overwrite and not never_checkpointed(out):
         raise UserError(
             f"--out {out}: folder exists and is not empty; continue that run with --resume, "
             "pick another --out, or replace it with --overwrite"
         )
+
+
+def check_base_kept(out: Path, given: list[str | None]) -> None:
+    """A UserError when starting a run in ``out`` would delete the base file it starts from (a base
+    inside one of the earlier outputs :func:`~e2mc_cli.training.outputs.clear_outputs` removes)."""
+    doomed = [p.resolve() for p in earlier_outputs(out)] if out.is_dir() else []
+    for name in given:
+        if name is None or not Path(name).exists():
+            continue
+        base = Path(name).resolve()
+        if any(base == p or base.is_relative_to(p) for p in doomed):
+            raise UserError(
+                f"--out {out}: replacing its earlier outputs would delete {name}, the base this run "
+                "starts from; copy the base out of it first, or pick another --out"
+            )
+
+
+def _same_base(given: str, recorded: str) -> bool:
+    if given == recorded:
+        return True
+    a, b = Path(given), Path(recorded)
+    return a.exists() and b.exists() and a.resolve() == b.resolve()
 
 
 class _Start(NamedTuple):
@@ -79,6 +102,8 @@ class _Start(NamedTuple):
     start_step: int
     data: str
     dataset: Dataset
+    max_steps: int | None
+    command: str
     notes: tuple[str, ...]
 
 
@@ -89,6 +114,8 @@ def _start(
     data: str,
     dataset: Dataset,
     *,
+    max_steps: int | None,
+    command: str,
     base: Checkpoint | None = None,
     saved: dict | None = None,
     notes: tuple[str, ...] = (),
@@ -107,6 +134,8 @@ def _start(
         start_step=int(saved["step"]) if saved is not None else 0,
         data=data,
         dataset=dataset,
+        max_steps=max_steps,
+        command=command,
         notes=notes,
     )
 
@@ -134,7 +163,8 @@ def _base_epoch(ckpt: Checkpoint) -> float:
 def _new_run(opts: TrainOptions) -> _Start:
     criterion = _criterion(opts)
     out = Path(opts.out) if opts.out else default_out(opts.base, opts.base_file, criterion)
-    check_out(out, False, opts.overwrite)
+    check_out(out, opts.overwrite)
+    check_base_kept(out, [opts.base, opts.base_file])
     data = opts.data or builtin_data(opts.base)
     if not data:
         raise UserError("--data is required: an ImageFolder root or a built-in dataset (fmnist)")
@@ -164,23 +194,59 @@ def _new_run(opts: TrainOptions) -> _Start:
         "base": opts.base or str(opts.base_file),
         "base_epoch": _base_epoch(ckpt),
     }
-    return _start(out, recipe, info, data, dataset, base=ckpt)
+    command = shlex.join(["sslboost", *(a for a in opts.argv if a != "--resume")])
+    return _start(out, recipe, info, data, dataset, max_steps=opts.max_steps, command=command, base=ckpt)
+
+
+def _restart(opts: TrainOptions, out: Path) -> _Start:
+    """``--resume`` where there is no training state: a run stopped before its first checkpoint is
+    started again from its base (a UserError when the command does not name it, after removing the
+    orphaned temporary files); anything else has nothing to resume."""
+    if not (out.is_dir() and any(out.iterdir()) and never_checkpointed(out)):
+        raise UserError(f"{out}: nothing to resume (no {STATE_FILE}); start a run without --resume")
+    if opts.base or opts.base_file:
+        start = _new_run(opts)
+        note = f"note: {out} stopped before its first checkpoint; starting the run again from its base"
+        return start._replace(notes=(*start.notes, note))
+    remove_temporaries(out)
+    raise UserError(
+        f"{out}: the run stopped before its first checkpoint, there is nothing to resume; start it "
+        "again with the command that started it (without --resume)"
+    )
+
+
+def _given_base(opts: TrainOptions, out: Path, recorded: str) -> tuple[str, ...]:
+    """What ``--resume`` does with a ``--base`` on its command line: a note when it is the run's own
+    base (not read again), a UserError when it is another one."""
+    given = opts.base or opts.base_file
+    if given is None:
+        return ()
+    flag = "--base" if opts.base else "--base-file"
+    if not _same_base(str(given), recorded):
+        raise UserError(
+            f"--resume continues {out}, which started from {recorded}, not {flag} {given}; drop {flag} "
+            "to resume it, or start a new run from that base with another --out"
+        )
+    return (f"note: {flag} {given} is the base of {out}: resuming from {out / STATE_FILE} instead",)
 
 
 def _resumed_run(opts: TrainOptions) -> _Start:
     if opts.out is None:
         raise UserError("--resume needs --out DIR (the folder of the run to continue)")
     out = Path(opts.out)
-    check_out(out, True, False)
+    if opts.overwrite:
+        raise UserError(f"--resume continues the run in {out}, --overwrite replaces it: pass one of them")
+    if not (out / STATE_FILE).is_file():
+        return _restart(opts, out)
     saved = load_training_state(out / STATE_FILE)
     recipe = saved["recipe"]
     criterion = recipe["criterion"]["name"]
     if opts.criterion and opts.criterion != criterion:
         raise UserError(f"{out}: this run trains with {criterion!r}, not {opts.criterion!r}")
-    notes = ()
+    notes = _given_base(opts, out, saved["model_info"]["base"])
     overrides = [opts.recipe_file, opts.epochs, opts.batch_size, opts.lr, opts.image_size, *opts.sets]
     if any(o is not None for o in overrides):
-        notes = (
+        notes += (
             f"note: resuming with the recipe saved in {out / RECIPE_FILE}; "
             "recipe options on the command line are ignored",
         )
@@ -191,7 +257,12 @@ def _resumed_run(opts: TrainOptions) -> _Start:
             f"--data {data}: {len(dataset)} images, but the run started with "
             f"{saved.get('n_items')}; resume with the same data"
         )
-    return _start(out, recipe, saved["model_info"], data, dataset, saved=saved, notes=notes)
+    max_steps = opts.max_steps if opts.max_steps is not None else saved.get("max_steps")
+    command = saved.get("command") or shlex.join(["sslboost", *opts.argv])
+    return _start(
+        out, recipe, saved["model_info"], data, dataset, max_steps=max_steps, command=command, saved=saved,
+        notes=notes,
+    )  # fmt: skip
 
 
 class _Steps(NamedTuple):
@@ -202,7 +273,7 @@ class _Steps(NamedTuple):
     warmup_steps: int
 
 
-def _steps(start: _Start, max_steps: int | None, world: int) -> _Steps:
+def _steps(start: _Start, world: int) -> _Steps:
     """Batch size and step counts; a batch the processes cannot share or a dataset smaller than
     one batch is an error, and so is resuming a run already past ``--max-steps``."""
     run, optim = start.recipe["run"], start.recipe["optim"]
@@ -216,11 +287,22 @@ def _steps(start: _Start, max_steps: int | None, world: int) -> _Steps:
             f"--data {start.data}: {n} images, fewer than one batch of {batch_size}; lower --batch-size"
         )
     total = max(1, round(float(run["epochs"]) * per_epoch))
-    end = total if max_steps is None else min(total, max_steps)
+    end = total if start.max_steps is None else min(total, start.max_steps)
     if start.start_step > end:
         raise UserError(f"{start.out}: the run is already at step {start.start_step}, past --max-steps")
     warmup = int(round(float(optim.get("warmup_epochs", 0)) * per_epoch))
     return _Steps(batch_size, per_epoch, total, end, warmup)
+
+
+def _stop_note(start: _Start, steps: _Steps) -> str:
+    """Where a resumed run stops, and why there."""
+    why = f"--max-steps {start.max_steps}" if steps.end_step < steps.total_steps else "the end of its recipe"
+    if start.start_step == steps.end_step:
+        return (
+            f"note: {start.out} is already at step {start.start_step}, its stop point ({why}); writing its "
+            "final files again (a larger --max-steps trains further)"
+        )
+    return f"note: resuming {start.out} at step {start.start_step}; it stops at step {steps.end_step} ({why})"
 
 
 def plan_run(opts: TrainOptions, device: torch.device, rank: int = 0, world: int = 1) -> RunPlan:
@@ -230,7 +312,9 @@ def plan_run(opts: TrainOptions, device: torch.device, rank: int = 0, world: int
     data, the base or the run folder.
     """
     start = _resumed_run(opts) if opts.resume else _new_run(opts)
-    steps = _steps(start, opts.max_steps, world)
+    steps = _steps(start, world)
+    if start.saved is not None:
+        start = start._replace(notes=(*start.notes, _stop_note(start, steps)))
     recipe = start.recipe
     views = dict(recipe["views"])
     image_size = int(views.pop("image_size", 224))
@@ -251,6 +335,5 @@ def plan_run(opts: TrainOptions, device: torch.device, rank: int = 0, world: int
         method_options=method_config(start.method_name, recipe["method"], recipe["views"]),
         criterion_options={k: v for k, v in recipe["criterion"].items() if k != "name"},
         compile=opts.compile,
-        command=shlex.join(["sslboost", *opts.argv]),
         resume_command=resume_command(opts.argv),
     )

@@ -256,6 +256,8 @@ class TrainState:
             "criterion": self.criterion.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "recipe": plan.recipe,
+            "command": plan.command,
+            "max_steps": plan.max_steps,
             "model_info": self.model_info,
             "data": str(plan.data),
             "n_items": len(plan.dataset),

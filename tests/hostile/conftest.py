@@ -37,3 +37,20 @@ def assert_one_line_failure(result, code: int, *, contains: str | None = None, f
 def one_line_failure():
     """:func:`assert_one_line_failure` as a fixture."""
     return assert_one_line_failure
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    """Tiny training inputs (:mod:`test_train`'s): ``data`` (an image folder) and ``bases`` (one
+    resnet-mini checkpoint per method)."""
+    from test_train import make_bases, make_data
+
+    root = tmp_path_factory.mktemp("hostile")
+    return {"data": make_data(root / "data"), "bases": make_bases(root)}
+
+
+def train_args(env: dict, out: Path, *extra, method: str = "vicreg") -> list:
+    """``sslboost continue`` of ``env``'s ``method`` base into ``out``: tiny batches and images."""
+    from test_train import SMALL
+
+    return ["continue", "--base", env["bases"][method], "--data", env["data"], "--out", out, *SMALL, *extra]
