@@ -85,8 +85,9 @@ def test_effect_sizes_and_standard_error():
 
 
 def fake_eval(
-    folder, preds, target, *, labels="1%", val_sha="v" * 64, subset="s" * 64, base="x", protocol_version=2
-):
+    folder, preds, target, *, labels="1%", val_sha="v" * 64, subset="s" * 64, base="x", protocol_version=2,
+    image_size=28,
+):  # fmt: skip
     preds = np.atleast_2d(np.asarray(preds))
     seeds = list(range(len(preds)))
     top1 = [float((p == target).mean() * 100) for p in preds]
@@ -105,7 +106,8 @@ def fake_eval(
         "top1": dict(zip(("mean", "se"), S.mean_se(top1))),
         "top5": {"mean": 100.0, "se": None},
         "dataset": {"spec": "toy", "num_classes": 3, "train_size": 9, "val_size": len(target),
-                    "train_sha256": "t" * 64, "val_sha256": val_sha},
+                    "train_sha256": "t" * 64, "val_sha256": val_sha,
+                    "image_size": image_size, "crop_ratio": 1.0},
         "checkpoint": {"source": base, "metadata": {"base": base, "criterion": "e2mc"}},
     }  # fmt: skip
     EvalResult(record, preds, np.asarray(target)).write(folder)
@@ -163,6 +165,7 @@ def test_compare_identical_runs_p_one(cli, tmp_path, target):
         ({"labels": "10%"}, "different label fractions"),
         ({"subset": "z" * 64}, "different label subsets"),
         ({"protocol_version": 1}, "different versions of the evaluation protocol (2 vs 1)"),
+        ({"image_size": 224}, "different preprocessing (28 px, crop 1 vs 224 px, crop 1)"),
     ],
 )
 def test_compare_mismatch_is_one_line_exit_2(cli, tmp_path, target, change, message):

@@ -43,6 +43,13 @@ def check_comparable(ra: EvalRecord, pa: dict, rb: EvalRecord, pb: dict) -> list
         )
     if ra.labels != rb.labels:
         raise UserError(f"A and B use different label fractions ({ra.labels} vs {rb.labels})")
+    view_a = (ra.dataset.image_size, ra.dataset.crop_ratio)
+    view_b = (rb.dataset.image_size, rb.dataset.crop_ratio)
+    if None not in (*view_a, *view_b) and view_a != view_b:
+        raise UserError(
+            f"A and B were evaluated with different preprocessing ({view_a[0]} px, crop {view_a[1]:g} vs "
+            f"{view_b[0]} px, crop {view_b[1]:g}); evaluate both with the same --image-size"
+        )
     va, vb = ra.protocol_version, rb.protocol_version
     if va != vb:
         raise UserError(

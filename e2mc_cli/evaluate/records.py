@@ -62,6 +62,8 @@ class DatasetIdentity:
     val_size: int
     train_sha256: str
     val_sha256: str
+    image_size: int | None = None  # the evaluation preprocessing: centre crop (px) …
+    crop_ratio: float | None = None  # … and crop / resized short side
 
     def differences(self, other: DatasetIdentity) -> list[str]:
         """The fields (sizes, checksums) in which ``other`` is other data than this."""
@@ -153,6 +155,8 @@ def _dataset(doc: dict, where: Path) -> DatasetIdentity:
         val_size=get("val_size", int),
         train_sha256=get("train_sha256", str),
         val_sha256=get("val_sha256", str),
+        image_size=_get(data, "image_size", int, where, optional=True, prefix="dataset."),
+        crop_ratio=_get(data, "crop_ratio", (int, float), where, optional=True, prefix="dataset."),
     )
 
 
