@@ -9,11 +9,10 @@ the method's heads), :func:`build_method`, :func:`view_transform`.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Mapping
 
 from e2mc_cli.data.augment import MultiView
-from e2mc_cli.errors import UserError
+from e2mc_cli.errors import UserError, unknown_choice
 from e2mc_cli.methods import simsiam, swav, vicreg
 from e2mc_cli.methods.base import Method, MethodOutput
 from e2mc_cli.methods.functional import simsiam_loss, sinkhorn_knopp, swav_loss, vicreg_loss
@@ -44,9 +43,7 @@ def get_method_spec(name: str) -> MethodSpec:
     try:
         return _SPECS[name]
     except (KeyError, TypeError):
-        close = difflib.get_close_matches(str(name), list(_SPECS), n=1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise UserError(f"unknown method {name!r}{hint}; expected one of: {', '.join(_SPECS)}") from None
+        raise unknown_choice("method", str(name), _SPECS) from None
 
 
 register_method(vicreg.SPEC)

@@ -37,7 +37,7 @@ import tomli_w
 import e2mc_cli
 from e2mc_cli.criteria import CRITERIA, criterion_defaults
 from e2mc_cli.errors import UserError, did_you_mean, unknown_choice
-from e2mc_cli.methods import method_config, method_options, view_options, view_transform
+from e2mc_cli.methods import get_method_spec, method_config, method_options, view_options, view_transform
 from e2mc_cli.training.optim import base_lr
 from e2mc_cli.training.recipe_checks import FIXED_RULES, Rule, check_section, rule_for_default
 from e2mc_cli.zoo import BASES
@@ -151,10 +151,11 @@ def _toml_safe(value):
 def base_recipe(method: str, criterion: str) -> dict:
     """The recipe for ``(method, criterion)`` before any command-line override."""
     check_criterion(criterion)
-    path = RECIPES_DIR / f"{method}-{criterion}.toml"
+    prefix = get_method_spec(method).recipes
+    path = RECIPES_DIR / f"{prefix}-{criterion}.toml"
     if path.is_file():
         return load_toml(path)
-    control = RECIPES_DIR / f"{method}-continued.toml"
+    control = RECIPES_DIR / f"{prefix}-continued.toml"
     if not control.is_file():
         raise UserError(f"no recipe for method {method!r} (expected {control})")
     recipe = load_toml(control)
