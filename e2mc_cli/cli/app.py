@@ -17,10 +17,10 @@ console = Console()
 err_console = Console(stderr=True)
 
 
-def fail(message: str) -> typer.Exit:
-    """Print ``error: message`` on stderr; return the exit (code 2) for the caller to raise."""
+def fail(message: str, code: int = 2) -> typer.Exit:
+    """Print ``error: message`` on stderr; return the exit (``code``) for the caller to raise."""
     err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True, emoji=False)
-    return typer.Exit(2)
+    return typer.Exit(code)
 
 
 def call_with_options(func: Callable, options: dict, **given):
@@ -38,7 +38,7 @@ class _Group(TyperGroup):
         try:
             return super().invoke(ctx)
         except UserError as exc:
-            raise fail(str(exc)) from None
+            raise fail(str(exc), getattr(exc, "exit_code", 2)) from None
 
 
 app = typer.Typer(
