@@ -16,6 +16,7 @@ import contextlib
 import logging
 import os
 import re
+import threading
 import warnings
 from collections.abc import Iterable, Iterator
 
@@ -34,11 +35,19 @@ _SHAPES = (
 )
 
 
+_reading = threading.local()  # set while the login is read (a record logged meanwhile must not recurse)
+
+
 def known_secrets() -> list[str]:
     """The tokens this process may send: the environment's and the huggingface-hub login's."""
     found = [os.environ.get(name, "") for name in TOKEN_VARIABLES]
-    with contextlib.suppress(OSError):  # an unreadable token file holds nothing to mask
-        found.append(huggingface_hub.get_token() or "")
+    if not getattr(_reading, "login", False):
+        _reading.login = True
+        try:
+            with contextlib.suppress(OSError):  # an unreadable token file holds nothing to mask
+                found.append(huggingface_hub.get_token() or "")
+        finally:
+            _reading.login = False
     return [s.strip() for s in found if len(s.strip()) >= MIN_SECRET_LENGTH]
 
 
