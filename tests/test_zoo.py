@@ -253,7 +253,7 @@ def test_canonical_safetensors_and_hf_references(monkeypatch, tmp_path):
 
     calls = []
 
-    def fake_download(repo_id, filename, revision=None, local_files_only=False):
+    def fake_download(repo_id, filename, revision=None, local_files_only=False, **deadlines):
         calls.append((repo_id, filename, revision))
         return str(canonical)
 

@@ -19,6 +19,7 @@ except ImportError:
 
 from e2mc_cli import __version__
 from e2mc_cli.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, UserError, describe_fault, next_step
+from e2mc_cli.secrets import scrubbing
 
 # emoji codes off: user text such as ``cuda:abc:`` must print as typed (markup is escaped per call)
 console = Console(emoji=False)
@@ -70,7 +71,7 @@ def fault_boundary() -> Iterator[None]:
     try:
         yield
     except UserError as exc:
-        raise fail(str(exc)) from None
+        raise fail(str(exc), getattr(exc, "exit_code", EXIT_BAD_INPUT)) from None
     except click_exceptions.NoArgsIsHelpError:
         raise  # a bare group: click prints its help
     except click_exceptions.ClickException as exc:
@@ -93,7 +94,7 @@ class _Group(TyperGroup):
             return super().make_context(info_name, args, parent=parent, **extra)
 
     def invoke(self, ctx):
-        with fault_boundary():
+        with fault_boundary(), scrubbing():  # no token in any message, log record or warning
             return super().invoke(ctx)
 
 

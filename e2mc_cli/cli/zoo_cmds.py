@@ -86,14 +86,25 @@ def bases(
 
 @app.command()
 def fetch(
-    base: str = typer.Option(..., "--base", help="A name from `sslboost bases`, or hf://ORG/NAME[@REV]."),
+    base: str = typer.Option(..., "--base", help="A name from `sslboost bases`, or hf://ORG/NAME\\[@REV]."),
+    stall_timeout_s: float | None = typer.Option(
+        None,
+        "--stall-timeout",
+        help="Seconds after which a transfer that received less than 1 KiB fails as stalled "
+        "(default $SSLBOOST_STALL_TIMEOUT, else 60).",
+    ),
 ) -> None:
     """Download a base into the cache (resumable) and verify its sha256."""
     from e2mc_cli.downloads import sha256_file
+    from e2mc_cli.secrets import scrubbing
     from e2mc_cli.zoo import fetch_base, get_spec
     from e2mc_cli.zoo.hf import download_hf, is_hf
 
-    path = download_hf(base) if is_hf(base) else fetch_base(get_spec(base))
+    with scrubbing():
+        if is_hf(base):
+            path = download_hf(base, stall_timeout_s=stall_timeout_s)
+        else:
+            path = fetch_base(get_spec(base), stall_timeout_s=stall_timeout_s)
     size_mb = path.stat().st_size / 2**20
     console.print(f"{escape(base)}: {escape(str(path))} ({size_mb:.1f} MiB, sha256 {sha256_file(path)})")
 
@@ -101,7 +112,7 @@ def fetch(
 @app.command()
 def convert(
     out: Path = typer.Option(..., "--out", help="The canonical checkpoint to write (.safetensors)."),
-    base: str = typer.Option(None, "--base", help="A name from `sslboost bases`, or hf://ORG/NAME[@REV]."),
+    base: str = typer.Option(None, "--base", help="A name from `sslboost bases`, or hf://ORG/NAME\\[@REV]."),
     base_file: Path = typer.Option(None, "--base-file", help="A local file in an official layout."),
     method: str = typer.Option(None, "--method", help="vicreg, swav or simsiam (with --base-file)."),
     allow_new_heads: bool = typer.Option(

@@ -5,7 +5,8 @@ Publishable: ``model.safetensors``, ``backbone.safetensors``, ``config.json``, `
 ``checkpoints/`` (training state, optimiser included) or anything else in the folder.
 
 The token comes from ``HF_TOKEN`` or the huggingface-hub login (``hf auth login``); it is handed
-to :class:`huggingface_hub.HfApi` and to nothing else: never printed, logged or written.
+to :class:`huggingface_hub.HfApi` and to nothing else: never printed, logged or written (every
+message and warning of a push goes through :func:`~e2mc_cli.secrets.scrub`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from e2mc_cli.publish.card import build_model_card
 from e2mc_cli.publish.export import export_run, stale_exports
 from e2mc_cli.publish.run_folder import check_run_dir, eval_files, read_run
 from e2mc_cli.run_layout import BACKBONE_FILE, CARD_FILE, CONFIG_FILE, MODEL_FILE
+from e2mc_cli.secrets import scrub, scrubbing
 
 __all__ = ["PUBLISHABLE", "PushResult", "UploadFile", "publishable_files", "push_run", "resolve_token"]
 
@@ -128,10 +130,7 @@ def _prepare(run_dir: Path, repo_id: str) -> tuple[list[str], list[str]]:
     return [], info.warnings
 
 
-def _scrub(text: str, token: str | None) -> str:
-    return text.replace(token, "***") if token else text
-
-
+@scrubbing()
 def push_run(
     run_dir: str | Path,
     repo: str,
@@ -176,6 +175,6 @@ def push_run(
         info = api.create_commit(repo_id, operations, commit_message=message, revision=revision)
     except _HUB_ERRORS as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise UserError(_scrub(f"push to {repo_id} failed: {first}", token)) from None
+        raise UserError(scrub(f"push to {repo_id} failed: {first}", token)) from None
     result.commit_url = getattr(info, "commit_url", None)
     return result

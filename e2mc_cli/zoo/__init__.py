@@ -17,7 +17,7 @@ import os
 from importlib import resources
 from pathlib import Path
 
-from e2mc_cli.checkpoint import FORMAT, Checkpoint, load_checkpoint
+from e2mc_cli.checkpoint import FORMAT, Checkpoint, load_checkpoint, read_metadata
 from e2mc_cli.downloads import download, mirror_url, sha256_file, verify_file
 from e2mc_cli.errors import UserError
 from e2mc_cli.io import cache_dir
@@ -25,7 +25,7 @@ from e2mc_cli.methods import get_method_spec, method_names
 from e2mc_cli.zoo.convert import ConversionReport, convert_state_dict, detect_method
 from e2mc_cli.zoo.hf import download_hf, is_hf
 from e2mc_cli.zoo.registry import BASES, BaseSpec, builtin_data, closest_names, get_spec
-from e2mc_cli.zoo.safe_load import safe_torch_load
+from e2mc_cli.zoo.safe_load import looks_like_safetensors, safe_torch_load
 
 
 def spec_heads(spec: BaseSpec) -> dict:
@@ -53,8 +53,9 @@ def _validate_checkpoint_file(path: Path) -> None:
     safe_torch_load(path)
 
 
-def fetch_base(base: str | BaseSpec, progress: bool = True) -> Path:
-    """The verified local file of a registry base, downloading it into the cache if needed."""
+def fetch_base(base: str | BaseSpec, progress: bool = True, stall_timeout_s: float | None = None) -> Path:
+    """The verified local file of a registry base, downloading it into the cache if needed
+    (``stall_timeout_s``: see :func:`~e2mc_cli.downloads.download`)."""
     spec = base if isinstance(base, BaseSpec) else get_spec(base)
     path = base_path(spec)
     if spec.builtin:
@@ -68,7 +69,14 @@ def fetch_base(base: str | BaseSpec, progress: bool = True) -> Path:
     if path.is_file():
         verify_file(path, spec.sha256, hint=f"run `sslboost fetch --base {spec.name}` again")
         return path
-    return download(spec.url, path, sha256=spec.sha256, progress=progress, validate=_validate_checkpoint_file)
+    return download(
+        spec.url,
+        path,
+        sha256=spec.sha256,
+        progress=progress,
+        validate=_validate_checkpoint_file,
+        stall_timeout_s=stall_timeout_s,
+    )
 
 
 def _metadata(report: ConversionReport, base: str, epoch: int | None, **extra: str) -> dict[str, str]:
@@ -126,15 +134,32 @@ def _from_registry(
     return Checkpoint(state, meta), report
 
 
+def _from_safetensors(path: Path, method: str | None) -> Checkpoint:
+    """A canonical checkpoint read as it is; other safetensors files are named for what they are."""
+    meta = read_metadata(path)
+    if meta.get("format") != FORMAT and meta.get("source") == "sslboost":
+        raise UserError(
+            f"{path}: the backbone-only export of an sslboost run (no heads); the run's "
+            f"model.safetensors beside it is the canonical checkpoint"
+        )
+    if meta.get("format") != FORMAT:
+        raise UserError(
+            f"{path}: a safetensors file without sslboost metadata (format={meta.get('format')!r}), so "
+            "neither a canonical checkpoint nor an official file (official files are PyTorch .pth / "
+            ".pth.tar pickles, read with --base-file and --method)"
+        )
+    ckpt = load_checkpoint(path)
+    _check_method(ckpt.method, method, str(path))
+    return ckpt
+
+
 def _from_file(
     path: Path, method: str | None, allow_new_heads: bool
 ) -> tuple[Checkpoint, ConversionReport | None]:
     if not path.is_file():
         raise UserError(f"{path}: no such file")
-    if path.suffix == ".safetensors":
-        ckpt = load_checkpoint(path)
-        _check_method(ckpt.method, method, str(path))
-        return ckpt, None
+    if path.suffix == ".safetensors" or looks_like_safetensors(path):
+        return _from_safetensors(path, method), None
     obj = safe_torch_load(path)
     if method is None:
         inner = obj.get("model", obj.get("state_dict", obj)) if isinstance(obj, dict) else {}

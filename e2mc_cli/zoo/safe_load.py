@@ -5,6 +5,10 @@ plain values are rebuilt. The one non-tensor global the official files need is t
 checkpoint's reference to ``__main__.exclude_bias_and_norm`` (the LARS filter function stored in
 its optimiser's ``param_groups``). That name is allowlisted with an inert :class:`StandIn`:
 the real function is never looked up, defined or run. Any other global is refused.
+
+A refusal says what was refused and why, never PyTorch's advice to load without
+``weights_only`` (that would run the file's code); files of another kind (safetensors, NumPy
+``.npy`` / ``.npz``, text) are named as such.
 """
 
 from __future__ import annotations
@@ -12,6 +16,8 @@ from __future__ import annotations
 import os
 import pickle
 import re
+import struct
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -40,6 +46,58 @@ ALLOWED_REFERENCES: tuple[str, ...] = ("__main__.exclude_bias_and_norm",)
 _STAND_INS = [(StandIn(name), name) for name in ALLOWED_REFERENCES]
 
 _GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
+_OPCODE = re.compile(r"Unsupported operand (\d+)")
+_REFUSED = "loading never runs code from a checkpoint, and the official files need no such object"
+# What a load failure may raise: torch's zip reader, its legacy reader and the pickle machine.
+_LOAD_ERRORS = (
+    RuntimeError,
+    EOFError,
+    zipfile.BadZipFile,
+    ValueError,
+    OSError,
+    KeyError,
+    IndexError,
+    TypeError,
+    AttributeError,
+    struct.error,
+)
+
+
+def looks_like_safetensors(path: str | os.PathLike) -> bool:
+    """Whether the file starts like a safetensors file (a little-endian header size, then JSON)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(9)
+            size = os.fstat(f.fileno()).st_size
+    except OSError:
+        return False
+    if len(head) < 9:
+        return False
+    header = int.from_bytes(head[:8], "little")
+    return head[8:9] == b"{" and 0 < header <= size - 8
+
+
+def other_format(path: str | os.PathLike) -> str | None:
+    """What a file is when it is plainly not a PyTorch checkpoint (``None`` when it may be one)."""
+    p = Path(path)
+    if p.stat().st_size == 0:
+        return "an empty file"
+    if looks_like_safetensors(p):
+        return (
+            "a safetensors file (pass it with its .safetensors name: canonical checkpoints are read as such)"
+        )
+    with open(p, "rb") as f:
+        head = f.read(6)
+    if head == b"\x93NUMPY":
+        return "a NumPy array file (.npy)"
+    if zipfile.is_zipfile(p):
+        with zipfile.ZipFile(p) as z:
+            names = z.namelist()
+        if names and all(n.endswith(".npy") for n in names):
+            return "a NumPy archive (.npz)"
+        if not any(n.endswith("data.pkl") for n in names):
+            return "a zip archive without the data.pkl of a torch.save file"
+    return None
 
 
 def safe_torch_load(path: str | os.PathLike):
@@ -50,24 +108,48 @@ def safe_torch_load(path: str | os.PathLike):
     p = Path(path)
     if not p.is_file():
         raise UserError(f"{p}: no such file")
+    kind = other_format(p)
+    if kind:
+        raise UserError(f"{p}: {kind}, not a PyTorch checkpoint")
     try:
-        with torch.serialization.safe_globals(_STAND_INS):
+        with torch.serialization.safe_globals(_STAND_INS), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Detected pickle protocol")  # advice for torch users
             return torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        found = _GLOBAL.search(str(exc))
-        if found:
-            raise UserError(
-                f"{p}: refusing to unpickle {found.group(1)}: loading never runs code from a "
-                "checkpoint, and the official files need no such object"
-            ) from None
-        detail = str(exc).rsplit("WeightsUnpickler error:", 1)[-1]
-        raise UserError(f"{p}: not a readable PyTorch checkpoint ({_first_line(detail)})") from None
-    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as exc:
+        raise UserError(f"{p}: {_refusal(str(exc))}") from None
+    except _LOAD_ERRORS as exc:
+        garbled = isinstance(exc, KeyError | IndexError | TypeError | AttributeError | struct.error)
+        detail = f"{type(exc).__name__} while unpickling" if garbled else _detail(exc)
         raise UserError(
-            f"{p}: not a readable PyTorch checkpoint, truncated or corrupted ({_first_line(exc)})"
+            f"{p}: not a readable PyTorch checkpoint, truncated or corrupted ({detail})"
         ) from None
 
 
-def _first_line(exc: BaseException | str) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0][:200] if text else type(exc).__name__
+def _refusal(text: str) -> str:
+    """What the weights-only unpickler refused, and why, from its error text."""
+    found = _GLOBAL.search(text)
+    if found:
+        return f"refusing to unpickle {found.group(1)}: {_REFUSED}"
+    opcode = _OPCODE.search(text)
+    if opcode:
+        return (
+            f"refusing pickle opcode {opcode.group(1)}: not a torch.save file of tensors and plain values "
+            "(a plain pickle, or not a pickle at all); loading never runs code from a checkpoint"
+        )
+    return f"not a readable PyTorch checkpoint ({_detail(text.rsplit('WeightsUnpickler error:', 1)[-1])})"
+
+
+# Where PyTorch's own advice starts in its messages: what follows is cut (it may advise loading
+# with ``weights_only=False``, which would run the file's code).
+_ADVICE = re.compile(
+    r"(weights.only|re-?run|please file an issue|if you are seeing this error|check the documentation)",
+    re.IGNORECASE,
+)
+
+
+def _detail(exc: BaseException | str) -> str:
+    """The first sentence of an error, without the library's advice."""
+    text = " ".join(str(exc).split())
+    text = _ADVICE.split(text, maxsplit=1)[0].strip(" .:;,")
+    text = re.split(r"(?<=[a-z0-9)])\. ", text, maxsplit=1)[0]
+    return text[:160] or type(exc).__name__
