@@ -93,7 +93,7 @@ def test_each_recipe_runs_two_steps(cli, env, tmp_path, path):
     assert r.exit_code == 0, r.stderr
     assert {p.name for p in out.iterdir()} == {*OUTPUTS}
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["status"] == "max_steps" and summary["steps"] == 2
+    assert summary["status"] == "max_steps" and summary["steps"] == 2 and summary["data"] == str(env["data"])
     assert summary["images_seen"] == 16 and summary["skipped_files"] == 1
     assert summary["epoch"] == 101.0  # base epoch 100 + 2 steps of 2 per epoch
     meta = read_metadata(out / "model.safetensors")

@@ -127,6 +127,7 @@ def run_summary(plan: RunPlan, state: TrainState, status: str, wall: float) -> d
         "base": plan.base_name,
         "method": plan.method_name,
         "criterion": plan.criterion_name,
+        "data": plan.data,
         "steps": state.step,
         "epochs_trained": round(epochs_done, 6),
         "epoch": float(epoch_text(plan.base_epoch + epochs_done)),
