@@ -134,14 +134,15 @@ def _strip_module(key: str) -> str:
 
 def detect_method(keys) -> tuple[str | None, str]:
     """The method whose official module names appear in ``keys`` (``None`` for a backbone-only
-    file), with the key that shows it."""
+    file), with the first key that shows it: the method that most keys show wins (ties go to the
+    first registered), so a method whose names are a subset of another's is not mistaken for it."""
     stripped = [(k, _strip_module(k)) for k in keys]
+    best, best_count, evidence = None, 0, ""
     for method in method_names():
-        spec = get_method_spec(method)
-        for key, k in stripped:
-            if spec.shows_method(k):
-                return method, key
-    return None, ""
+        shown = [key for key, k in stripped if get_method_spec(method).shows_method(k)]
+        if len(shown) > best_count:
+            best, best_count, evidence = method, len(shown), shown[0]
+    return best, evidence
 
 
 @functools.cache
