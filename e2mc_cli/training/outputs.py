@@ -22,6 +22,7 @@ from e2mc_cli.run_layout import (
     MODEL_FILE,
     RECIPE_FILE,
     SUMMARY_FILE,
+    TRACKER_OUTPUTS,
     TRAINING_OUTPUTS,
 )
 from e2mc_cli.training import recipe as R
@@ -47,7 +48,7 @@ def epoch_text(value: float) -> str:
 
 def clear_outputs(out: Path) -> None:
     """Remove what an earlier run wrote into ``out`` (``--overwrite``); other files stay."""
-    for name in OUTPUTS:
+    for name in (*OUTPUTS, *TRACKER_OUTPUTS):
         p = out / name
         if p.is_dir():
             shutil.rmtree(p)
