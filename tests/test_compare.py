@@ -131,7 +131,7 @@ def test_compare_cli_reports_the_tests(cli, tmp_path, target):
     a = fake_eval(tmp_path / "a", pa, target)
     b = fake_eval(tmp_path / "b", pb, target)
     out = tmp_path / "cmp.json"
-    r = cli("compare", a, b / "eval.json", "--json", out, "--permutations", "2000")
+    r = cli("compare", a, b / "eval.json", "--out", out, "--permutations", "2000")
     assert r.exit_code == 0, r.output
     res = json.loads(out.read_text())
     sel = res["selected"]
@@ -146,10 +146,9 @@ def test_compare_cli_reports_the_tests(cli, tmp_path, target):
 def test_compare_identical_runs_p_one(cli, tmp_path, target):
     preds = np.stack([target, (target + 1) % 3])  # two seeds
     a = fake_eval(tmp_path / "a", preds, target)
-    out = tmp_path / "same.json"
-    r = cli("compare", a, a, "--json", out)
+    r = cli("compare", a, a, "--json")  # JSON on stdout, nothing else there
     assert r.exit_code == 0, r.output
-    res = json.loads(out.read_text())
+    res = json.loads(r.stdout)
     assert res["mean_difference"] == 0.0 and res["seeds"] == [0, 1]
     for t in [res["selected"], *res["per_seed"]]:
         assert (

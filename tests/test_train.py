@@ -120,9 +120,9 @@ def test_metrics_and_summary_of_a_full_run(cli, env, tmp_path):
     assert r.exit_code == 0, r.stderr
     assert "finished: 4 steps, 32 images" in r.stdout and "1 skipped files" in r.stdout
     lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
-    assert [x["step"] for x in lines] == [3, 4]  # every 3 steps and the last one
+    assert [x["step"] for x in lines] == [1, 2, 3, 4]  # under 200 steps: every step, whatever log_every
     # effective lr = 0.003 · 8/256 after one warm-up epoch of 2 steps (constant afterwards)
-    assert lines[0]["lr"] == pytest.approx(0.003 * 8 / 256)
+    assert lines[2]["lr"] == pytest.approx(0.003 * 8 / 256)
     s = json.loads((out / "summary.json").read_text())
     assert (
         s["status"] == "finished" and s["steps"] == 4 and s["epochs_trained"] == 2.0 and s["epoch"] == 102.0
@@ -209,7 +209,7 @@ def test_sigint_saves_exits_0_and_resume_is_bitwise_identical(cli, env, tmp_path
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert not torch.equal(a["projector.0.weight"], _weights(env["bases"]["swav"])["projector.0.weight"])
     steps = [json.loads(x)["step"] for x in (out / "metrics.jsonl").read_text().splitlines()]
-    assert steps == [4]  # log_every 20: only the last step, logged once
+    assert steps == [1, 2, 3, 4]  # every step of a short run, each logged once across the resume
 
 
 def test_nonfinite_loss_stops_names_the_term_and_keeps_the_checkpoint(cli, env, tmp_path, monkeypatch):

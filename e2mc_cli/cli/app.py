@@ -104,7 +104,7 @@ app = typer.Typer(
     help="Continue the pre-training of self-supervised ResNets with an entropy or rank criterion, "
     "evaluate the result, and publish it.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,
     pretty_exceptions_enable=False,
 )
 bench_app = typer.Typer(cls=_Group, help="Benchmarks that print measured figures.", no_args_is_help=True)

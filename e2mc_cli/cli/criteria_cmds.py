@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import json
-
 import typer
 from rich.table import Table
 
 from e2mc_cli.cli.app import app, bench_app, console, err_console
-from e2mc_cli.cli.options import device_option, resolve_device
+from e2mc_cli.cli.options import device_option, json_option, print_json, resolve_device
 from e2mc_cli.errors import UserError
 
 
@@ -18,14 +16,21 @@ def _fmt_defaults(defaults: dict[str, object]) -> str:
 
 @app.command("criteria")
 def criteria_cmd(
-    as_json: bool = typer.Option(False, "--json", help="Print the table as JSON."),
+    as_json: bool = json_option(),
 ) -> None:
-    """List the add-on criteria: name, formula, paper and default coefficients."""
+    """List the add-on criteria: name, formula, paper and default coefficients.
+
+    Each is added to the base method's own loss by `sslboost continue --criterion NAME`.
+
+    Example:
+
+        sslboost criteria --json
+    """
     from e2mc_cli.criteria import criterion_info
 
     rows = criterion_info()
     if as_json:
-        typer.echo(json.dumps(rows, indent=2, ensure_ascii=False))
+        print_json(rows)
         return
     table = Table(title="Add-on criteria (loss as added to the base loss)")
     for col in ("name", "formula", "paper", "views", "defaults"):
@@ -59,9 +64,16 @@ def bench_criteria_cmd(
     warmup: int = typer.Option(1, "--warmup", help="Untimed warm-up calls per cell."),
     device: str = device_option(),
     space: str = typer.Option("hypercube", "--space", help="E2MC space: hypercube or hypersphere."),
-    as_json: bool = typer.Option(False, "--json", help="Print the figures as JSON."),
+    as_json: bool = json_option(),
 ) -> None:
-    """Forward + backward milliseconds of every criterion; E2MC against the paper's literal pseudocode."""
+    """Forward + backward milliseconds of every criterion; E2MC against the paper's literal pseudocode.
+
+    Each cell is the median of --repeats timed calls on random embeddings of n × d.
+
+    Example:
+
+        sslboost bench criteria --n 512 --dims 2048,8192 --device cuda
+    """
     import torch
 
     from e2mc_cli.benchmarks.criteria import bench_criteria, device_description, rows_as_json
@@ -76,7 +88,7 @@ def bench_criteria_cmd(
         n=n, dims=dim_list, repeats=repeats, warmup=warmup, device=dev, space=space, progress=progress
     )
     if as_json:
-        typer.echo(json.dumps(rows_as_json(rows, n=n, device=desc, repeats=repeats), indent=2))
+        print_json(rows_as_json(rows, n=n, device=desc, repeats=repeats))
         return
     table = Table(title=f"Criteria forward+backward, n={n}, median of {repeats}, {desc}")
     for col in ("criterion", "d", "ms", "paper pseudocode ms", "speed-up", "max rel. diff", "note"):

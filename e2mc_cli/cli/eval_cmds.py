@@ -3,7 +3,6 @@ significance."""
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 
@@ -13,9 +12,21 @@ from rich.markup import escape
 from rich.table import Table
 
 from e2mc_cli.cli.app import app, bench_app, call_with_options, console, err_console
-from e2mc_cli.cli.options import device_option
+from e2mc_cli.cli.options import (
+    BASE_ENV,
+    DATA_ENV,
+    ENVIRONMENT,
+    base_option,
+    device_option,
+    json_option,
+    log_option,
+    print_json,
+    reads_environment,
+    workers_option,
+)
 from e2mc_cli.errors import UserError
 from e2mc_cli.io import write_json_atomic
+from e2mc_cli.trackers import Trackers, eval_config, eval_records, eval_results
 
 DEFAULT_BENCH_BASE = "fmnist-vicreg"
 
@@ -45,9 +56,10 @@ def _default_out(
 
 
 @app.command("eval")
+@reads_environment(*ENVIRONMENT)
 def eval_cmd(
     weights: Path | None = typer.Option(None, "--weights", help="A canonical model.safetensors to evaluate."),
-    base: str | None = typer.Option(None, "--base", help="Or a base: registry name, hf://ORG/NAME or path."),
+    base: str | None = base_option(help="Or a base: registry name, hf://ORG/NAME or path."),
     data: str = typer.Option(
         "fmnist",
         "--data",
@@ -92,18 +104,28 @@ def eval_cmd(
         "the test split is not read).",
     ),
     device: str = device_option(),
-    workers: int | None = typer.Option(
-        None, "--workers", help="Data-loader processes (default: 0 in memory, ≤ 8)."
+    workers: int | None = workers_option(
+        "Data-loading worker processes (default: none for in-memory data or under 1,024 images, "
+        "else up to 8)."
     ),
-    as_json: bool = typer.Option(False, "--json", help="Print eval.json to stdout instead of the table."),
+    as_json: bool = json_option("Print eval.json to stdout instead of the table."),
+    log: list[str] = log_option(),
 ) -> None:
     """Evaluate a checkpoint with the paper's protocols: linear probe, semi-supervised fine-tuning or kNN.
 
     Writes DIR/eval.json (per-seed top-1/top-5, mean ± standard error, data and subset identity,
     checkpoint metadata) and DIR/predictions.npz (per-sample predictions for `sslboost compare`).
+    Feature extraction and classifier epochs show their progress on stderr.
+
+    Example:
+
+        sslboost eval --weights runs/fmnist-vicreg-e2mc/model.safetensors --labels 10% --mode cached
+
+        sslboost eval --base swav800 --data ~/imagenet --labels 1% --seeds 3 --log wandb
     """
     from e2mc_cli.checkpoint import load_checkpoint
     from e2mc_cli.data.subsets import parse_labels
+    from e2mc_cli.evaluate.progress import EvalDisplay, showing
     from e2mc_cli.evaluate.records import parse_record
     from e2mc_cli.evaluate.run import EvalRequest, run_eval
 
@@ -131,10 +153,17 @@ def eval_cmd(
             "temperature": temperature,
         },
     )
-    result = run_eval(ckpt, req, source=source, out_dir=out_dir, log=_say(as_json))
+    with showing(EvalDisplay(err_console)):
+        result = run_eval(ckpt, req, source=source, out_dir=out_dir, log=_say(as_json))
     path = result.write(out_dir)
+    with Trackers(log) as trackers:
+        for where in trackers.start(out_dir, eval_config(result.record)):
+            err_console.print(escape(where), highlight=False, soft_wrap=True)
+        for record in eval_records(result.record):
+            trackers.log_metrics(record)
+        trackers.log_results(eval_results(result.record))
     if as_json:
-        typer.echo(json.dumps(result.record, indent=2))
+        print_json(result.record)
         return
     _print_eval(parse_record(result.record, path), source)
 
@@ -165,17 +194,30 @@ def _print_eval(rec, source: str) -> None:
 def compare_cmd(
     a: Path = typer.Argument(..., help="Evaluation folder (or its eval.json) of model A, the reference."),
     b: Path = typer.Argument(..., help="Evaluation folder (or its eval.json) of model B."),
-    json_out: Path | None = typer.Option(None, "--json", help="Also write every figure to this JSON file."),
+    as_json: bool = json_option("Print every figure as JSON to stdout instead of the tables."),
+    out: Path | None = typer.Option(None, "--out", help="Also write every figure to this JSON file."),
     permutations: int = typer.Option(
         10_000, "--permutations", help="Sign-flip resamples of the permutation test."
     ),
     seed: int = typer.Option(0, "--seed", help="Seed of the permutation test."),
 ) -> None:
-    """Is B better than A? Mean top-1 difference, McNemar's test, paired permutation test, Cohen's d."""
+    """Is B better than A? Mean top-1 difference, McNemar's test, paired permutation test, Cohen's d.
+
+    A and B must be evaluations of the same data, labels and seeds (`sslboost eval` folders).
+
+    Example:
+
+        sslboost compare runs/x/eval-before/linear-1pct runs/x/eval-after/linear-1pct --out cmp.json
+    """
     from e2mc_cli.evaluate.compare import compare
     from e2mc_cli.evaluate.stats import format_mean_se
 
     res = compare(a, b, permutations=permutations, seed=seed)
+    if out is not None:
+        write_json_atomic(out, res)
+    if as_json:
+        print_json(res)
+        return
     sel = res["selected"]
     table = Table(
         title=f"B − A on {escape(str(res['dataset']['spec']))}, {res['labels']} labels", box=box.SIMPLE_HEAD
@@ -216,25 +258,30 @@ def compare_cmd(
                 _p(r["permutation"]["p"]),
             )
         console.print(per)
-    if json_out is not None:
-        write_json_atomic(json_out, res)
-        console.print(f"wrote {escape(str(json_out))}")
+    if out is not None:
+        console.print(f"wrote {escape(str(out))}")
 
 
 @bench_app.command("eval")
+@reads_environment(*BASE_ENV, *DATA_ENV)
 def bench_eval_cmd(
     epochs: int = typer.Option(100, "--epochs", help="Epochs of both modes."),
     labels: str = typer.Option("10%", "--labels", help="Labelled fraction of the training set."),
     data: str = typer.Option("fmnist", "--data", help="Dataset (default: the built-in fmnist)."),
-    base: str | None = typer.Option(
-        None,
-        "--base",
-        help="Checkpoint to probe (default: fmnist-vicreg if installed, else a fresh resnet-mini).",
+    base: str | None = base_option(
+        help="Checkpoint to probe (default: fmnist-vicreg if installed, else a fresh resnet-mini)."
     ),
     device: str = device_option(),
-    as_json: bool = typer.Option(False, "--json", help="Print the figures as JSON."),
+    as_json: bool = json_option(),
 ) -> None:
-    """Linear probe: wall time and top-1 of --mode cached against --mode standard (same everything else)."""
+    """Linear probe: wall time and top-1 of --mode cached against --mode standard (same everything else).
+
+    Both modes train the same classifier for --epochs on the same labelled subset.
+
+    Example:
+
+        sslboost bench eval --epochs 20 --labels 10%
+    """
     from e2mc_cli.benchmarks.eval import bench_eval
     from e2mc_cli.data.subsets import parse_labels
 
@@ -252,7 +299,7 @@ def bench_eval_cmd(
             ckpt = None
     res = bench_eval(ckpt, data=data, labels=labels, epochs=epochs, device=device, progress=_say(as_json))
     if as_json:
-        typer.echo(json.dumps(res, indent=2))
+        print_json(res)
         return
     c, s = res["cached"], res["standard"]
     table = Table(

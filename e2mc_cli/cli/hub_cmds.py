@@ -9,6 +9,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from e2mc_cli.cli.app import app, console, err_console
+from e2mc_cli.cli.options import reads_environment
 
 
 def _size(n: int) -> str:
@@ -28,7 +29,15 @@ def _warn(warnings: list[str]) -> None:
 def export_cmd(
     run_dir: Path = typer.Argument(..., help="Run folder (the --out of `sslboost continue`)."),
 ) -> None:
-    """Write backbone.safetensors, config.json and the model card README.md into a run folder."""
+    """Write backbone.safetensors, config.json and the model card README.md into a run folder.
+
+    `sslboost continue` and `pretrain` export their run folder when they end; run this again after
+    adding evaluations to the folder.
+
+    Example:
+
+        sslboost export runs/fmnist-vicreg-e2mc
+    """
     from e2mc_cli.publish import export_run
 
     result = export_run(run_dir)
@@ -38,6 +47,7 @@ def export_cmd(
 
 
 @app.command("push")
+@reads_environment("HF_TOKEN")
 def push_cmd(
     run_dir: Path = typer.Argument(..., help="Run folder (the --out of `sslboost continue`)."),
     repo: str = typer.Option(..., "--repo", help="Hub repository ORG/NAME (created if needed)."),
@@ -50,7 +60,12 @@ def push_cmd(
 ) -> None:
     """Upload a run folder's publishable files to the Hugging Face Hub in one commit.
 
-    The token comes from HF_TOKEN or `hf auth login`. Exports are written first when missing or stale.
+    The token comes from --token (HF_TOKEN) or `hf auth login`. Exports are written first when
+    missing or stale.
+
+    Example:
+
+        sslboost push runs/fmnist-vicreg-e2mc --repo me/fmnist-vicreg-e2mc --dry-run
     """
     from e2mc_cli.publish import push_run
 

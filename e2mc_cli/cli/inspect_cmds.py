@@ -10,7 +10,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from e2mc_cli.cli.app import app, call_with_options, console, err_console
-from e2mc_cli.cli.options import device_option, resolve_device
+from e2mc_cli.cli.options import (
+    BASE_ENV,
+    DATA_ENV,
+    device_option,
+    parse_bases,
+    reads_environment,
+    resolve_device,
+)
 from e2mc_cli.errors import UserError
 
 
@@ -44,12 +51,14 @@ def _table(report: dict) -> Table:
 
 
 @app.command()
+@reads_environment(*BASE_ENV, *DATA_ENV)
 def inspect(
     weights: list[str] = typer.Option(
         ...,
         "--weights",
         "-w",
         help="Canonical .safetensors file, base name or hf://ORG/NAME; repeat to compare.",
+        callback=parse_bases,
     ),
     data: str = typer.Option(..., "--data", help="ImageFolder root or a built-in dataset (fmnist)."),
     split: str = typer.Option("val", "--split", help="Split to embed: train, val or test."),
@@ -61,14 +70,28 @@ def inspect(
     max_samples: int = typer.Option(2048, "--max-samples", help="Embed at most this many images (seeded)."),
     batch_size: int = typer.Option(64, "--batch-size"),
     device: str = device_option(),
-    workers: int = typer.Option(0, "--workers", help="Data-loading worker processes."),
+    workers: int = typer.Option(
+        0,
+        "--workers",
+        min=0,
+        help="Data-loading worker processes (default 0, unlike other commands: the augmented views are "
+        "drawn in the loader processes, so they and the statistics depend on the worker count).",
+    ),
     seed: int = typer.Option(0, "--seed", help="Seed of the image subset, the views and the plotted pairs."),
     neighbours: int = typer.Option(100, "--neighbours", help="k of the k-th-neighbour distance."),
     out: Path | None = typer.Option(
         None, "--out", help="Write inspect.json and the PNG figures into this folder."
     ),
 ) -> None:
-    """Measure how spread out each model's embedding is (entropy, rank, centre norm, neighbours)."""
+    """Measure how spread out each model's embedding is (entropy, rank, centre norm, neighbours).
+
+    Every model embeds the same images and the same augmented views (--seed); the table puts
+    their statistics side by side.
+
+    Example:
+
+        sslboost inspect -w fmnist-vicreg -w runs/fmnist-vicreg-e2mc/model.safetensors --data fmnist
+    """
     from e2mc_cli.diagnostics import run_inspect
 
     if batch_size < 1 or workers < 0 or neighbours < 1:

@@ -10,21 +10,31 @@ import typer
 from rich.markup import escape
 
 from e2mc_cli.cli.app import app, console, err_console
-from e2mc_cli.cli.options import device_option
+from e2mc_cli.cli.options import (
+    DATA_ENV,
+    ENVIRONMENT,
+    base_option,
+    device_option,
+    epochs_option,
+    log_option,
+    reads_environment,
+    without_secrets,
+    workers_option,
+)
 from e2mc_cli.cli.train_cmds import run_and_report
+from e2mc_cli.trackers import Trackers
 
 
 def _command(name: str) -> str:
     if sys.argv[1:2] == [name]:
-        return shlex.join(["sslboost", *sys.argv[1:]])
+        return shlex.join(["sslboost", *without_secrets(sys.argv[1:])])
     return f"sslboost {name}"
 
 
 @app.command()
+@reads_environment(*ENVIRONMENT)
 def study(
-    base: str = typer.Option(
-        ..., "--base", help="Base to study: a registry name (e.g. fmnist-vicreg) or a file."
-    ),
+    base: str = base_option(..., help="Base to study: a registry name (e.g. fmnist-vicreg) or a file."),
     criteria: str = typer.Option(
         ",".join(("continued", "e2mc", "vcreg", "uniformity", "mmcr", "vne", "logdet", "simmer")),
         "--criteria",
@@ -39,8 +49,8 @@ def study(
     data: str = typer.Option(
         None, "--data", help="Dataset (default: the one a built-in base was trained on)."
     ),
-    epochs: float = typer.Option(
-        None, "--epochs", help="Epochs of continued pre-training (default: the recipe's)."
+    epochs: float = epochs_option(
+        "Epochs of continued pre-training (default: the recipe's; fractions allowed)."
     ),
     labels: str = typer.Option("1%,10%,100%", "--labels", help="Label fractions of the linear probe."),
     knn: bool = typer.Option(True, "--knn/--no-knn", help="Also evaluate with kNN (k = 20, all labels)."),
@@ -56,8 +66,7 @@ def study(
         0,
         "--holdout",
         min=0,
-        help="Evaluate on N training images held out (a validation split for tuning), "
-        "not on the test split.",
+        help="Evaluate on N training images held out (a validation split for tuning), not on the test split.",
     ),
     eval_epochs: int = typer.Option(
         None,
@@ -68,13 +77,19 @@ def study(
     image_size: int = typer.Option(
         None, "--image-size", min=8, help="Image size of training and evaluation (default: recipe / data)."
     ),
-    workers: int = typer.Option(2, "--workers", min=0, help="Data-loading processes of each training run."),
+    workers: int = workers_option(
+        "Data-loading processes of each training run (default: chosen for the data and machine)."
+    ),
     device: str = device_option(),
 ) -> None:
     """Continue a base with each criterion and seed, evaluate, and tabulate with significance.
 
     Finished cells (DIR/cells/<criterion>-seed<k>/result.json) are skipped: run the same command
     again to resume an interrupted study.
+
+    Example:
+
+        sslboost study --base fmnist-vicreg --criteria continued,e2mc --seeds 3 --out studies/vicreg
     """
     from e2mc_cli.cli.tables import study_table
     from e2mc_cli.study import StudyConfig, run_study
@@ -105,22 +120,23 @@ def study(
 
 
 @app.command()
+@reads_environment(*DATA_ENV)
 def pretrain(
     recipe: str = typer.Option(
         ...,
         "--recipe",
-        help="A recipe with a [model] section: fmnist-vicreg, fmnist-swav, fmnist-simsiam, or a file.",
+        help="A recipe with a \\[model] section: fmnist-vicreg, fmnist-swav, fmnist-simsiam, or a file.",
     ),
     data: str = typer.Option("fmnist", "--data", help="ImageFolder root or a built-in dataset."),
     out: str = typer.Option(None, "--out", help="Run folder (default runs/<recipe>)."),
-    epochs: int = typer.Option(None, "--epochs", min=1, help="Override run.epochs."),
+    epochs: float = epochs_option(),
     batch_size: int = typer.Option(None, "--batch-size", min=1, help="Override run.batch_size."),
     lr: float = typer.Option(None, "--lr", min=0.0, help="Override optim.lr."),
     sets: list[str] = typer.Option(
         None, "--set", help="Override a recipe key (section.key=value). Repeatable."
     ),
     max_steps: int = typer.Option(None, "--max-steps", min=1, help="Stop after N optimiser steps."),
-    workers: int = typer.Option(2, "--workers", min=0, help="Data-loading worker processes."),
+    workers: int = workers_option("Data-loading worker processes (default: CPU cores, at most 4)."),
     device: str = device_option(),
     resume: bool = typer.Option(
         False, "--resume", help="Continue the run in --out from its last checkpoint."
@@ -128,11 +144,16 @@ def pretrain(
     overwrite: bool = typer.Option(
         False, "--overwrite", help="Replace the outputs of an earlier run in --out."
     ),
+    log: list[str] = log_option(),
 ) -> None:
     """Pre-train a model from scratch (random initial weights) with a method's own loss.
 
-    The recipe's [model] section gives the backbone and head sizes; everything else is the
+    The recipe's \\[model] section gives the backbone and head sizes; everything else is the
     continued pre-training loop of `sslboost continue` (checkpoints, --resume, metrics).
+
+    Example:
+
+        sslboost pretrain --recipe fmnist-vicreg --epochs 0.5 --out runs/vicreg-scratch --log csv
     """
     from e2mc_cli.pretrain import prepare
     from e2mc_cli.training.plan import TrainOptions
@@ -161,4 +182,5 @@ def pretrain(
         highlight=False,
         soft_wrap=True,
     )
-    run_and_report(opts)
+    with Trackers(log) as trackers:
+        run_and_report(opts, trackers)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 
 import typer
@@ -11,15 +10,26 @@ from rich.markup import escape
 from rich.table import Table
 
 from e2mc_cli.cli.app import app, bench_app, call_with_options, console, err_console
-from e2mc_cli.cli.options import device_option
+from e2mc_cli.cli.options import (
+    ENVIRONMENT,
+    base_option,
+    device_option,
+    epochs_option,
+    json_option,
+    log_option,
+    print_json,
+    reads_environment,
+    without_secrets,
+    workers_option,
+)
+from e2mc_cli.trackers import Trackers, before_after_results, run_results
 
 
 @app.command("continue")
+@reads_environment(*ENVIRONMENT)
 def continue_(
-    base: str = typer.Option(
-        None,
-        "--base",
-        help="Base to start from: a registry name, hf://ORG/NAME, or a model.safetensors file.",
+    base: str = base_option(
+        help="Base to start from: a registry name, hf://ORG/NAME, or a model.safetensors file."
     ),
     base_file: str = typer.Option(None, "--base-file", help="An official checkpoint file (with --method)."),
     method: str = typer.Option(None, "--method", help="Method of --base-file: vicreg, swav or simsiam."),
@@ -31,7 +41,7 @@ def continue_(
     ),
     out: str = typer.Option(None, "--out", help="Run folder (default runs/<base>-<criterion>)."),
     recipe: str = typer.Option(None, "--recipe", help="A recipe TOML file instead of the shipped one."),
-    epochs: int = typer.Option(None, "--epochs", min=1, help="Override run.epochs."),
+    epochs: float = epochs_option(),
     batch_size: int = typer.Option(None, "--batch-size", min=1, help="Override run.batch_size (global)."),
     lr: float = typer.Option(
         None,
@@ -52,11 +62,8 @@ def continue_(
     checkpoint_every: int = typer.Option(
         None, "--checkpoint-every", min=1, help="Override run.checkpoint_every."
     ),
-    workers: int = typer.Option(
-        None,
-        "--workers",
-        min=0,
-        help="Data-loading worker processes per training process (default: CPU cores, at most 4).",
+    workers: int = workers_option(
+        "Data-loading worker processes per training process (default: CPU cores, at most 4)."
     ),
     compile_: bool = typer.Option(False, "--compile", help="torch.compile the backbone and heads."),
     device: str = device_option(),
@@ -72,13 +79,23 @@ def continue_(
         help="Linear probe (1 % and 10 % labels, cached features) of base and result, as a table "
         "(default: on for the built-in fmnist-* bases).",
     ),
+    log: list[str] = log_option(),
 ) -> None:
     """Continue the pre-training of a base with its own loss plus an add-on criterion.
+
+    Writes the run folder --out: model.safetensors, recipe.toml, metrics.jsonl, summary.json,
+    checkpoints/last.pt, and the exports (backbone.safetensors, config.json, README.md).
 
     Exit codes: 0 finished (or stopped by --max-steps, SIGINT or SIGTERM after saving);
     1 the loss became non-finite (the last good checkpoint is kept); 2 bad input; 3 a fault of
     the machine, such as a full disk (the last checkpoint is kept: --resume once it is cleared);
     130 interrupted.
+
+    Example:
+
+        sslboost continue --base fmnist-vicreg --criterion e2mc --epochs 0.5 --log tensorboard
+
+        sslboost continue --base swav800 --data ~/imagenet --out runs/swav800-e2mc --resume
     """
     from e2mc_cli.training.plan import TrainOptions
 
@@ -87,20 +104,22 @@ def continue_(
         sets.append(f"run.checkpoint_every={checkpoint_every}")
     params = locals()
     opts = call_with_options(TrainOptions, params, recipe_file=recipe, compile=compile_, argv=_argv(params))
-    result = run_and_report(opts)
-    if result is None:
-        return
-    if eval_after is None:
-        from e2mc_cli.zoo import builtin_data
+    with Trackers(log) as trackers:
+        result = run_and_report(opts, trackers)
+        if result is None:
+            return
+        if eval_after is None:
+            from e2mc_cli.zoo import builtin_data
 
-        eval_after = builtin_data(base) is not None
-    if eval_after:
-        _before_after(result, base, base_file, method, data)
+            eval_after = builtin_data(base) is not None
+        if eval_after:
+            trackers.log_results(before_after_results(_before_after(result, base, base_file, method, data)))
 
 
-def run_and_report(opts):
-    """Train ``opts``, export the run folder (backbone, config, model card) and print how it ended;
-    ``None`` when it was interrupted (resume hint printed).
+def run_and_report(opts, trackers):
+    """Train ``opts`` (logging to ``trackers``, a :class:`~e2mc_cli.trackers.Trackers`), export the
+    run folder (backbone, config, model card) and print how it ended; ``None`` when it was
+    interrupted (resume hint printed).
 
     A non-finite loss is one line and exit code 1 (the last good checkpoint is kept).
     """
@@ -110,7 +129,7 @@ def run_and_report(opts):
     from e2mc_cli.training.step import NonFiniteLoss
 
     try:
-        result = run(opts, console)
+        result = run(opts, console, trackers)
     except NonFiniteLoss as exc:
         err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
@@ -120,6 +139,7 @@ def run_and_report(opts):
         except OSError as exc:  # a fault of the machine: the trained model is written already
             add_next_step(exc, f"write the exports with: sslboost export {result.out}")
             raise
+    trackers.log_results(run_results(result.summary))
     s = result.summary
     if result.status == "interrupted":
         console.print(
@@ -140,24 +160,26 @@ def run_and_report(opts):
     return result
 
 
-def _before_after(result, base, base_file, method, data) -> None:
-    """Evaluate base and result (linear probe, 1 % and 10 % labels) and print the table."""
+def _before_after(result, base, base_file, method, data) -> list[dict]:
+    """Evaluate base and result (linear probe, 1 % and 10 % labels), print the table; its rows."""
     from e2mc_cli.cli.tables import before_after_table
+    from e2mc_cli.evaluate.progress import EvalDisplay, showing
     from e2mc_cli.study import before_after
     from e2mc_cli.zoo import builtin_data, resolve_base
 
     spec = data or builtin_data(base)
     if not spec or not (base or base_file):
         console.print("--eval-after: pass --base (and --data) to evaluate base and result", highlight=False)
-        return
+        return []
     console.print("evaluating base and result (linear probe, cached features) …", highlight=False)
-    rows = before_after(
-        resolve_base(base, base_file=base_file, method=method),
-        result.out / "model.safetensors",
-        data=spec,
-        out=result.out,
-        base_source=base or str(base_file),
-    )
+    with showing(EvalDisplay(console)):
+        rows = before_after(
+            resolve_base(base, base_file=base_file, method=method),
+            result.out / "model.safetensors",
+            data=spec,
+            out=result.out,
+            base_source=base or str(base_file),
+        )
     names = escape(base or str(base_file)), escape(str(result.out / "model.safetensors"))
     console.print(before_after_table(rows, *names))
     console.print(
@@ -166,6 +188,7 @@ def _before_after(result, base, base_file, method, data) -> None:
         highlight=False,
         soft_wrap=True,
     )
+    return rows
 
 
 _FLAGS = {
@@ -190,7 +213,7 @@ _FLAGS = {
 def _argv(params: dict) -> list[str]:
     """The command line as typed (``sys.argv``), or rebuilt from the options when called in-process."""
     if sys.argv[1:2] == ["continue"]:
-        return sys.argv[1:]
+        return without_secrets(sys.argv[1:])
     args = ["continue"]
     for name, flag in _FLAGS.items():
         value = params.get(name)
@@ -199,6 +222,8 @@ def _argv(params: dict) -> list[str]:
     for item in params.get("sets") or []:
         if not item.startswith("run.checkpoint_every=") or params.get("checkpoint_every") is None:
             args += ["--set", item]
+    for item in params.get("log") or []:
+        args += ["--log", item]
     for name, flag in (("compile_", "--compile"), ("resume", "--resume"), ("overwrite", "--overwrite")):
         if params.get(name):
             args.append(flag)
@@ -206,13 +231,20 @@ def _argv(params: dict) -> list[str]:
 
 
 @app.command("recipes")
-def recipes(json_: bool = typer.Option(False, "--json", help="Print JSON instead of a table.")) -> None:
-    """List the shipped recipes (method, criterion, key coefficients, optimiser, source)."""
+def recipes(json_: bool = json_option()) -> None:
+    """List the shipped recipes (method, criterion, key coefficients, optimiser, source).
+
+    `sslboost continue` picks the recipe of its base and criterion; --recipe takes another.
+
+    Example:
+
+        sslboost recipes --json
+    """
     from e2mc_cli.training.recipe import list_recipes
 
     rows = list_recipes()
     if json_:
-        console.print_json(json.dumps(rows))
+        print_json(rows)
         return
     for kind, title in (
         (
@@ -264,14 +296,21 @@ def bench_train(
         "scaled", "--heads", help="scaled (official shapes × backbone width / 2048) or official."
     ),
     device: str = device_option(),
-    json_: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    json_: bool = json_option(),
 ) -> None:
-    """Images/s of a full training step vs a bare backbone forward+backward on the same views."""
+    """Images/s of a full training step vs a bare backbone forward+backward on the same views.
+
+    The difference is what the method's heads, its loss and the criterion cost.
+
+    Example:
+
+        sslboost bench train --method vicreg --arch resnet50 --image-size 224 --device cuda
+    """
     from e2mc_cli.benchmarks.train import bench_train as run_bench
 
     report = call_with_options(run_bench, locals(), methods=method)
     if json_:
-        console.print_json(json.dumps(report))
+        print_json(report)
         return
     cfg = report["config"]
     table = Table(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
@@ -12,6 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from e2mc_cli.cli.app import app, console
+from e2mc_cli.cli.options import BASE_ENV, base_option, json_option, print_json, reads_environment
 from e2mc_cli.errors import UserError
 
 
@@ -37,15 +37,23 @@ def _row(spec) -> dict:
 
 
 @app.command()
+@reads_environment("SSLBOOST_CACHE")
 def bases(
-    as_json: bool = typer.Option(False, "--json", help="Print the registry as JSON."),
+    as_json: bool = json_option("Print the registry as JSON to stdout instead of the table."),
 ) -> None:
-    """List the named bases: method, epochs, batch size, URL, licence, reported linear top-1."""
+    """List the named bases: method, epochs, batch size, URL, licence, reported linear top-1.
+
+    Any of these names is a --base of `continue`, `eval`, `study`, `inspect` and `fetch`.
+
+    Example:
+
+        sslboost bases --json
+    """
     from e2mc_cli.zoo import BASES
 
     rows = [_row(spec) for spec in BASES.values()]
     if as_json:
-        typer.echo(json.dumps(rows, indent=2))
+        print_json(rows)
         return
     table = Table(box=box.SIMPLE_HEAD)
     for column, kw in (
@@ -85,8 +93,9 @@ def bases(
 
 
 @app.command()
+@reads_environment(*BASE_ENV)
 def fetch(
-    base: str = typer.Option(..., "--base", help="A name from `sslboost bases`, or hf://ORG/NAME\\[@REV]."),
+    base: str = base_option(..., help="A name from `sslboost bases`, or hf://ORG/NAME\\[@REV]."),
     stall_timeout_s: float | None = typer.Option(
         None,
         "--stall-timeout",
@@ -94,7 +103,15 @@ def fetch(
         "(default $SSLBOOST_STALL_TIMEOUT, else 60).",
     ),
 ) -> None:
-    """Download a base into the cache (resumable) and verify its sha256."""
+    """Download a base into the cache (resumable) and verify its sha256.
+
+    Registry bases go to the --cache folder, hf:// bases to the Hugging Face cache; every later use
+    checks the file again.
+
+    Example:
+
+        sslboost fetch --base swav800
+    """
     from e2mc_cli.downloads import sha256_file
     from e2mc_cli.secrets import scrubbing
     from e2mc_cli.zoo import fetch_base, get_spec
@@ -110,16 +127,24 @@ def fetch(
 
 
 @app.command()
+@reads_environment(*BASE_ENV)
 def convert(
     out: Path = typer.Option(..., "--out", help="The canonical checkpoint to write (.safetensors)."),
-    base: str = typer.Option(None, "--base", help="A name from `sslboost bases`, or hf://ORG/NAME\\[@REV]."),
+    base: str = base_option(help="A name from `sslboost bases`, or hf://ORG/NAME\\[@REV]."),
     base_file: Path = typer.Option(None, "--base-file", help="A local file in an official layout."),
     method: str = typer.Option(None, "--method", help="vicreg, swav or simsiam (with --base-file)."),
     allow_new_heads: bool = typer.Option(
         False, "--allow-new-heads", help="Initialise heads missing from the file with random weights."
     ),
 ) -> None:
-    """Convert an official checkpoint into the canonical safetensors layout, with a report."""
+    """Convert an official checkpoint into the canonical safetensors layout, with a report.
+
+    The report lists the keys renamed, dropped and (with --allow-new-heads) initialised.
+
+    Example:
+
+        sslboost convert --base-file resnet50_fullckpt.pth --method vicreg --out vicreg.safetensors
+    """
     from e2mc_cli.checkpoint import save_state_dict
     from e2mc_cli.zoo import convert_base
 

@@ -8,6 +8,7 @@
 - :mod:`~e2mc_cli.evaluate.knn`: weighted k-nearest neighbours.
 - :mod:`~e2mc_cli.evaluate.run`: one evaluation end to end, ``eval.json`` + ``predictions.npz``.
 - :mod:`~e2mc_cli.evaluate.records`: the one writer and reader of ``eval.json`` (typed, checked).
+- :mod:`~e2mc_cli.evaluate.progress`: progress of feature extraction and classifier epochs.
 - :mod:`~e2mc_cli.evaluate.stats` and :mod:`~e2mc_cli.evaluate.compare`: McNemar, paired
   permutation test, Cohen's d (Appendix D.1).
 """

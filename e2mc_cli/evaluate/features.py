@@ -23,6 +23,7 @@ from torchvision.transforms import v2
 
 from e2mc_cli.data.transforms import IMAGENET_MEAN, ToRGB, eval_std, normalised_tensor
 from e2mc_cli.errors import UserError
+from e2mc_cli.evaluate.progress import stage
 
 STANDARD_CROP_SCALE = (0.08, 1.0)  # torchvision's RandomResizedCrop default, the official recipes'
 SMALL_IMAGE_CROP_SCALE = (0.2, 1.0)  # native-size small images (fmnist): as their pre-training views
@@ -119,22 +120,26 @@ def extract_features(
     device: torch.device | str = "cpu",
     workers: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pooled features (float32, on the CPU) and labels of ``dataset[indices]``, backbone in eval mode."""
+    """Pooled features (float32, on the CPU) and labels of ``dataset[indices]``, backbone in eval mode
+    (a stage of the evaluation's progress display, :mod:`e2mc_cli.evaluate.progress`)."""
     device = torch.device(device)
     was_training = backbone.training
     backbone.eval()
     n = len(indices)
     feats, labels = None, torch.empty(n, dtype=torch.long)
     start = 0
+    split = getattr(dataset, "split", "")
     try:
-        for x, y in loader(dataset, indices, transform, batch_size, workers=workers):
-            with autocast(device):
-                f = backbone(x.to(device, non_blocking=True)).float().cpu()
-            if feats is None:  # filled in place: no second copy of a large feature matrix
-                feats = torch.empty(n, f.shape[1], dtype=torch.float32)
-            feats[start : start + len(f)] = f
-            labels[start : start + len(f)] = y
-            start += len(f)
+        with stage(f"features ({split})" if split else "features", n, "images") as advance:
+            for x, y in loader(dataset, indices, transform, batch_size, workers=workers):
+                with autocast(device):
+                    f = backbone(x.to(device, non_blocking=True)).float().cpu()
+                if feats is None:  # filled in place: no second copy of a large feature matrix
+                    feats = torch.empty(n, f.shape[1], dtype=torch.float32)
+                feats[start : start + len(f)] = f
+                labels[start : start + len(f)] = y
+                start += len(f)
+                advance(len(f))
     finally:
         backbone.train(was_training)
     if feats is None:

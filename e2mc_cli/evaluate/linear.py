@@ -26,6 +26,7 @@ from torch.nn import functional as F
 from torch.utils.data import Dataset
 
 from e2mc_cli.evaluate.features import autocast, loader
+from e2mc_cli.evaluate.progress import stage
 from e2mc_cli.evaluate.protocols import ProtocolConfig
 from e2mc_cli.training.optim import LARS
 
@@ -89,12 +90,13 @@ def train_on_features(
     opt = make_optimizer(head.parameters(), cfg)
     base = [g["lr"] for g in opt.param_groups]
     gen = torch.Generator().manual_seed(seed)
-    with _cpu_threads_for(device, 6.0 * cfg.batch_size * feats.shape[1] * num_classes):
-        _fit(head, opt, base, feats, labels, cfg, gen, device)
+    threads = _cpu_threads_for(device, 6.0 * cfg.batch_size * feats.shape[1] * num_classes)
+    with threads, stage(f"linear probe on features, seed {seed}", cfg.epochs, "epochs") as advance:
+        _fit(head, opt, base, feats, labels, cfg, gen, device, advance)
     return head.cpu()
 
 
-def _fit(head, opt, base, feats, labels, cfg: ProtocolConfig, gen: torch.Generator, device) -> None:
+def _fit(head, opt, base, feats, labels, cfg: ProtocolConfig, gen: torch.Generator, device, advance) -> None:
     n = len(labels)
     for epoch in range(cfg.epochs):
         _set_lr(opt, base, epoch_factor(epoch, cfg))
@@ -106,6 +108,7 @@ def _fit(head, opt, base, feats, labels, cfg: ProtocolConfig, gen: torch.Generat
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+        advance(1)
 
 
 @dataclass(frozen=True)
@@ -122,22 +125,30 @@ class LabelledTraining:
     device: torch.device | str = "cpu"
     workers: int | None = None
 
-    def fit(self, opt: torch.optim.Optimizer, logits_of: Callable[[torch.Tensor], torch.Tensor]) -> None:
+    def fit(
+        self,
+        opt: torch.optim.Optimizer,
+        logits_of: Callable[[torch.Tensor], torch.Tensor],
+        what: str = "linear probe",
+    ) -> None:
         """The protocol's epochs of cross-entropy steps on ``logits_of(images)``, each epoch at its
-        scheduled learning rates, over shuffled batches in an order that depends on the seed only."""
+        scheduled learning rates, over shuffled batches in an order that depends on the seed only
+        (a stage ``what, seed S`` of the evaluation's progress display)."""
         device, cfg = torch.device(self.device), self.cfg
         base = [g["lr"] for g in opt.param_groups]
         data = loader(
             self.dataset, self.indices, self.transform, cfg.batch_size, shuffle=True, seed=self.seed,
             workers=self.workers,
         )  # fmt: skip
-        for epoch in range(cfg.epochs):
-            _set_lr(opt, base, epoch_factor(epoch, cfg))
-            for x, y in data:
-                loss = F.cross_entropy(logits_of(x.to(device, non_blocking=True)), y.to(device))
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
+        with stage(f"{what}, seed {self.seed}", cfg.epochs, "epochs") as advance:
+            for epoch in range(cfg.epochs):
+                _set_lr(opt, base, epoch_factor(epoch, cfg))
+                for x, y in data:
+                    loss = F.cross_entropy(logits_of(x.to(device, non_blocking=True)), y.to(device))
+                    opt.zero_grad(set_to_none=True)
+                    loss.backward()
+                    opt.step()
+                advance(1)
 
 
 def train_standard(backbone: nn.Module, job: LabelledTraining) -> nn.Linear:

@@ -51,5 +51,5 @@ def finetune(backbone: nn.Module, job: LabelledTraining) -> Classifier:
         return logits.float()
 
     model.train()
-    job.fit(opt, logits_of)
+    job.fit(opt, logits_of, what="fine-tuning")
     return model.eval()

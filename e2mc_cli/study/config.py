@@ -37,7 +37,7 @@ class StudyConfig:
     sets: list[str] = field(default_factory=list)
     eval_epochs: int | None = None
     image_size: int | None = None
-    workers: int = 2
+    workers: int | None = None  # None: chosen for the data and machine
     device: str = "auto"
     holdout: int = 0  # > 0: evaluate on this many training images held out, not on the test split
 

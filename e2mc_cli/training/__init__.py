@@ -15,7 +15,8 @@
   group (SimSiam), warm-up + cosine or constant schedules;
 - :mod:`~e2mc_cli.training.data`: seeded batches and seeded augmentations (resumable bit for bit);
 - :mod:`~e2mc_cli.training.syncbn`: batch norm over the global batch for distributed CPU runs;
-- :mod:`~e2mc_cli.training.progress`: rich progress bar or plain log lines.
+- :mod:`~e2mc_cli.training.progress`: the start-up header, the live display or plain log lines,
+  and the cadence of ``metrics.jsonl``.
 
 Import the submodules directly (``from e2mc_cli.training.loop import run``).
 """

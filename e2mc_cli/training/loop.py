@@ -37,6 +37,7 @@ from torch.utils.data import DataLoader
 from e2mc_cli import distributed as D
 from e2mc_cli.errors import add_next_step
 from e2mc_cli.run_layout import STATE_FILE
+from e2mc_cli.trackers import Trackers
 from e2mc_cli.training.data import EpochBatches, SeededViews, collate_views
 from e2mc_cli.training.outputs import append_metrics, prepare_folder, write_final
 from e2mc_cli.training.plan import RunPlan, TrainOptions
@@ -128,19 +129,19 @@ class StopSignals:
 class Loop:
     """Iterates one planned run over its state: loader, steps, logging, checkpoints, signals."""
 
-    def __init__(self, plan: RunPlan, state: TrainState, console: Console, say: Callable[[str], None]):
-        self.plan, self.state, self.say = plan, state, say
+    def __init__(
+        self,
+        plan: RunPlan,
+        state: TrainState,
+        console: Console,
+        say: Callable[[str], None],
+        trackers: Trackers,
+    ):
+        self.plan, self.state, self.say, self.trackers = plan, state, say, trackers
         self.t_start = time.perf_counter()
         self.saved_step = state.step
         self.last_log = (self.t_start, state.step)
-        self.progress = TrainProgress(
-            console,
-            total_steps=plan.end_step,
-            start_step=state.step,
-            steps_per_epoch=plan.steps_per_epoch,
-            epochs=plan.epochs_shown,
-            enabled=plan.is_main,
-        )
+        self.progress = TrainProgress(console, plan)
 
     def wall(self) -> float:
         """Training seconds so far, earlier invocations of a resumed run included."""
@@ -163,13 +164,13 @@ class Loop:
             )
             raise NonFiniteLoss(f"{exc}; {where}") from None
 
-    def log(self, record: StepRecord, epoch: int) -> None:
+    def log(self, record: StepRecord) -> None:
         """The progress display after every step; a metrics line (and health) on logging steps."""
         plan, state = self.plan, self.state
         state.last_terms = dict(record.terms)
         now = time.perf_counter()
         img_s = (state.step - self.last_log[1]) * plan.batch_size / max(now - self.last_log[0], 1e-9)
-        self.progress.update(state.step, epoch, state.last_terms, img_s)
+        self.progress.update(state.step, record.lr, state.last_terms, img_s)
         if state.step % plan.log_every and state.step != plan.end_step:
             return
         line = {"step": state.step, "epoch": round(state.step / plan.steps_per_epoch, 6)}
@@ -177,7 +178,7 @@ class Loop:
         if plan.is_main:
             line.update(state.health.update(state.step, [e.float() for e in record.embeddings]))
             append_metrics(plan.out, line)
-        self.progress.log_line(state.step, epoch, record.lr, state.last_terms, img_s)
+            self.trackers.log_metrics(line)
         self.last_log = (now, state.step)
 
     def iterate(self, signals: StopSignals) -> bool:
@@ -187,7 +188,7 @@ class Loop:
             epoch, pos = divmod(state.step, plan.steps_per_epoch)
             for views, _indices, failed in epoch_loader(plan, epoch, pos):
                 state.failed_indices.update(int(i) for i in failed)
-                self.log(self.step(views, epoch), epoch)
+                self.log(self.step(views, epoch))
                 if signals.requested(plan.device):
                     return True
                 if state.step >= plan.end_step:
@@ -221,7 +222,7 @@ def how_to_continue(plan: RunPlan, saved_step: int) -> str:
     return "run the command again"
 
 
-def _train(plan: RunPlan, console: Console) -> tuple[str, dict]:
+def _train(plan: RunPlan, console: Console, trackers: Trackers) -> tuple[str, dict]:
     """Build the state, prepare the folder (rank 0) and train; a fault or Ctrl-C carries the step to
     continue from (:func:`e2mc_cli.errors.add_next_step`)."""
 
@@ -237,22 +238,28 @@ def _train(plan: RunPlan, console: Console) -> tuple[str, dict]:
         D.barrier()  # every process has checked --out before rank 0 writes into it
         if plan.is_main:
             prepare_folder(plan)
+            for where in trackers.start(
+                plan.out, plan.recipe, resume_step=plan.start_step if plan.resuming else None
+            ):
+                say(escape(where))
         D.barrier()
-        loop = Loop(plan, state, console, say)
+        loop = Loop(plan, state, console, say, trackers)
         return loop.run()
     except (OSError, KeyboardInterrupt) as exc:
         add_next_step(exc, how_to_continue(plan, plan.start_step if loop is None else loop.saved_step))
         raise
 
 
-def run(opts: TrainOptions, console: Console | None = None) -> RunResult:
-    """Plan, set up and train one run (see the module docstring)."""
+def run(opts: TrainOptions, console: Console | None = None, trackers: Trackers | None = None) -> RunResult:
+    """Plan, set up and train one run (see the module docstring); ``trackers`` (started here on the
+    run folder, closed by the caller) get the recipe and every metrics line."""
+    trackers = trackers or Trackers()
     console = console or Console(emoji=False)
     device = D.pick_device(opts.device)
     started = D.join_process_group(device)
     try:
         plan = plan_run(opts, device, D.rank(), D.world_size())
-        status, summary = _train(plan, console)
+        status, summary = _train(plan, console, trackers)
     finally:
         D.leave(started)
     return RunResult(status, plan.out, summary, plan.resume_command, plan.is_main)

@@ -24,6 +24,7 @@ from e2mc_cli.run_layout import (
     RECIPE_FILE,
     STATE_FILE,
     SUMMARY_FILE,
+    TRACKER_OUTPUTS,
     TRAINING_OUTPUTS,
 )
 from e2mc_cli.training import recipe as R
@@ -50,7 +51,8 @@ def epoch_text(value: float) -> str:
 def earlier_outputs(out: Path) -> list[Path]:
     """What an earlier run left in ``out`` and a new run replaces: the training outputs, the exported
     files and every ``eval*`` folder (evaluations of the earlier model)."""
-    named = [out / name for name in OUTPUTS if (out / name).exists() or (out / name).is_symlink()]
+    names = (*OUTPUTS, *TRACKER_OUTPUTS)
+    named = [out / name for name in names if (out / name).exists() or (out / name).is_symlink()]
     return named + sorted(p for p in out.glob("eval*") if p.is_dir() and not p.is_symlink())
 
 

@@ -26,7 +26,7 @@ class TrainOptions:
     data: str | None = None
     out: str | None = None
     recipe_file: str | None = None
-    epochs: int | None = None
+    epochs: float | None = None  # a fraction trains that share of an epoch's steps
     batch_size: int | None = None
     lr: float | None = None
     image_size: int | None = None
@@ -73,9 +73,8 @@ class RunPlan:
     warmup_steps: int
     schedule: str
     final_lr_ratio: float
-    log_every: int
+    log_every: int  # steps between metrics lines (training.progress.metrics_interval of run.log_every)
     checkpoint_every: int
-    epochs_shown: int  # the recipe's epochs, rounded up (the progress display counts them)
     seed: int
     workers: int  # data-loading processes per training process
     transform: Callable  # the method's view transform

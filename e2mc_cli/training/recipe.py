@@ -5,7 +5,9 @@ A recipe has the sections
 - ``[recipe]``: ``name``, ``method``, ``source`` (where the numbers come from);
 - ``[run]``: ``epochs`` (a fraction trains that share of an epoch's steps), ``batch_size``
   (global, over all processes), ``seed``,
-  ``checkpoint_every`` (optimiser steps), ``log_every`` (optimiser steps);
+  ``checkpoint_every`` (optimiser steps), ``log_every`` (optimiser steps between two printed log
+  lines, and the longest gap between two ``metrics.jsonl`` lines: shorter runs log more often,
+  :func:`e2mc_cli.training.progress.metrics_interval`);
 - ``[optim]``: ``name`` (``lars``, ``sgd-larc``, ``sgd``), ``lr``, ``lr_batch_scaling``
   (multiply ``lr`` by ``batch_size / 256`` as the VICReg and SimSiam code do), ``momentum``,
   ``weight_decay``, ``schedule`` (``constant`` or ``cosine``), ``warmup_epochs``,

@@ -16,7 +16,6 @@ the temporary files of a killed run that ``--resume`` cannot continue.
 
 from __future__ import annotations
 
-import math
 import shlex
 from pathlib import Path
 from typing import NamedTuple
@@ -33,6 +32,7 @@ from e2mc_cli.training import recipe as R
 from e2mc_cli.training.data import EpochBatches, default_workers
 from e2mc_cli.training.outputs import earlier_outputs, never_checkpointed, remove_temporaries, resume_command
 from e2mc_cli.training.plan import RunPlan, TrainOptions
+from e2mc_cli.training.progress import metrics_interval
 from e2mc_cli.training.state import load_training_state
 from e2mc_cli.zoo import builtin_data, resolve_base
 
@@ -326,9 +326,8 @@ def plan_run(opts: TrainOptions, device: torch.device, rank: int = 0, world: int
         world=world,
         schedule=recipe["optim"].get("schedule", "cosine"),
         final_lr_ratio=float(recipe["optim"].get("final_lr_ratio", 0.0)),
-        log_every=int(recipe["run"]["log_every"]),
+        log_every=metrics_interval(steps.end_step, recipe["run"]["log_every"]),
         checkpoint_every=int(recipe["run"]["checkpoint_every"]),
-        epochs_shown=math.ceil(float(recipe["run"]["epochs"])),
         seed=int(recipe["run"]["seed"]),
         workers=default_workers() if opts.workers is None else max(int(opts.workers), 0),
         transform=view_transform(start.method_name, image_size, **views),
