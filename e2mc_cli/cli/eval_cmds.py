@@ -35,12 +35,16 @@ def _p(p: float) -> str:
     return "< 0.001" if p < 1e-3 else f"{p:.3f}"
 
 
+def _progress_console(as_json: bool):
+    """Where ``eval`` reports its progress: stdout, or stderr when stdout carries the JSON record
+    (a failure is then still the last line on stderr)."""
+    return err_console if as_json else console
+
+
 def _say(quiet: bool):
-    return (
-        (lambda msg: None)
-        if quiet
-        else (lambda msg: err_console.print(f"[dim]… {escape(msg)}[/]", highlight=False))
-    )
+    if quiet:
+        return lambda msg: None
+    return lambda msg: console.print(f"[dim]… {escape(msg)}[/]", highlight=False)
 
 
 def _default_out(
@@ -153,12 +157,12 @@ def eval_cmd(
             "temperature": temperature,
         },
     )
-    with showing(EvalDisplay(err_console)):
+    with showing(EvalDisplay(_progress_console(as_json))):
         result = run_eval(ckpt, req, source=source, out_dir=out_dir, log=_say(as_json))
     path = result.write(out_dir)
     with Trackers(log) as trackers:
         for where in trackers.start(out_dir, eval_config(result.record)):
-            err_console.print(escape(where), highlight=False, soft_wrap=True)
+            _progress_console(as_json).print(escape(where), highlight=False, soft_wrap=True)
         for record in eval_records(result.record):
             trackers.log_metrics(record)
         trackers.log_results(eval_results(result.record))

@@ -232,7 +232,8 @@ def test_over_quota_writing_the_metrics_names_the_file_and_the_step_to_continue_
     cli, env, tmp_path, refuse
 ):
     run = tmp_path / "run"
-    refuse(lambda p: p.name == "metrics.jsonl" and p.exists(), errno.EDQUOT)  # the appends, not the creation
+    # every append after the first line (step 1, checkpointed before step 2's line is written)
+    refuse(lambda p: p.name == "metrics.jsonl" and p.exists() and p.stat().st_size > 0, errno.EDQUOT)
     r = cli(*train_args(env, run, "--max-steps", "2", "--set", "run.checkpoint_every=1"))
     line = assert_one_line_failure(r, 3, contains="disk quota is exceeded", folder=run)
     assert str(run / "metrics.jsonl") in line and "continue from step 1" in line
@@ -352,15 +353,15 @@ def evals(tmp_path):
     return fake_eval(tmp_path / "a", target, target), fake_eval(tmp_path / "b", (target + 1) % 3, target)
 
 
-def test_compare_json_into_a_read_only_folder(cli, tmp_path, evals, refuse):
+def test_compare_out_into_a_read_only_folder(cli, tmp_path, evals, refuse):
     refuse(tmp_path / "ro")
-    r = cli("compare", *evals, "--json", tmp_path / "ro" / "cmp.json", "--permutations", "10")
+    r = cli("compare", *evals, "--out", tmp_path / "ro" / "cmp.json", "--permutations", "10")
     assert_one_line_failure(r, 3, contains=f"{tmp_path / 'ro' / 'cmp.json'}: the file system is read-only")
 
 
-def test_compare_json_onto_a_folder(cli, tmp_path, evals):
+def test_compare_out_onto_a_folder(cli, tmp_path, evals):
     (tmp_path / "cmp").mkdir()
-    r = cli("compare", *evals, "--json", tmp_path / "cmp", "--permutations", "10")
+    r = cli("compare", *evals, "--out", tmp_path / "cmp", "--permutations", "10")
     assert_one_line_failure(r, 3, contains=f"{tmp_path / 'cmp'}: it is a folder, not a file", folder=tmp_path)
 
 
@@ -422,7 +423,7 @@ def test_sigint_during_eval_prints_one_line_and_exits_130(cli, tmp_path, model, 
 
     monkeypatch.setattr(linear, "train_on_features", ctrl_c)
     args = ["eval", "--weights", model, "--data", image_root, "--labels", "100%", "--epochs", "1"]
-    r = cli(*args, "--mode", "cached", "--image-size", "12", "--json", "--out", tmp_path / "ev")
+    r = cli(*args, "--mode", "cached", "--image-size", "12", "--out", tmp_path / "ev")
     assert (r.exit_code, r.stderr) == (130, "interrupted\n")
     assert temporaries(tmp_path) == []
 

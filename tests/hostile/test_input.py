@@ -216,7 +216,7 @@ def test_resume_from_a_damaged_state(cli, env, tmp_path, one_line_failure, what,
 # --- evaluation options and data ---------------------------------------------------------------
 
 BAD_EVAL = [
-    (("--workers", "-1"), "--workers must be from 0 to 256"),
+    (("--workers", "-1"), "Invalid value for '--workers'"),
     (("--lr", "nan"), "--lr must be a finite number > 0, got nan"),
     (("--wd", "nan"), "--wd must be a finite number ≥ 0, got nan"),
     (("--protocol", "knn", "--temperature", "nan"), "--temperature must be a finite number > 0"),
