@@ -17,7 +17,9 @@ from e2mc_cli.cli import app
 from e2mc_cli.cli.options import ENVIRONMENT, without_secrets
 
 ALL = set(ENVIRONMENT)
-BASES = {"SSLBOOST_CACHE", "SSLBOOST_MIRROR", "HF_TOKEN", "HF_HUB_OFFLINE"}
+BASES = {
+    "SSLBOOST_CACHE", "SSLBOOST_MIRROR", "HF_TOKEN", "HF_HUB_OFFLINE", "HF_ENDPOINT", "SSLBOOST_STALL_TIMEOUT"
+}
 DATA = {"SSLBOOST_CACHE", "SSLBOOST_DATA"}
 # which variables each command reads (through the library it calls)
 READS = {
@@ -30,7 +32,7 @@ READS = {
     "fetch": BASES,
     "convert": BASES,
     "bases": {"SSLBOOST_CACHE"},
-    "push": {"HF_TOKEN"},
+    "push": {"HF_TOKEN", "HF_ENDPOINT", "SSLBOOST_STALL_TIMEOUT"},
 }
 
 

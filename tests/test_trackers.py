@@ -176,7 +176,7 @@ def test_a_resumed_run_continues_its_trackers_without_duplicates(cli, env, tmp_p
     assert first.exit_code == 0, first.stderr
     with open(out / "metrics.csv", "a") as f:  # a step logged after the last checkpoint, then killed
         f.write("3,1.5,999\n")
-    r = cli("continue", "--out", out, "--resume", "--log", "csv", "--log", "tensorboard")
+    r = cli("continue", "--out", out, "--resume", "--max-steps", "4", "--log", "csv", "--log", "tensorboard")
     assert r.exit_code == 0, r.stderr
     with open(out / "metrics.csv", newline="") as f:
         assert [int(row["step"]) for row in csv.DictReader(f)] == [1, 2, 3, 4]

@@ -47,7 +47,7 @@ def export_cmd(
 
 
 @app.command("push")
-@reads_environment("HF_TOKEN")
+@reads_environment("HF_TOKEN", "HF_ENDPOINT", "SSLBOOST_STALL_TIMEOUT")
 def push_cmd(
     run_dir: Path = typer.Argument(..., help="Run folder (the --out of `sslboost continue`)."),
     repo: str = typer.Option(..., "--repo", help="Hub repository ORG/NAME (created if needed)."),

@@ -67,8 +67,22 @@ ENVIRONMENT: dict[str, tuple[str, str | None, str]] = {
     ),
     "HF_TOKEN": ("--token", "TOKEN", "Hugging Face token (default: the `hf auth login` one)."),
     "HF_HUB_OFFLINE": ("--offline", None, "Read hf:// bases from the local Hub cache only."),
+    "HF_ENDPOINT": ("--hub-endpoint", "URL", "Address of the Hugging Face Hub (default https://huggingface.co)."),
+    "SSLBOOST_STALL_TIMEOUT": (
+        "--stall-timeout",
+        "SECONDS",
+        "A download that receives less than 1 KiB in this many seconds fails as stalled (default 60).",
+    ),
 }
-BASE_ENV = ("SSLBOOST_CACHE", "SSLBOOST_MIRROR", "HF_TOKEN", "HF_HUB_OFFLINE")  # resolving a --base
+# resolving a --base (which may download it)
+BASE_ENV = (
+    "SSLBOOST_CACHE",
+    "SSLBOOST_MIRROR",
+    "HF_TOKEN",
+    "HF_HUB_OFFLINE",
+    "HF_ENDPOINT",
+    "SSLBOOST_STALL_TIMEOUT",
+)
 DATA_ENV = ("SSLBOOST_CACHE", "SSLBOOST_DATA")  # reading --data (Fashion-MNIST)
 
 

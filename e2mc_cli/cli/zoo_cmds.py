@@ -96,12 +96,6 @@ def bases(
 @reads_environment(*BASE_ENV)
 def fetch(
     base: str = base_option(..., help="A name from `sslboost bases`, or hf://ORG/NAME\\[@REV]."),
-    stall_timeout_s: float | None = typer.Option(
-        None,
-        "--stall-timeout",
-        help="Seconds after which a transfer that received less than 1 KiB fails as stalled "
-        "(default $SSLBOOST_STALL_TIMEOUT, else 60).",
-    ),
 ) -> None:
     """Download a base into the cache (resumable) and verify its sha256.
 
@@ -117,11 +111,8 @@ def fetch(
     from e2mc_cli.zoo import fetch_base, get_spec
     from e2mc_cli.zoo.hf import download_hf, is_hf
 
-    with scrubbing():
-        if is_hf(base):
-            path = download_hf(base, stall_timeout_s=stall_timeout_s)
-        else:
-            path = fetch_base(get_spec(base), stall_timeout_s=stall_timeout_s)
+    with scrubbing():  # --stall-timeout sets $SSLBOOST_STALL_TIMEOUT, which every download reads
+        path = download_hf(base) if is_hf(base) else fetch_base(get_spec(base))
     size_mb = path.stat().st_size / 2**20
     console.print(f"{escape(base)}: {escape(str(path))} ({size_mb:.1f} MiB, sha256 {sha256_file(path)})")
 

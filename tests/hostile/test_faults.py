@@ -368,7 +368,7 @@ def test_compare_out_onto_a_folder(cli, tmp_path, evals):
 def test_eval_into_a_read_only_folder(cli, tmp_path, model, image_root, refuse):
     refuse(tmp_path / "ro")
     args = ["eval", "--weights", model, "--data", image_root, "--labels", "100%", "--epochs", "1"]
-    r = cli(*args, "--mode", "cached", "--image-size", "12", "--json", "--out", tmp_path / "ro" / "ev")
+    r = cli(*args, "--mode", "cached", "--image-size", "12", "--out", tmp_path / "ro" / "ev")
     assert_one_line_failure(r, 3, contains="the file system is read-only", folder=tmp_path)
 
 
