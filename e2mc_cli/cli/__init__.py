@@ -11,6 +11,7 @@ from e2mc_cli.cli import (  # noqa: F401  (each module registers its commands)
     eval_cmds,
     hub_cmds,
     inspect_cmds,
+    plot_cmds,
     study_cmds,
     train_cmds,
     zoo_cmds,

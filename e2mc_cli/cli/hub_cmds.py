@@ -28,7 +28,11 @@ def _warn(warnings: list[str]) -> None:
 def export_cmd(
     run_dir: Path = typer.Argument(..., help="Run folder (the --out of `sslboost continue`)."),
 ) -> None:
-    """Write backbone.safetensors, config.json and the model card README.md into a run folder."""
+    """Make a run folder a Hub model repository: the root model.safetensors (the backbone, for timm and
+    torchvision), config.json and the model card README.md with every evaluation below the folder.
+
+    Example: sslboost export runs/fmnist-vicreg-e2mc
+    """
     from e2mc_cli.publish import export_run
 
     result = export_run(run_dir)
@@ -51,6 +55,8 @@ def push_cmd(
     """Upload a run folder's publishable files to the Hugging Face Hub in one commit.
 
     The token comes from HF_TOKEN or `hf auth login`. Exports are written first when missing or stale.
+
+    Example: sslboost push runs/fmnist-vicreg-e2mc --repo me/fmnist-vicreg-e2mc --dry-run
     """
     from e2mc_cli.publish import push_run
 

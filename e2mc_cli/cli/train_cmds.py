@@ -134,8 +134,10 @@ def run_and_report(opts):
 
 
 def _before_after(result, base, base_file, method, data) -> None:
-    """Evaluate base and result (linear probe, 1 % and 10 % labels) and print the table."""
+    """Evaluate base and result (linear probe, 1 % and 10 % labels), print the table and export
+    the run folder again (its model card then holds the evaluations)."""
     from e2mc_cli.cli.tables import before_after_table
+    from e2mc_cli.publish import export_run
     from e2mc_cli.study import before_after
     from e2mc_cli.zoo import builtin_data, resolve_base
 
@@ -151,6 +153,7 @@ def _before_after(result, base, base_file, method, data) -> None:
         out=result.out,
         base_source=base or str(base_file),
     )
+    export_run(result.out)
     console.print(before_after_table(rows, base or str(base_file), str(result.out / "model.safetensors")))
     console.print(
         f"evaluations in {escape(str(result.out))}/eval-before and eval-after "

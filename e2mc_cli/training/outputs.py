@@ -2,7 +2,7 @@
 
 ``recipe.toml`` (the resolved recipe), ``metrics.jsonl`` (one JSON line per logging step),
 ``checkpoints/last.pt`` (the training state, :mod:`e2mc_cli.training.state`), and at the end
-``model.safetensors`` (the canonical checkpoint) and ``summary.json`` (how the run ended). A new
+``sslboost.safetensors`` (the canonical checkpoint) and ``summary.json`` (how the run ended). A new
 run into an existing folder (``--overwrite``) first removes these and the exported files; every
 start removes the temporary files a killed process left behind.
 """
@@ -17,9 +17,9 @@ from pathlib import Path
 from e2mc_cli.checkpoint import save_checkpoint
 from e2mc_cli.io import write_json_atomic, write_text_atomic
 from e2mc_cli.run_layout import (
+    CHECKPOINT_FILE,
     EXPORT_FILES,
     METRICS_FILE,
-    MODEL_FILE,
     RECIPE_FILE,
     SUMMARY_FILE,
     TRAINING_OUTPUTS,
@@ -120,11 +120,11 @@ def run_summary(plan: RunPlan, state: TrainState, status: str, wall: float) -> d
 
 
 def write_final(plan: RunPlan, state: TrainState, status: str, wall: float) -> dict:
-    """``model.safetensors`` and ``summary.json`` for the current step (rank 0); the summary."""
+    """``sslboost.safetensors`` and ``summary.json`` for the current step (rank 0); the summary."""
     summary = run_summary(plan, state, status, wall)
     if plan.is_main:
         save_checkpoint(
-            plan.out / MODEL_FILE,
+            plan.out / CHECKPOINT_FILE,
             state.model,
             base=plan.base_name,
             criterion=plan.criterion_name,

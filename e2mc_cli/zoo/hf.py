@@ -16,9 +16,10 @@ from huggingface_hub.utils import (
 )
 
 from e2mc_cli.errors import UserError
+from e2mc_cli.run_layout import CHECKPOINT_FILE, MODEL_FILE
 
 PREFIX = "hf://"
-WEIGHTS_FILE = "model.safetensors"
+WEIGHTS_FILE = CHECKPOINT_FILE
 
 
 def is_hf(base: str) -> bool:
@@ -35,13 +36,25 @@ def parse_hf(base: str) -> tuple[str, str | None]:
     return repo_id, revision or None
 
 
+def _download(repo_id: str, revision: str | None, offline: bool) -> str:
+    """The repository's ``sslboost.safetensors``; the root ``model.safetensors`` of a repository
+    pushed before the full checkpoint had its own name (the error is the one of the first file)."""
+    try:
+        return hf_hub_download(repo_id, WEIGHTS_FILE, revision=revision, local_files_only=offline)
+    except EntryNotFoundError as missing:
+        try:
+            return hf_hub_download(repo_id, MODEL_FILE, revision=revision, local_files_only=offline)
+        except EntryNotFoundError:
+            raise missing from None
+
+
 def download_hf(base: str) -> Path:
-    """Download (or find in the Hub cache) the repository's ``model.safetensors``."""
+    """Download (or find in the Hub cache) the repository's full checkpoint ``sslboost.safetensors``."""
     repo_id, revision = parse_hf(base)
     where = f"{repo_id}" + (f"@{revision}" if revision else "")
     offline = os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in {"1", "ON", "YES", "TRUE"}
     try:
-        return Path(hf_hub_download(repo_id, WEIGHTS_FILE, revision=revision, local_files_only=offline))
+        return Path(_download(repo_id, revision, offline))
     except RepositoryNotFoundError:
         raise UserError(f"{base}: no such repository on the Hub (or it is private)") from None
     except RevisionNotFoundError:
