@@ -271,13 +271,13 @@ def _python_blocks(text: str) -> list[str]:
     return re.findall(r"```python\n(.*?)```", text, flags=re.S)
 
 
-def test_card_snippets_run_and_load_the_same_backbone(r50_run, monkeypatch):
+def test_card_snippets_run_and_load_the_same_backbone(timm_run, monkeypatch):
     """Every Python snippet of the card, run as written in the run folder, gives sslboost's features."""
-    monkeypatch.chdir(r50_run)
+    monkeypatch.chdir(timm_run)
     blocks = _python_blocks(ModelCard.load("README.md").text)
     assert len(blocks) == 3  # torchvision, timm, sslboost
     x = _image(32)
-    expected = _own_features(r50_run, x)
+    expected = _own_features(timm_run, x)
     for code in blocks:
         scope: dict = {}
         exec(compile(code, "README.md", "exec"), scope)  # noqa: S102 - the card's own snippet
@@ -439,6 +439,14 @@ def test_licence_of_builtin_and_own_bases(tmp_path, monkeypatch):
     own = _metadata_only_run(tmp_path, "simsiam", "resnet-mini", "/home/me/base.safetensors")
     card = build_model_card(read_run(own))
     assert card.data.license == "other" and "user's own checkpoint" in card.text
+    assert card.data.base_model is None and card.data.datasets is None  # nothing on the Hub to name
+
+
+def test_a_base_on_the_hub_is_the_cards_base_model(tmp_path):
+    card = build_model_card(
+        read_run(_metadata_only_run(tmp_path, "swav", "resnet50", "hf://me/swav-e2mc@v2"))
+    )
+    assert card.data.base_model == "me/swav-e2mc"
 
 
 def test_card_is_deterministic(mini_run):
