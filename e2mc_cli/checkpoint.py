@@ -3,6 +3,10 @@
 Keys are the model's state-dict keys (``backbone.*``, ``projector.*``, ``prototypes.weight``,
 ``predictor.*``); string metadata ``format=sslboost/1``, ``method``, ``arch``, ``base``,
 ``criterion``, ``epoch``, ``recipe`` (JSON) and ``heads`` (JSON head sizes).
+
+The root ``model.safetensors`` of a run folder (or of a Hub repository written by ``sslboost push``)
+is the backbone alone, under timm's names, marked ``sslboost=sslboost-backbone/1`` in its metadata;
+:func:`load_checkpoint` reads the full checkpoint ``sslboost.safetensors`` beside it.
 """
 
 from __future__ import annotations
@@ -21,8 +25,10 @@ from e2mc_cli.errors import UserError
 from e2mc_cli.io import atomic_path, sort_safetensors_metadata
 from e2mc_cli.methods import build_model, get_method_spec, method_names
 from e2mc_cli.models import BACKBONES, SSLModel
+from e2mc_cli.run_layout import CHECKPOINT_FILE
 
 FORMAT = "sslboost/1"
+BACKBONE_FORMAT = "sslboost-backbone/1"  # metadata ``sslboost`` of a run folder's root model.safetensors
 
 
 class ModelMetadata:
@@ -147,11 +153,28 @@ def read_metadata(path: str | os.PathLike) -> dict[str, str]:
         raise UserError(f"{path}: not a readable safetensors file ({exc})") from None
 
 
+def checkpoint_path(path: str | os.PathLike) -> Path:
+    """The file holding the canonical checkpoint ``path`` stands for: ``path`` itself, or, for the
+    backbone-only ``model.safetensors`` of a run folder, the ``sslboost.safetensors`` beside it."""
+    p = Path(path)
+    if read_metadata(p).get("sslboost") != BACKBONE_FORMAT:
+        return p
+    full = p.with_name(CHECKPOINT_FILE)
+    if not full.is_file():
+        raise UserError(
+            f"{p}: the backbone alone (for timm and torchvision); sslboost reads the full checkpoint "
+            f"{CHECKPOINT_FILE}, which is not beside it"
+        )
+    return full
+
+
 def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
-    """Read a canonical checkpoint; anything else is a :class:`UserError`."""
+    """Read a canonical checkpoint (a run folder's ``model.safetensors``: the full checkpoint beside
+    it); anything else is a :class:`UserError`."""
     p = Path(path)
     if not p.is_file():
         raise UserError(f"{p}: no such checkpoint file")
+    p = checkpoint_path(p)
     metadata = read_metadata(p)
     if metadata.get("format") != FORMAT:
         raise UserError(

@@ -112,7 +112,7 @@ def test_two_models_ordered_and_labelled(cli, image_root, checkpoints, tmp_path)
     assert report2["models"][1]["projector"] == report["models"][0]["projector"]
 
 
-def test_max_samples_subsets_and_same_file_names_get_their_folder(cli, image_root, tmp_path):
+def test_max_samples_subsets_and_run_folders_name_their_weights(cli, image_root, tmp_path):
     a, b = tmp_path / "a" / "model.safetensors", tmp_path / "b" / "model.safetensors"
     for path, crit in ((a, "none"), (b, "e2mc")):
         save_checkpoint(
@@ -122,10 +122,7 @@ def test_max_samples_subsets_and_same_file_names_get_their_folder(cli, image_roo
     r = cli(*_args([a, b], image_root, out, "--max-samples", "10", "--neighbours", "3"))
     assert r.exit_code == 0, r.stderr
     report = json.loads((out / "inspect.json").read_text())
-    assert [m["label"] for m in report["models"]] == [
-        "a/model.safetensors (x+none)",
-        "b/model.safetensors (x+e2mc)",
-    ]
+    assert [m["label"] for m in report["models"]] == ["a (x+none)", "b (x+e2mc)"]  # the run folders
     assert report["n_samples"] == 10 and report["neighbour_k"] == 3
     assert all(m["projector"]["n"] == 10 for m in report["models"])
 
@@ -189,3 +186,61 @@ def test_inspection_preprocessing_is_evals_from_the_recipe_the_dataset_or_the_re
     meta = {"method": "swav", "recipe": '{"views": {"image_size": 32}}'}
     assert inspection_preprocessing(meta, fmnist) == eval_preprocessing(meta, NATIVE)
     assert inspection_preprocessing(meta, object()) == eval_preprocessing(meta, PHOTOS)
+
+
+def test_model_labels_name_run_folders_and_tell_them_apart():
+    from e2mc_cli.diagnostics import model_label
+
+    names = ["runs/x/train/model.safetensors", "runs/y/train/sslboost.safetensors", "other/first.safetensors"]
+    meta = {"base": "b", "criterion": "e2mc"}
+    assert [model_label(n, meta, names) for n in names] == [
+        "x/train (b+e2mc)",
+        "y/train (b+e2mc)",
+        "first.safetensors (b+e2mc)",
+    ]
+    assert model_label("fmnist-vicreg", {}, ["fmnist-vicreg"]) == "fmnist-vicreg"
+
+
+@pytest.fixture
+def drawn(monkeypatch):
+    """The figures the plot functions draw, kept instead of written."""
+    from e2mc_cli.diagnostics import plots
+
+    figures = []
+    monkeypatch.setattr(plots, "save_png", lambda fig, path: figures.append(fig))
+    return figures
+
+
+def _texts(fig) -> list[str]:
+    return [t.get_text() for t in fig.findobj(lambda a: hasattr(a, "get_text"))]
+
+
+def test_scatter_names_its_axes_space_and_classes(drawn):
+    from e2mc_cli.diagnostics import plot_pair_scatter
+
+    rng = np.random.default_rng(0)
+    models = [("a (x+e2mc)", rng.random((12, 4))), ("b (x+none)", rng.random((12, 4)))]
+    spaces = ["hypercube", "hypersphere"]
+    plot_pair_scatter(
+        models, np.arange(12) % 3, [(0, 1), (2, 3)], "x.png", spaces=spaces, class_names=CLASSES
+    )
+    (fig,) = drawn
+    axes = fig.axes
+    assert [ax.get_xlabel() for ax in axes] == ["Ψ(z) dim 0", "Ψ(z) dim 2"] * 2
+    assert [ax.get_ylabel() for ax in axes] == ["Ψ(z) dim 1", "Ψ(z) dim 3"] * 2
+    assert "Ψ = sigmoid" in axes[0].get_title() and "Ψ = Gaussian CDF" in axes[2].get_title()
+    (legend,) = fig.legends
+    assert [t.get_text() for t in legend.get_texts()] == list(
+        CLASSES
+    ) and legend.get_title().get_text() == "class"
+    assert any("projector output z" in t for t in _texts(fig))
+
+
+def test_neighbour_histograms_label_both_axes(drawn):
+    from e2mc_cli.diagnostics import plot_neighbour_histograms
+
+    rng = np.random.default_rng(0)
+    st = {"_nn_d1": rng.random(20), "_nn_dk": rng.random(20) + 0.5, "nn_k": 5, "nn_overlap": 0.2}
+    plot_neighbour_histograms([("a", [("backbone", st)])], "unused.png", bins=8)
+    (ax,) = drawn[0].axes
+    assert ax.get_xlabel().startswith("distance") and ax.get_ylabel() == "images"

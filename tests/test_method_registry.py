@@ -156,7 +156,7 @@ def test_continue_and_export_a_registered_method(cli, toy, tmp_path):
         "--max-steps", "1",
     )
     assert r.exit_code == 0, r.stderr
-    meta = read_metadata(out / "model.safetensors")
+    meta = read_metadata(out / "sslboost.safetensors")
     assert (meta["method"], meta["arch"], meta["criterion"]) == ("toy", "resnet-mini", "e2mc")
     assert json.loads(meta["heads"]) == {"dim": 6}
     assert json.loads(meta["recipe"])["method"] == {"scale": 2.0}
@@ -167,7 +167,7 @@ def test_continue_and_export_a_registered_method(cli, toy, tmp_path):
 
     r = cli("export", out)
     assert r.exit_code == 0, r.stderr
-    backbone = load_file(str(out / "backbone.safetensors"))
+    backbone = load_file(str(out / "model.safetensors"))
     assert set(backbone) == {k[len("backbone.") :] for k in trained.state_dict() if k.startswith("backbone.")}
     card = (out / "README.md").read_text()
     assert "ToyCos" in card and "A Toy Method of Agreeing Views" in card and "Ada Lovelace" in card

@@ -18,14 +18,16 @@ from e2mc_cli.methods import build_model
 
 TOKEN = "hf_FAKEtok3n_sslboost_DoNotLeak_7Qz"
 PUBLISHED = {
+    "sslboost.safetensors",
     "model.safetensors",
-    "backbone.safetensors",
     "config.json",
     "README.md",
     "recipe.toml",
     "summary.json",
     "metrics.jsonl",
     "eval-linear/eval.json",
+    "eval-after/linear-1pct/eval.json",
+    "eval-after/linear-1pct/predictions.npz",
 }
 
 
@@ -73,7 +75,7 @@ def run(tmp_path):
     run.mkdir()
     model = build_model("vicreg", "resnet-mini", {"mlp": "32-32-32"})
     command = ["sslboost", "continue", "--base", "fmnist-vicreg", "--criterion", "e2mc"]
-    save_checkpoint(run / "model.safetensors", model, base="fmnist-vicreg", criterion="e2mc", epoch=2,
+    save_checkpoint(run / "sslboost.safetensors", model, base="fmnist-vicreg", criterion="e2mc", epoch=2,
                     recipe={"train": {"epochs": 2}}, command=json.dumps(command))  # fmt: skip
     (run / "recipe.toml").write_text("[train]\nepochs = 2\n")
     (run / "summary.json").write_text(json.dumps({"epochs": 2}))
@@ -83,6 +85,10 @@ def run(tmp_path):
         json.dumps({"protocol": "linear", "labels": "10%", "dataset": "fmnist", "top1": [80.0, 82.0]})
     )
     (run / "eval-linear" / "predictions.npy").write_bytes(b"\0" * 16)
+    # continue's evaluations, two folders down, with their (small) predictions
+    (run / "eval-after" / "linear-1pct").mkdir(parents=True)
+    (run / "eval-after" / "linear-1pct" / "eval.json").write_text(json.dumps({"protocol": "linear"}))
+    (run / "eval-after" / "linear-1pct" / "predictions.npz").write_bytes(b"\0" * 32)
     # Never published: training state and anything else in the folder.
     (run / "checkpoints").mkdir()
     (run / "checkpoints" / "last.safetensors").write_bytes(b"\0" * 64)
@@ -126,8 +132,8 @@ def test_push_creates_repo_branch_and_one_commit(cli, run, token, hub, caplog):
         assert Path(op.path_or_fileobj) == run / op.path_in_repo
     assert "https://huggingface.co/me/mini-e2mc/commit/0123abcd" in r.stdout
     # The exports were missing: push wrote them first, the card with the repository's snippets.
-    assert "exported backbone.safetensors" in r.stdout
-    assert 'hf_hub_download("me/mini-e2mc", "backbone.safetensors")' in (run / "README.md").read_text()
+    assert "exported model.safetensors" in r.stdout
+    assert 'hf_hub_download("me/mini-e2mc", "model.safetensors")' in (run / "README.md").read_text()
     _assert_no_token_anywhere(r, run, caplog)
 
 
@@ -173,20 +179,20 @@ def test_stale_exports_are_rewritten_and_edited_card_kept(cli, run, token, hub):
     assert r.exit_code == 0, r.stderr
     assert "exported" not in r.stdout  # up to date: nothing rewritten
     assert card.read_text().endswith("Hand-written note.\n")
-    earlier = (run / "model.safetensors").stat().st_mtime - 10
-    for name in ("backbone.safetensors", "config.json", "README.md"):  # exports older than the checkpoint
+    earlier = (run / "sslboost.safetensors").stat().st_mtime - 10
+    for name in ("model.safetensors", "config.json", "README.md"):  # exports older than the checkpoint
         os.utime(run / name, (earlier, earlier))
     r = cli("push", run, "--repo", "me/mini-e2mc")
     assert r.exit_code == 0, r.stderr
-    assert "exported backbone.safetensors" in r.stdout
-    assert (run / "backbone.safetensors").stat().st_mtime > earlier
+    assert "exported model.safetensors" in r.stdout
+    assert (run / "model.safetensors").stat().st_mtime > earlier
     assert "Hand-written note." not in card.read_text()
 
 
 def test_no_token_is_one_line_exit_2(cli, run, no_login, hub):
     line = _one_line_error(cli("push", run, "--repo", "me/mini-e2mc"))
     assert "HF_TOKEN" in line and "--dry-run" in line
-    assert hub.create_repo == [] and not (run / "backbone.safetensors").exists()
+    assert hub.create_repo == [] and not (run / "model.safetensors").exists()
 
 
 @pytest.mark.parametrize("case", ["missing", "no-model", "bad-repo"])
@@ -200,7 +206,11 @@ def test_bad_input_is_one_line_exit_2(cli, run, token, hub, tmp_path, case):
     else:
         repo = "mini-e2mc"
     line = _one_line_error(cli("push", target, "--repo", repo))
-    expected = {"missing": "no such run folder", "no-model": "no model.safetensors", "bad-repo": "ORG/NAME"}
+    expected = {
+        "missing": "no such run folder",
+        "no-model": "no sslboost.safetensors",
+        "bad-repo": "ORG/NAME",
+    }
     assert expected[case] in line
     assert hub.create_repo == []
 
@@ -230,5 +240,15 @@ def test_unedited_card_gets_the_repository_snippets(cli, run, token, hub):
     assert "hf://me/mini-e2mc" not in (run / "README.md").read_text()
     r = cli("push", run, "--repo", "me/mini-e2mc")
     assert r.exit_code == 0, r.stderr
-    assert "exported README.md" in r.stdout and "exported backbone" not in r.stdout
+    assert "exported README.md" in r.stdout and "exported model.safetensors" not in r.stdout
     assert "sslboost continue --base hf://me/mini-e2mc" in (run / "README.md").read_text()
+
+
+def test_large_predictions_stay_home(run, monkeypatch):
+    from e2mc_cli.publish import export_run
+    from e2mc_cli.publish import hub as H
+
+    export_run(run)
+    monkeypatch.setattr(H, "MAX_PREDICTIONS_BYTES", 31)  # the fixture's predictions.npz has 32 bytes
+    sent = {f.path_in_repo for f in H.publishable_files(run)}
+    assert sent == PUBLISHED - {"eval-after/linear-1pct/predictions.npz"}

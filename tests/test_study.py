@@ -302,6 +302,82 @@ def test_markdown_and_png_from_a_hand_made_study(tmp_path):
     assert png.startswith(PNG_MAGIC)
 
 
+def _drawn(monkeypatch, study: dict):
+    """The figure ``render_png`` draws for ``study`` (kept instead of written)."""
+    from e2mc_cli.study import render
+
+    figures = []
+    monkeypatch.setattr(render, "save_png", lambda fig, path: figures.append(fig))
+    render.render_png(study, "unused.png")
+    return figures[0]
+
+
+def _hand_made(seeds_done_e2mc=(0, 1, 2)) -> dict:
+    from e2mc_cli.study.summary import seed_stat
+
+    def cell(values, p=None):
+        out = seed_stat(list(values))
+        if p is not None:
+            out["mcnemar_vs_continued"] = {"pooled": {"p_exact": p}}
+        return out
+
+    e2mc = [76.0, 75.0, 77.0][: len(seeds_done_e2mc)]
+    return {
+        "config": {"base": "fmnist-vicreg", "seeds": 3},
+        "columns": ["linear 1%", "knn"],
+        "rows": [
+            {"name": "base", "linear 1%": cell([70.0, 71.0, 72.0]), "knn": cell([80.0, 80.0, 80.0])},
+            {"name": "continued", "linear 1%": cell([70.0, 72.0, 74.0]), "knn": cell([81.0, 81.0, 81.0]),
+             "seeds_done": [0, 1, 2]},
+            {"name": "e2mc", "linear 1%": cell(e2mc, 0.004), "knn": cell([82.0] * len(e2mc), 0.3),
+             "seeds_done": list(seeds_done_e2mc)},
+            {"name": "logdet", "linear 1%": cell([]), "knn": cell([]), "seeds_done": []},
+            {"name": "vne", "linear 1%": cell([]), "knn": cell([]), "seeds_done": []},
+        ],
+        "cannot_run": {"logdet-seed0": "needs n > d", "logdet-seed1": "needs n > d"},
+    }  # fmt: skip
+
+
+def test_paired_differences_stars_and_cell_states():
+    from e2mc_cli.study import render as R
+
+    study = _hand_made()
+    base, control, e2mc, logdet, vne = study["rows"]
+    d = R.paired_delta(e2mc, control, "linear 1%")  # 76−70, 75−72, 77−74 = 6, 3, 3
+    assert (d.mean, d.n) == (4.0, 3) and d.se == pytest.approx(1.0)
+    assert R.paired_delta(base, control, "knn") == R.Delta(-1.0, 0.0, 3)  # the base's seeds are 0 … n−1
+    # Paired by seed: e2mc done for seeds 2 and 0 only (in that order) is compared with those seeds.
+    late = _hand_made(seeds_done_e2mc=(2, 0))["rows"][2]
+    assert late["linear 1%"]["values"] == [76.0, 75.0]
+    d = R.paired_delta(late, control, "linear 1%")  # seed 2: 76−74, seed 0: 75−70 → 2, 5
+    assert (d.mean, d.n) == (3.5, 2) and d.se == pytest.approx(1.5)
+    assert [R.stars(p) for p in (0.0004, 0.004, 0.04, 0.4, None)] == ["***", "**", "*", "", ""]
+    assert R.cell_p(e2mc["linear 1%"]) == 0.004 and R.cell_p(base["knn"]) is None
+    states = [R.cell_status(study, row, "knn") for row in study["rows"]]
+    assert states == ["done", "done", "done", "cannot run", "not run yet"]
+    assert R.seeds_text(study) == "n = 3" and R.seeds_text(_hand_made((0,))) == "n = 1–3"
+
+
+def test_study_png_names_its_error_bars_missing_cells_and_significance(monkeypatch):
+    fig = _drawn(monkeypatch, _hand_made())
+    absolute, delta = fig.axes
+    assert absolute.get_ylim()[0] == 0.0 and absolute.get_ylabel() == "top-1 accuracy (%)"
+    assert "standard error over seeds (n = 3)" in absolute.get_title()
+    assert delta.get_ylabel() == "Δ top-1 vs continued (points)"
+    texts = [t.get_text() for t in absolute.texts]
+    assert texts.count("cannot run") == 2 and texts.count("not run yet") == 2  # logdet, vne × 2 columns
+    assert [t.get_text() for t in delta.texts if "*" in t.get_text()] == ["**"]  # e2mc at 1 %; knn p = 0.3
+    (legend,) = fig.legends
+    labels = [t.get_text() for t in legend.get_texts()]
+    assert labels == ["base", "continued", "e2mc", "logdet (cannot run)", "vne (not run yet)"]
+    title = fig.get_suptitle()
+    assert "error bars: standard error over seeds (n = 3)" in title and "McNemar's exact test" in title
+    # Without the control there is no difference to draw: the absolute panel alone.
+    study = _hand_made()
+    study["rows"] = [r for r in study["rows"] if r["name"] != "continued"]
+    assert len(_drawn(monkeypatch, study).axes) == 1
+
+
 def test_scoped_sets_apply_to_one_criterion():
     assert ST.split_scoped_set("e2mc:criterion.beta=1") == ("e2mc", "criterion.beta=1")
     assert ST.split_scoped_set("run.log_every=1") == (None, "run.log_every=1")

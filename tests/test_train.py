@@ -96,7 +96,7 @@ def test_each_recipe_runs_two_steps(cli, env, tmp_path, path):
     assert summary["status"] == "max_steps" and summary["steps"] == 2 and summary["data"] == str(env["data"])
     assert summary["images_seen"] == 16 and summary["skipped_files"] == 1
     assert summary["epoch"] == 101.0  # base epoch 100 + 2 steps of 2 per epoch
-    meta = read_metadata(out / "model.safetensors")
+    meta = read_metadata(out / "sslboost.safetensors")
     assert (meta["base"], meta["criterion"], meta["epoch"]) == (str(env["bases"][method]), criterion, "101")
     recipe = json.loads(meta["recipe"])
     assert recipe == R.loads((out / "recipe.toml").read_text())
@@ -142,7 +142,7 @@ def test_metrics_and_summary_of_a_full_run(cli, env, tmp_path):
         *SMALL,
     )
     assert r2.exit_code == 0, r2.stderr
-    assert read_metadata(tmp_path / "next" / "model.safetensors")["epoch"] == "102.5"
+    assert read_metadata(tmp_path / "next" / "sslboost.safetensors")["epoch"] == "102.5"
 
 
 def test_existing_out_needs_resume_or_overwrite(cli, env, tmp_path):
@@ -205,7 +205,7 @@ def test_sigint_saves_exits_0_and_resume_is_bitwise_identical(cli, env, tmp_path
 
     r = cli("continue", "--out", out, "--resume", "--workers", "2")  # other worker count, same data
     assert r.exit_code == 0, r.stderr
-    a, b = _weights(ref / "model.safetensors"), _weights(out / "model.safetensors")
+    a, b = _weights(ref / "sslboost.safetensors"), _weights(out / "sslboost.safetensors")
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert not torch.equal(a["projector.0.weight"], _weights(env["bases"]["swav"])["projector.0.weight"])
     steps = [json.loads(x)["step"] for x in (out / "metrics.jsonl").read_text().splitlines()]
@@ -240,7 +240,7 @@ def test_nonfinite_loss_stops_names_the_term_and_keeps_the_checkpoint(cli, env, 
     state = load_training_state(out / STATE_FILE)
     assert state["step"] == 2
     assert all(torch.isfinite(v).all() for v in state["method"].values() if v.is_floating_point())
-    assert not (out / "model.safetensors").exists()
+    assert not (out / "sslboost.safetensors").exists() and not (out / "model.safetensors").exists()
 
 
 def test_bad_set_value_writes_nothing(cli, tmp_path):

@@ -79,11 +79,11 @@ def test_sigkill_then_resume_is_bitwise_identical(cli, env, tmp_path):
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     # checkpoints at steps 2 (epoch end) and 3: killed while writing the second one
     assert load_training_state(out / STATE_FILE)["step"] == 2
-    assert not (out / "model.safetensors").exists()
+    assert not (out / "sslboost.safetensors").exists()
 
     r = cli("continue", *common, "--out", out, "--resume")
     assert r.exit_code == 0, r.stderr
-    assert _equal(ref / "model.safetensors", out / "model.safetensors")
+    assert _equal(ref / "sslboost.safetensors", out / "sslboost.safetensors")
     state = load_training_state(out / STATE_FILE)
     assert state["step"] == 6 and state["method"]["queue"].abs().sum() > 0  # the SwAV queue came back
     s = json.loads((out / "summary.json").read_text())
@@ -141,7 +141,7 @@ def test_two_process_gloo_ddp_equals_one_process(cli, env, tmp_path):
     for a, b in zip(m1, m2, strict=True):
         for key in ("loss", "vicreg.loss", "vicreg.invariance", "e2mc.ent", "e2mc.cov"):
             assert b[key] == pytest.approx(a[key], rel=1e-4, abs=1e-6), key
-    w1, w2 = load_file(str(single / "model.safetensors")), load_file(str(ddp / "model.safetensors"))
+    w1, w2 = load_file(str(single / "sslboost.safetensors")), load_file(str(ddp / "sslboost.safetensors"))
     base = load_file(str(env["bases"]["vicreg"]))
     assert w1.keys() == w2.keys()
     moved = 0.0
@@ -186,7 +186,7 @@ def test_two_process_swav_resume_gives_each_process_its_own_queue(env, tmp_path)
     assert len(queues) == 2 and queues[0].abs().sum() > 0 and not torch.equal(queues[0], queues[1])
 
     _torchrun(script, [*common, "--max-steps", "4", "--out", str(run), "--resume"], tmp_path)
-    assert _equal(ref / "model.safetensors", run / "model.safetensors")
+    assert _equal(ref / "sslboost.safetensors", run / "sslboost.safetensors")
     final_ref = load_training_state(ref / STATE_FILE)["per_process"]["queue"]
     final_run = load_training_state(run / STATE_FILE)["per_process"]["queue"]
     assert all(torch.equal(a, b) for a, b in zip(final_ref, final_run, strict=True))

@@ -12,6 +12,7 @@ import sys
 import pytest
 import torch
 import zoo_fixtures as zf
+from huggingface_hub.utils import EntryNotFoundError
 from zoo_fixtures import one_error_line, serve
 
 from e2mc_cli.checkpoint import load_checkpoint, save_state_dict
@@ -259,10 +260,22 @@ def test_canonical_safetensors_and_hf_references(monkeypatch, tmp_path):
 
     monkeypatch.setattr(zoo_hf, "hf_hub_download", fake_download)
     pulled = resolve_base("hf://someone/swav-e2mc@v1")
-    assert calls == [("someone/swav-e2mc", "model.safetensors", "v1")]
+    assert calls == [("someone/swav-e2mc", "sslboost.safetensors", "v1")]  # the full checkpoint
     assert pulled.metadata["base"] == "hf://someone/swav-e2mc@v1"
     with pytest.raises(UserError, match="expected hf://ORG/NAME"):
         resolve_base("hf://no-org")
+
+    # A repository pushed when the full checkpoint was its root model.safetensors: read that instead.
+    def earlier_layout(repo_id, filename, revision=None, local_files_only=False):
+        calls.append((repo_id, filename, revision))
+        if filename != "model.safetensors":
+            raise EntryNotFoundError(f"404: no {filename}")
+        return str(canonical)
+
+    calls.clear()
+    monkeypatch.setattr(zoo_hf, "hf_hub_download", earlier_layout)
+    assert resolve_base("hf://someone/old").metadata["method"] == "swav"
+    assert [c[1] for c in calls] == ["sslboost.safetensors", "model.safetensors"]
 
 
 def test_hf_offline_is_one_line(cli):

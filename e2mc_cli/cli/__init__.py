@@ -16,6 +16,7 @@ try:  # Ctrl-C while the commands load is one line too
         eval_cmds,
         hub_cmds,
         inspect_cmds,
+        plot_cmds,
         study_cmds,
         train_cmds,
         zoo_cmds,

@@ -29,7 +29,8 @@ def _warn(warnings: list[str]) -> None:
 def export_cmd(
     run_dir: Path = typer.Argument(..., help="Run folder (the --out of `sslboost continue`)."),
 ) -> None:
-    """Write backbone.safetensors, config.json and the model card README.md into a run folder.
+    """Make a run folder a Hub model repository: the root model.safetensors (the backbone, for timm and
+    torchvision), config.json and the model card README.md with every evaluation below the folder.
 
     `sslboost continue` and `pretrain` export their run folder when they end; run this again after
     adding evaluations to the folder.

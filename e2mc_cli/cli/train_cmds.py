@@ -161,9 +161,11 @@ def run_and_report(opts, trackers):
 
 
 def _before_after(result, base, base_file, method, data) -> list[dict]:
-    """Evaluate base and result (linear probe, 1 % and 10 % labels), print the table; its rows."""
+    """Evaluate base and result (linear probe, 1 % and 10 % labels), print the table and export
+    the run folder again (its model card then holds the evaluations); the table's rows."""
     from e2mc_cli.cli.tables import before_after_table
     from e2mc_cli.evaluate.progress import EvalDisplay, showing
+    from e2mc_cli.publish import export_run
     from e2mc_cli.study import before_after
     from e2mc_cli.zoo import builtin_data, resolve_base
 
@@ -180,6 +182,7 @@ def _before_after(result, base, base_file, method, data) -> list[dict]:
             out=result.out,
             base_source=base or str(base_file),
         )
+    export_run(result.out)
     names = escape(base or str(base_file)), escape(str(result.out / "model.safetensors"))
     console.print(before_after_table(rows, *names))
     console.print(

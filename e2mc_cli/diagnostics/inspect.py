@@ -17,14 +17,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from e2mc_cli.checkpoint import FORMAT, load_checkpoint, read_metadata
+from e2mc_cli.checkpoint import FORMAT, checkpoint_path, load_checkpoint, read_metadata
 from e2mc_cli.data.datasets import resolve_dataset
 from e2mc_cli.data.transforms import EvalPreprocessing, dataset_kind, eval_preprocessing, eval_transform
-from e2mc_cli.diagnostics.plots import plot_neighbour_histograms, plot_pair_scatter, plot_spectra
+from e2mc_cli.diagnostics.plots import plot_neighbour_histograms, plot_pair_scatter, plot_spectra, short_names
 from e2mc_cli.diagnostics.stats import HIST_BINS, NEIGHBOUR_K, embedding_stats, squash
 from e2mc_cli.errors import UserError
 from e2mc_cli.io import write_json_atomic
 from e2mc_cli.methods import get_method_spec, view_transform
+from e2mc_cli.run_layout import run_folder_of
 from e2mc_cli.zoo import get_spec, resolve_base
 from e2mc_cli.zoo.hf import is_hf
 
@@ -56,13 +57,18 @@ def _finite_or_none(value):
 
 
 def model_label(path: str, metadata: dict, names: Sequence[str]) -> str:
-    """``file name (base+criterion)``; the parent folder is added when file names repeat."""
-    p = os.path.normpath(path)
-    name = os.path.basename(p)
-    if sum(os.path.basename(os.path.normpath(n)) == name for n in names) > 1:
-        name = os.path.join(os.path.basename(os.path.dirname(p)) or ".", name)
+    """``name (base+criterion)``: the run folder of a run folder's weights file, else the file name,
+    with as many parent folders as tell it apart from the other ``names``."""
+    shown = dict(zip(names, short_names([_named_path(n) for n in names])))
+    name = shown.get(path) or short_names([_named_path(path)])[0]
     tag = "+".join(x for x in (metadata.get("base", ""), metadata.get("criterion", "")) if x)
     return f"{name} ({tag})" if tag else name
+
+
+def _named_path(spec: str) -> str:
+    """What names a checkpoint in a figure: its run folder for a run folder's weights file."""
+    folder = run_folder_of(Path(spec))
+    return str(folder) if folder is not None else spec
 
 
 def inspection_preprocessing(metadata: dict, dataset, image_size: int | None = None) -> EvalPreprocessing:
@@ -143,7 +149,7 @@ def _precheck(spec: str) -> None:
     or an unknown base name."""
     path = Path(spec).expanduser()
     if path.is_file():
-        fmt = read_metadata(path).get("format")
+        fmt = read_metadata(checkpoint_path(path)).get("format")
         if fmt != FORMAT:
             raise UserError(
                 f"{spec}: not an sslboost checkpoint (metadata format={fmt!r}, expected {FORMAT!r}); "
@@ -258,6 +264,7 @@ def _write_figures(
     labels: np.ndarray,
     pairs: list[tuple[int, int]],
     bins: int,
+    class_names: Sequence[str] | None = None,
 ) -> list[str]:
     """``neighbours.png``, ``scatter.png`` (when there are pairs) and ``spectrum.png``; their names."""
     plot_neighbour_histograms(
@@ -267,7 +274,8 @@ def _write_figures(
     )
     if pairs:
         scatter = [(m["label"], s) for m, s in zip(models, squashed)]
-        plot_pair_scatter(scatter, labels, pairs, out / "scatter.png")
+        spaces = [m["space"] for m in models]
+        plot_pair_scatter(scatter, labels, pairs, out / "scatter.png", spaces=spaces, class_names=class_names)
     plot_spectra(
         [(level, [(m["label"], m[level]["_spectrum"]) for m in models]) for level in LEVELS],
         out / "spectrum.png",
@@ -327,7 +335,8 @@ def run_inspect(
     if out_dir is not None:
         out = Path(out_dir)
         pairs = scatter_pairs(min(s.shape[1] for s in squashed), n_pairs, seed)
-        figures = _write_figures(out, models, squashed, labels[scatter_rows], pairs, bins)
+        classes = getattr(dataset, "classes", None)
+        figures = _write_figures(out, models, squashed, labels[scatter_rows], pairs, bins, classes)
         report["scatter_pairs"] = pairs
         report["figures"] = figures
         write_json_atomic(out / "inspect.json", report)

@@ -1,6 +1,8 @@
 """The figures of ``sslboost inspect``: neighbour-distance histograms (Fig. 3 of the E2MC paper,
 Chakraborty et al., AISTATS 2025, https://arxiv.org/abs/2411.15931), pair scatters of the
-squashed embedding (Fig. 2 c/d) and singular-value spectra.
+squashed embedding (Fig. 2 c/d) and singular-value spectra; and what every figure of sslboost
+shares: the canvas (:func:`figure`), the atomic PNG write (:func:`save_png`) and the names of the
+runs it compares (:func:`short_names`).
 
 Each figure is drawn on its own Agg canvas (no pyplot global state) and written atomically as PNG.
 """
@@ -9,6 +11,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -22,7 +25,27 @@ def ordinal(k: int) -> str:
     return f"{k}{suffix}"
 
 
-def _figure(nrows: int, ncols: int, w: float, h: float):
+# The map Ψ onto the unit cube of each embedding space (e2mc_cli.criteria.functional.to_unit_cube).
+SQUASH_NAMES = {"hypercube": "sigmoid", "hypersphere": "Gaussian CDF"}
+LEGEND_MAX_CLASSES = 20  # more classes than this get a colour bar instead of a legend
+
+
+def short_names(paths: Sequence[str | os.PathLike]) -> list[str]:
+    """The last part of each path, with as many parent folders as make the names unique
+    (``train``, ``train`` → ``e2mc-seed0/train``, ``vne-seed0/train``)."""
+    parts = [Path(os.path.abspath(p)).parts for p in paths]
+    depth = [1] * len(parts)
+    while True:
+        names = [os.path.join(*ps[-d:]) for ps, d in zip(parts, depth)]
+        clash = [i for i, n in enumerate(names) if names.count(n) > 1 and depth[i] < len(parts[i])]
+        if not clash:
+            return names
+        for i in clash:
+            depth[i] += 1
+
+
+def figure(nrows: int, ncols: int, w: float, h: float):
+    """A figure of ``nrows`` × ``ncols`` panels of ``w`` × ``h`` inches and its 2-D array of axes."""
     # Agg canvas, no pyplot global state; matplotlib loads with the first figure only (the training
     # loop imports this package for its statistics)
     from matplotlib.figure import Figure
@@ -32,9 +55,11 @@ def _figure(nrows: int, ncols: int, w: float, h: float):
     return fig, axes
 
 
-def _save(fig, path: str | os.PathLike) -> None:
+def save_png(fig, path: str | os.PathLike) -> Path:
+    """Write ``fig`` as PNG, atomically; the path."""
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
+    return Path(path)
 
 
 def plot_neighbour_histograms(
@@ -48,7 +73,7 @@ def plot_neighbour_histograms(
     ``panels`` = ``[(model label, [(level name, embedding_stats dict), ...]), ...]``.
     """
     ncols = max(len(levels) for _, levels in panels)
-    fig, axes = _figure(len(panels), ncols, 4.2, 3.0)
+    fig, axes = figure(len(panels), ncols, 4.2, 3.0)
     for r, (label, levels) in enumerate(panels):
         for c, (level, st) in enumerate(levels):
             ax = axes[r, c]
@@ -58,10 +83,32 @@ def plot_neighbour_histograms(
             ax.hist(dk, bins=edges, alpha=0.6, color="tab:orange", label=f"{ordinal(st['nn_k'])} neighbour")
             ax.set_title(f"{label}\n{level}: overlap {st['nn_overlap']:.3f}", fontsize=8)
             ax.set_xlabel("distance (unit-norm embeddings)", fontsize=8)
+            ax.set_ylabel("images", fontsize=8)
             ax.legend(fontsize=7)
         for c in range(len(levels), ncols):
             axes[r, c].set_visible(False)
-    _save(fig, path)
+    save_png(fig, path)
+
+
+def _class_key(fig, axes, cmap: str, n_cls: int, class_names: Sequence[str] | None) -> None:
+    """A legend of the class colours (a colour bar of class indices beyond 20 classes)."""
+    import matplotlib
+    from matplotlib.lines import Line2D
+
+    colours = matplotlib.colormaps[cmap]
+    norm = matplotlib.colors.Normalize(0, max(n_cls - 1, 1))
+    if n_cls > LEGEND_MAX_CLASSES:
+        bar = fig.colorbar(matplotlib.cm.ScalarMappable(norm, colours), ax=axes, shrink=0.6)
+        bar.set_label("class index", fontsize=8)
+        return
+    names = list(class_names or [])
+    handles = [
+        Line2D(
+            [], [], marker="o", ls="", color=colours(norm(k)), label=names[k] if k < len(names) else str(k)
+        )
+        for k in range(n_cls)
+    ]
+    fig.legend(handles=handles, title="class", fontsize=7, title_fontsize=8, loc="outside right upper")
 
 
 def plot_pair_scatter(
@@ -69,23 +116,33 @@ def plot_pair_scatter(
     labels: np.ndarray,
     pairs: Sequence[tuple[int, int]],
     path: str | os.PathLike,
+    *,
+    spaces: Sequence[str | None] | None = None,
+    class_names: Sequence[str] | None = None,
 ) -> None:
-    """One row per model, one column per dimension pair: the 2-D marginal of the squashed embedding
-    over that pair (the E2MC paper Fig. 2 c/d). Points are coloured by class label, identically in
-    every row (same images, same order)."""
-    fig, axes = _figure(len(models), len(pairs), 3.0, 3.0)
+    """One row per model, one column per dimension pair: the 2-D marginal of the squashed projector
+    output Ψ(z) over that pair (the E2MC paper Fig. 2 c/d). ``models`` = ``[(label, Ψ(z))]``;
+    ``spaces`` (one per model) names each Ψ (sigmoid on the hypercube, Gaussian CDF on the
+    hypersphere). Points are coloured by class label, identically in every row (same images, same
+    order), with a legend of ``class_names``."""
+    fig, axes = figure(len(models), len(pairs), 3.0, 3.0)
     labels = np.asarray(labels)
     n_cls = int(labels.max()) + 1 if labels.size else 1
     cmap = "tab10" if n_cls <= 10 else "tab20" if n_cls <= 20 else "viridis"
-    for r, (label, zs) in enumerate(models):
+    for r, ((label, zs), space) in enumerate(zip(models, spaces or [None] * len(models))):
+        psi = f", Ψ = {SQUASH_NAMES.get(space, space)}" if space else ""
         for c, (i, j) in enumerate(pairs):
             ax = axes[r, c]
             ax.scatter(zs[:, i], zs[:, j], c=labels, cmap=cmap, vmin=0, vmax=max(n_cls - 1, 1), s=3)
             ax.set_xlim(0, 1)
             ax.set_ylim(0, 1)
             ax.set_aspect("equal")
-            ax.set_title(f"{label}\ndims {i} vs {j}", fontsize=8)
-    _save(fig, path)
+            ax.set_title(f"{label}\nprojector output{psi}", fontsize=8)
+            ax.set_xlabel(f"Ψ(z) dim {i}", fontsize=8)
+            ax.set_ylabel(f"Ψ(z) dim {j}", fontsize=8)
+    _class_key(fig, axes, cmap, n_cls, class_names)
+    fig.suptitle("projector output z mapped onto [0, 1] by E2MC's Ψ, pairs of dimensions", fontsize=9)
+    save_png(fig, path)
 
 
 def plot_spectra(
@@ -94,7 +151,7 @@ def plot_spectra(
 ) -> None:
     """Normalised singular values ``σ_i / Σσ`` (log scale) against their index, one panel per
     embedding level and one line per model. ``panels`` = ``[(level, [(model label, spectrum)])]``."""
-    fig, axes = _figure(1, len(panels), 4.5, 3.2)
+    fig, axes = figure(1, len(panels), 4.5, 3.2)
     for c, (level, lines) in enumerate(panels):
         ax = axes[0, c]
         for label, spectrum in lines:
@@ -103,5 +160,4 @@ def plot_spectra(
         ax.set_xlabel("index", fontsize=8)
         ax.set_ylabel("σ / Σσ", fontsize=8)
         ax.legend(fontsize=7)
-    _save(fig, path)
-
+    save_png(fig, path)

@@ -1,8 +1,9 @@
 """Publish a run folder: timm config, model card, export, and the push to the Hugging Face Hub.
 
 - :mod:`~e2mc_cli.publish.run_folder`: a run folder's layout and :class:`RunInfo` (:func:`read_run`).
-- :mod:`~e2mc_cli.publish.datasets`: the Hub names of the evaluation datasets.
+- :mod:`~e2mc_cli.publish.datasets`: the Hub names of the datasets and of the split evaluated.
 - :mod:`~e2mc_cli.publish.config_json`: ``config.json``, what timm reads.
+- :mod:`~e2mc_cli.publish.usage`: the card's loading snippets.
 - :mod:`~e2mc_cli.publish.card`: the model card ``README.md``.
 - :mod:`~e2mc_cli.publish.export`: :func:`export_run` writes the three export files.
 - :mod:`~e2mc_cli.publish.hub`: :func:`push_run`, one commit to a Hub repository.
@@ -19,12 +20,19 @@ from e2mc_cli.publish.hub import (
     push_run,
     resolve_token,
 )
-from e2mc_cli.publish.run_folder import TIMM_ARCHS, RunInfo, check_run_dir, eval_files, read_run
-from e2mc_cli.run_layout import BACKBONE_FILE, CARD_FILE, CONFIG_FILE, EXPORT_FILES, MODEL_FILE
+from e2mc_cli.publish.run_folder import (
+    TIMM_ARCHS,
+    RunInfo,
+    check_run_dir,
+    checkpoint_file,
+    eval_files,
+    read_run,
+)
+from e2mc_cli.run_layout import CARD_FILE, CHECKPOINT_FILE, CONFIG_FILE, EXPORT_FILES, MODEL_FILE
 
 __all__ = [
-    "BACKBONE_FILE",
     "CARD_FILE",
+    "CHECKPOINT_FILE",
     "CONFIG_FILE",
     "EXPORT_FILES",
     "MODEL_FILE",
@@ -37,6 +45,7 @@ __all__ = [
     "backbone_state_dict",
     "build_model_card",
     "check_run_dir",
+    "checkpoint_file",
     "eval_files",
     "export_run",
     "publishable_files",

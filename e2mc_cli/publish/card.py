@@ -1,11 +1,15 @@
 """The model card (``README.md``) of a run folder, a huggingface-hub :class:`ModelCard`.
 
-Front matter: base model, licence, library (timm for timm's own backbones), tags and the
-evaluation results as ``model-index``. Text, one section builder each: what the model is, the base
-model (method, paper, code, licence), the criterion (formula, paper), the evaluations, loading
-snippets (torchvision, timm, sslboost), the training command, summary and recipe, the files and
+Front matter: base model (where it is on the Hub), licence, library (timm for timm's own
+backbones, else sslboost), datasets, tags and this model's evaluation results as ``model-index``,
+each with its dataset, the split it measured, protocol, label fraction and protocol version. Text,
+one section builder each: what the model is, the base model (method, paper, code, licence), the
+criterion (formula, paper), the evaluations (this model's and the base's, side by side), loading
+snippets (:mod:`e2mc_cli.publish.usage`), the training command, summary and recipe, the files and
 the licence. Evaluations made under another version of the evaluation protocol than today's are
-not reported as results: the card names them and says to evaluate again.
+not reported as results: the card names them and says to evaluate again. The base's own
+evaluations are shown in the text as the base's and kept out of ``model-index``, which the Hub
+reads as this model's results.
 """
 
 from __future__ import annotations
@@ -20,9 +24,11 @@ from e2mc_cli.evaluate.records import Accuracy, EvalRecord
 from e2mc_cli.methods import get_method_spec
 from e2mc_cli.methods.spec import MethodSpec
 from e2mc_cli.papers import get_paper
-from e2mc_cli.publish.datasets import hub_dataset
-from e2mc_cli.publish.run_folder import TIMM_ARCHS, RunInfo
-from e2mc_cli.run_layout import BACKBONE_FILE, CONFIG_FILE, MODEL_FILE
+from e2mc_cli.publish.config_json import training_data
+from e2mc_cli.publish.datasets import hub_dataset, split_name
+from e2mc_cli.publish.run_folder import RunInfo
+from e2mc_cli.publish.usage import usage_section
+from e2mc_cli.run_layout import CHECKPOINT_FILE, CONFIG_FILE, MODEL_FILE, RECORD_FILES
 
 # ----------------------------------------------------------------------------- licence
 
@@ -77,23 +83,37 @@ def _setting(record: EvalRecord) -> str:
     return ", ".join(parts)
 
 
+def _split(record: EvalRecord) -> str:
+    return split_name(record.dataset.spec, record.dataset.evaluated_on)
+
+
+def _metric_args(record: EvalRecord, acc: Accuracy) -> dict:
+    """How the figure was measured, beside it in ``model-index``."""
+    args = {"stderr": round(acc.se, 4)} if acc.se is not None else {}
+    args.update(seeds=len(record.seeds), protocol=record.protocol)
+    if record.mode:
+        args["mode"] = record.mode
+    args.update(label_fraction=record.labels, protocol_version=record.protocol_version)
+    return args
+
+
 def _eval_results(info: RunInfo) -> list[EvalResult]:
-    """The ``model-index`` entries: top-1 and top-5 of each current evaluation."""
+    """The ``model-index`` entries: top-1 and top-5 of each of this model's current evaluations
+    (never the base's), with the dataset, the split measured and the protocol."""
     results = []
     for record in info.evals:
-        dtype, dname = hub_dataset(record.dataset.spec)
+        dataset = hub_dataset(record.dataset.spec)
         for key, acc in (("top-1", record.top1), ("top-5", record.top5)):
-            args = {"stderr": round(acc.se, 4)} if acc.se is not None else {}
-            args["seeds"] = len(record.seeds)
             result = EvalResult(
                 task_type="image-classification",
                 task_name="Image Classification",
-                dataset_type=dtype,
-                dataset_name=dname,
+                dataset_type=dataset.repo_id or dataset.name,
+                dataset_name=dataset.name,
+                dataset_split=_split(record),
                 metric_type="accuracy",
                 metric_value=round(acc.mean, 4),
                 metric_name=f"{key} accuracy ({_setting(record)})",
-                metric_args=args,
+                metric_args=_metric_args(record, acc),
             )
             results.append(result)
     return results
@@ -104,24 +124,52 @@ def _fmt(acc: Accuracy) -> str:
     return f"{text} ± {acc.se:.2f}" if acc.se is not None else text
 
 
+def _table_rows(info: RunInfo) -> list[str]:
+    """One row per evaluation, this model's and the base's side by side for each setting."""
+    rows = [(r, "this model") for r in info.evals] + [(r, f"base `{info.base}`") for r in info.base_evals]
+    rows.sort(
+        key=lambda x: (
+            hub_dataset(x[0].dataset.spec).name,
+            _split(x[0]),
+            _setting(x[0]),
+            x[1] != "this model",
+        )
+    )
+    return [
+        f"| {who} | {hub_dataset(e.dataset.spec).name} | {_split(e)} | {_setting(e)} | {len(e.seeds)} | "
+        f"{_fmt(e.top1)} | {_fmt(e.top5)} | `{info.relative(e.path)}` |"
+        for e, who in rows
+    ]
+
+
 def _evaluation_section(info: RunInfo) -> list[str]:
     lines = ["## Evaluation", ""]
-    if info.evals:
-        lines += ["| dataset | protocol | seeds | top-1 | top-5 | file |", "|---|---|---|---|---|---|"]
-        for e in info.evals:
-            lines.append(
-                f"| {hub_dataset(e.dataset.spec)[1]} | {_setting(e)} | {len(e.seeds)} | "
-                f"{_fmt(e.top1)} | {_fmt(e.top5)} | `{info.relative(e.path)}` |"
-            )
+    if info.evals or info.base_evals:
         lines += [
+            "| model | dataset | split | protocol | seeds | top-1 | top-5 | file |",
+            "|---|---|---|---|---|---|---|---|",
+            *_table_rows(info),
             "",
-            "Mean ± standard error over seeds where several were run; figures as `sslboost eval` wrote them.",
+            "Top-1 and top-5 accuracy (%), mean ± standard error over seeds where several were run; figures "
+            "as `sslboost eval` wrote them.",
             "",
         ]
-    elif info.outdated_evals:
-        lines += ["No `sslboost eval` results of today's evaluation protocol were in the run folder.", ""]
-    else:
-        lines += ["No `sslboost eval` results were in the run folder when this card was written.", ""]
+    if any(e.dataset.evaluated_on != "val" for e in (*info.evals, *info.base_evals)):
+        lines += [
+            "A split `validation (… held out from the training split)` is training images held out by "
+            "`sslboost eval --holdout`, where settings are chosen: its figures are not test results.",
+            "",
+        ]
+    if info.base_evals:
+        lines += [
+            f"Rows `base` are the base `{info.base}` evaluated the same way (`continue --eval-after` "
+            "writes them to `eval-before/`): the starting point, not this model's result, so they are "
+            "not in the card's `model-index`.",
+            "",
+        ]
+    if not info.evals:
+        today = " of today's evaluation protocol" if info.outdated_evals else ""
+        lines += [f"No `sslboost eval` results of this model{today} were in the run folder.", ""]
     if info.outdated_evals:
         files = ", ".join(
             f"`{info.relative(e.path)}` (protocol {e.protocol_version})" for e in info.outdated_evals
@@ -134,93 +182,14 @@ def _evaluation_section(info: RunInfo) -> list[str]:
     return lines
 
 
-# ----------------------------------------------------------------------------- how to use
-
-
-def _code(lang: str, *lines: str) -> str:
-    return f"```{lang}\n" + "\n".join(lines) + "\n```\n"
-
-
-def _fetch_lines(repo_id: str | None) -> list[str]:
-    """Lines that set ``path`` to the backbone file: from the Hub, or in the run folder."""
-    if repo_id:
-        return [
-            "from huggingface_hub import hf_hub_download",
-            f'path = hf_hub_download("{repo_id}", "{BACKBONE_FILE}")',
-        ]
-    return [f'path = "{BACKBONE_FILE}"']
-
-
-def _torchvision_snippet(info: RunInfo, fetch: list[str]) -> str:
-    return "### torchvision\n\n" + _code(
-        "python",
-        "import torch, torchvision",
-        "from safetensors.torch import load_file",
-        *fetch,
-        f"model = torchvision.models.{TIMM_ARCHS[info.arch]}()",
-        "missing, unexpected = model.load_state_dict(load_file(path), strict=False)",
-        'assert set(missing) == {"fc.weight", "fc.bias"} and not unexpected  # no classifier',
-        f"model.fc = torch.nn.Identity()  # {info.num_features}-d pooled features",
-        "model.eval()",
-    )
-
-
-def _timm_snippet(info: RunInfo, fetch: list[str], repo_id: str | None) -> str:
-    arch = TIMM_ARCHS[info.arch]
-    hub = [f'model = timm.create_model("hf-hub:{repo_id}", pretrained=True)  # via config.json', ""]
-    return "### timm\n\n" + _code(
-        "python",
-        "import timm",
-        *(hub if repo_id else []),
-        *fetch,
-        "model = timm.create_model(",
-        f'    "{arch}", pretrained=True, pretrained_cfg_overlay=dict(file=path), num_classes=0',
-        f")  # {info.num_features}-d pooled features",
-        "model.eval()",
-    )
-
-
-def _own_backbone_snippet(info: RunInfo, fetch: list[str]) -> str:
-    return (
-        f"The `{info.arch}` backbone is sslboost's own architecture (torchvision parameter names, "
-        "not a timm model), so this export is **not** loadable with timm.\n\n"
-        + _code(
-            "python",
-            "from safetensors.torch import load_file",
-            "from e2mc_cli.models import build_backbone",
-            *fetch,
-            f'model = build_backbone("{info.arch}")',
-            "model.load_state_dict(load_file(path))  # strict",
-            f"model.eval()  # {info.num_features}-d pooled features",
-        )
-    )
-
-
-def _sslboost_snippet(info: RunInfo, repo_id: str | None) -> str:
-    ref = f"hf://{repo_id}" if repo_id else MODEL_FILE
-    return (
-        "### sslboost (all heads, to continue training)\n\n"
-        + _code("bash", f"sslboost continue --base {ref} --criterion {info.criterion} --data DATA")
-        + "\n"
-        + _code(
-            "python",
-            "from e2mc_cli.checkpoint import load_checkpoint",
-            f'model = load_checkpoint("{MODEL_FILE}").build_model()  # backbone + {info.method} heads',
-        )
-    )
-
-
-def _usage(info: RunInfo, repo_id: str | None) -> str:
-    """The card's loading snippets: torchvision and timm (timm-compatible archs), sslboost."""
-    fetch = _fetch_lines(repo_id)
-    if info.timm_compatible:
-        parts = [_torchvision_snippet(info, fetch), _timm_snippet(info, fetch, repo_id)]
-    else:
-        parts = [_own_backbone_snippet(info, fetch)]
-    return "\n".join([*parts, _sslboost_snippet(info, repo_id)])
-
-
 # ----------------------------------------------------------------------------- the other sections
+
+
+def _datasets(info: RunInfo) -> list[str] | None:
+    """The Hub datasets the run was trained and evaluated on (folders of the user's left out)."""
+    specs = [training_data(info), *(r.dataset.spec for r in (*info.evals, *info.base_evals))]
+    ids = [hub_dataset(s).repo_id for s in specs if s]
+    return list(dict.fromkeys(i for i in ids if i)) or None
 
 
 def _card_data(info: RunInfo, model_name: str, licence: str, licence_name: str | None) -> ModelCardData:
@@ -231,8 +200,9 @@ def _card_data(info: RunInfo, model_name: str, licence: str, licence_name: str |
         base_model=base_model,
         license=licence,
         license_name=licence_name,
-        library_name="timm" if info.timm_compatible else None,
+        library_name="timm" if info.timm_compatible else "sslboost",
         pipeline_tag="image-feature-extraction",
+        datasets=_datasets(info),
         tags=[
             "sslboost",
             "self-supervised-learning",
@@ -322,15 +292,17 @@ def _training_section(info: RunInfo) -> list[str]:
     return lines
 
 
-def _files_and_licence(method: MethodSpec, licence: str, licence_note: str) -> list[str]:
+def _files_and_licence(info: RunInfo, method: MethodSpec, licence: str, licence_note: str) -> list[str]:
+    readers = "timm and torchvision load" if info.timm_compatible else "sslboost's `build_backbone` loads"
     return [
         "## Files",
         "",
-        f"- `{BACKBONE_FILE}`: the backbone alone (torchvision/timm names, no `fc`)",
-        f"- `{MODEL_FILE}`: the canonical sslboost checkpoint "
-        f"(backbone and every {method.display_name} head)",
+        f"- `{MODEL_FILE}`: the backbone alone (torchvision names, no `fc`), what {readers}",
+        f"- `{CHECKPOINT_FILE}`: the canonical sslboost checkpoint "
+        f"(backbone and every {method.display_name} head), what `sslboost` reads",
         f"- `{CONFIG_FILE}`: timm configuration and the `sslboost` provenance section",
-        "- `recipe.toml`, `summary.json`, `metrics.jsonl`, `eval*/eval.json`: the run's record",
+        f"- {', '.join(f'`{name}`' for name in RECORD_FILES)} and the `eval.json` of each evaluation: "
+        "the run's record",
         "",
         "## Licence",
         "",
@@ -350,9 +322,9 @@ def build_model_card(info: RunInfo, repo_id: str | None = None) -> ModelCard:
         *_base_section(info, method, licence, licence_note),
         *_criterion_section(info, method),
         *_evaluation_section(info),
-        *["## How to use", "", _usage(info, repo_id)],
+        *usage_section(info, repo_id),
         *_training_section(info),
-        *_files_and_licence(method, licence, licence_note),
+        *_files_and_licence(info, method, licence, licence_note),
     ]
     content = f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines).rstrip() + "\n"
     return ModelCard(content)

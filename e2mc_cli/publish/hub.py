@@ -1,8 +1,10 @@
 """Publish a run folder on the Hugging Face Hub: one commit with every publishable file.
 
-Publishable: ``model.safetensors``, ``backbone.safetensors``, ``config.json``, ``README.md``,
-``recipe.toml``, ``summary.json``, ``metrics.jsonl`` and ``eval*/eval.json``; never
-``checkpoints/`` (training state, optimiser included) or anything else in the folder.
+Publishable: ``sslboost.safetensors``, ``model.safetensors``, ``config.json``, ``README.md``,
+``recipe.toml``, ``summary.json``, ``metrics.jsonl``, the ``eval.json`` of every evaluation below
+the run folder (``eval-after/linear-1pct/eval.json`` included) and, beside each, its
+``predictions.npz`` when it is small (at most :data:`MAX_PREDICTIONS_BYTES`: what ``sslboost
+compare`` needs); never ``checkpoints/`` (training state, optimiser included) or anything else.
 
 The token comes from ``HF_TOKEN`` or the huggingface-hub login (``hf auth login``); it is handed
 to :class:`huggingface_hub.HfApi` and to nothing else: never printed, logged or written (every
@@ -21,25 +23,19 @@ from huggingface_hub.utils import HfHubHTTPError, HFValidationError, validate_re
 
 from e2mc_cli import __version__
 from e2mc_cli.errors import UserError
+from e2mc_cli.evaluate.records import PREDICTIONS_FILE
 from e2mc_cli.io import write_text_atomic
 from e2mc_cli.publish.card import build_model_card
 from e2mc_cli.publish.export import export_run, stale_exports
 from e2mc_cli.publish.run_folder import check_run_dir, eval_files, read_run
-from e2mc_cli.run_layout import BACKBONE_FILE, CARD_FILE, CONFIG_FILE, MODEL_FILE
+from e2mc_cli.run_layout import CARD_FILE, CHECKPOINT_FILE, CONFIG_FILE, MODEL_FILE, RECORD_FILES
 from e2mc_cli.secrets import scrub, scrubbing
 
 __all__ = ["PUBLISHABLE", "PushResult", "UploadFile", "publishable_files", "push_run", "resolve_token"]
 
-PUBLISHABLE = (
-    MODEL_FILE,
-    BACKBONE_FILE,
-    CONFIG_FILE,
-    CARD_FILE,
-    "recipe.toml",
-    "summary.json",
-    "metrics.jsonl",
-)
-REQUIRED = (MODEL_FILE, BACKBONE_FILE, CONFIG_FILE, CARD_FILE)
+PUBLISHABLE = (CHECKPOINT_FILE, MODEL_FILE, CONFIG_FILE, CARD_FILE, *RECORD_FILES)
+REQUIRED = (CHECKPOINT_FILE, MODEL_FILE, CONFIG_FILE, CARD_FILE)
+MAX_PREDICTIONS_BYTES = 10 * 1024 * 1024  # an evaluation's predictions.npz is pushed up to this size
 
 # What a failed Hub call raises: the Hub's HTTP errors, the HTTP library's own (its transport
 # errors included; huggingface-hub's HTTP error derives from it), connection errors, bad arguments.
@@ -87,7 +83,11 @@ def resolve_token(token: str | None = None) -> str | None:
 def publishable_files(run_dir: str | Path) -> list[UploadFile]:
     """The files of a run folder that a push uploads, in upload order."""
     run = Path(run_dir)
-    paths = [run / name for name in PUBLISHABLE if (run / name).is_file()] + eval_files(run)
+    paths = [run / name for name in PUBLISHABLE if (run / name).is_file()]
+    for record in eval_files(run):
+        predictions = record.with_name(PREDICTIONS_FILE)
+        small = predictions.is_file() and predictions.stat().st_size <= MAX_PREDICTIONS_BYTES
+        paths += [record, predictions] if small else [record]
     return [UploadFile(p.relative_to(run).as_posix(), p, p.stat().st_size) for p in paths]
 
 
@@ -116,7 +116,7 @@ def _prepare(run_dir: Path, repo_id: str) -> tuple[list[str], list[str]]:
     Returns (files written, warnings). A card that was edited by hand is kept as it is.
     """
     stale = stale_exports(run_dir)
-    if BACKBONE_FILE in stale or CONFIG_FILE in stale:
+    if MODEL_FILE in stale or CONFIG_FILE in stale:
         result = export_run(run_dir, repo_id=repo_id)
         return [p.name for p in result.files], result.warnings
     info = read_run(run_dir)
@@ -142,7 +142,7 @@ def push_run(
 ) -> PushResult:
     """Upload a run folder to ``repo`` in one commit (creating the repository and branch if needed).
 
-    The exports are written first when missing or older than ``model.safetensors``. With
+    The exports are written first when missing or older than ``sslboost.safetensors``. With
     ``dry_run`` nothing is sent and no token is needed: the result lists the files and message.
     """
     run = check_run_dir(run_dir)

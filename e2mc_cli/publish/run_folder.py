@@ -1,14 +1,19 @@
 """A run folder as publishing sees it: its layout, and :class:`RunInfo`, what it says about itself.
 
 A run folder (the ``--out`` of ``sslboost continue``) holds the canonical checkpoint
-``model.safetensors`` and, beside it, ``recipe.toml``, ``summary.json``, ``metrics.jsonl`` and
-the ``eval*/eval.json`` of each ``sslboost eval``; an export adds ``backbone.safetensors``,
-``config.json`` and ``README.md``. :func:`read_run` reads everything but the tensors.
+``sslboost.safetensors`` and, beside it, ``recipe.toml``, ``summary.json``, ``metrics.jsonl`` and
+the ``eval.json`` of each evaluation, at any depth (``eval-linear-cached-1pct/``, and the
+``eval-before/`` and ``eval-after/linear-1pct/`` of ``continue``); an export adds the root
+``model.safetensors``, ``config.json`` and ``README.md`` (:mod:`e2mc_cli.run_layout`). A folder of
+the earlier layout holds the full checkpoint as ``model.safetensors``; it is read all the same.
+:func:`read_run` reads everything but the tensors.
 
-Evaluation records are read with :mod:`e2mc_cli.evaluate.records`. One is left out of what a
-card reports, with a warning, when it is not an sslboost evaluation, when it evaluates another
-checkpoint than ``model.safetensors`` (its ``epoch`` or ``steps`` differ), or when it was made
-under an older evaluation protocol than today's (kept apart in :attr:`RunInfo.outdated_evals`).
+Evaluation records are read with :mod:`e2mc_cli.evaluate.records` and sorted by whose figures
+they are: this model's (their checkpoint's ``epoch`` and ``steps`` are the model's), the base's
+(the checkpoint evaluated is the run's ``--base``: ``continue``'s ``eval-before/``), or neither
+(an earlier checkpoint of the run), left out with a warning. So is a record that is not an
+sslboost evaluation; one made under an older evaluation protocol than today's is kept apart
+(:attr:`RunInfo.outdated_evals`) and named, not reported.
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from e2mc_cli.errors import UserError
 from e2mc_cli.evaluate.records import EVAL_FILE, EvalRecord, read_record
 from e2mc_cli.methods import method_names
 from e2mc_cli.models import build_backbone
-from e2mc_cli.run_layout import MODEL_FILE
+from e2mc_cli.run_layout import CHECKPOINT_FILE, MODEL_FILE, RECIPE_FILE, STATE_FILE, SUMMARY_FILE
 
 try:  # Python 3.11+
     import tomllib
@@ -41,6 +46,7 @@ class RunInfo:
     """Everything an export needs from a run folder, except the tensors."""
 
     run_dir: Path
+    checkpoint: Path  # the full checkpoint: sslboost.safetensors (model.safetensors in the earlier layout)
     metadata: dict[str, str]
     method: str
     arch: str
@@ -54,6 +60,7 @@ class RunInfo:
     recipe_toml: str | None
     summary: dict
     evals: list[EvalRecord]  # of this checkpoint, under today's evaluation protocol
+    base_evals: list[EvalRecord] = field(default_factory=list)  # of the base, under today's protocol
     outdated_evals: list[EvalRecord] = field(default_factory=list)  # of this checkpoint, another protocol
     warnings: list[str] = field(default_factory=list)
 
@@ -64,6 +71,11 @@ class RunInfo:
     @property
     def num_features(self) -> int:
         return _num_features(self.arch)
+
+    @property
+    def legacy_layout(self) -> bool:
+        """The full checkpoint is the root ``model.safetensors`` (a folder of the earlier layout)."""
+        return self.checkpoint.name != CHECKPOINT_FILE
 
     def relative(self, path: Path) -> str:
         """``path`` (inside the run folder) as the card names it."""
@@ -107,15 +119,29 @@ def _num_features(arch: str) -> int:
     return int(build_backbone(arch).num_features)
 
 
+def checkpoint_file(run: Path) -> Path:
+    """The full checkpoint of a run folder: ``sslboost.safetensors``, else (earlier layout) a root
+    ``model.safetensors`` that is one; a UserError when there is none."""
+    if (run / CHECKPOINT_FILE).is_file():
+        return run / CHECKPOINT_FILE
+    root = run / MODEL_FILE
+    if root.is_file() and read_metadata(root).get("format") == FORMAT:
+        return root
+    if root.is_file():
+        raise UserError(
+            f"{run}: {MODEL_FILE} is the backbone alone and the full checkpoint {CHECKPOINT_FILE} is missing"
+        )
+    raise UserError(
+        f"{run}: not a run folder (no {CHECKPOINT_FILE}); expected the --out folder of `sslboost continue`"
+    )
+
+
 def check_run_dir(run_dir: str | Path) -> Path:
-    """``run_dir`` as a Path if it is a folder holding ``model.safetensors``; else a UserError."""
+    """``run_dir`` as a Path if it is a folder holding a full checkpoint (:func:`checkpoint_file`)."""
     run = Path(run_dir)
     if not run.is_dir():
         raise UserError(f"{run}: no such run folder")
-    if not (run / MODEL_FILE).is_file():
-        raise UserError(
-            f"{run}: not a run folder (no {MODEL_FILE}); expected the --out folder of `sslboost continue`"
-        )
+    checkpoint_file(run)
     return run
 
 
@@ -129,8 +155,10 @@ def _canonical_metadata(path: Path) -> dict[str, str]:
 
 
 def eval_files(run_dir: str | Path) -> list[Path]:
-    """The ``eval*/eval.json`` files of a run folder, sorted."""
-    return sorted(p for p in Path(run_dir).glob(f"eval*/{EVAL_FILE}") if p.is_file())
+    """Every ``eval.json`` below a run folder (at any depth; never in ``checkpoints/``), sorted."""
+    run = Path(run_dir)
+    found = (p for p in run.rglob(EVAL_FILE) if p.is_file())
+    return sorted(p for p in found if p.relative_to(run).parts[0] != STATE_FILE.parts[0])
 
 
 def _other_checkpoint(record: EvalRecord, metadata: dict[str, str]) -> str | None:
@@ -142,9 +170,29 @@ def _other_checkpoint(record: EvalRecord, metadata: dict[str, str]) -> str | Non
     return None
 
 
-def _read_evals(run: Path, metadata: dict[str, str], warnings: list[str]) -> tuple[list, list]:
-    """(current records, outdated records) of this checkpoint; a warning for each one left out."""
-    current, outdated = [], []
+def is_base_record(record: EvalRecord, base: str) -> bool:
+    """Whether ``record`` evaluates the run's base: its checkpoint is the ``--base`` the run was
+    continued from, as given (what ``continue --eval-after`` and ``eval --base`` record)."""
+    return bool(base) and record.checkpoint_source == base
+
+
+@dataclass
+class _Evals:
+    current: list[EvalRecord] = field(default_factory=list)
+    base: list[EvalRecord] = field(default_factory=list)
+    outdated: list[EvalRecord] = field(default_factory=list)
+
+
+def _outdated_note(rel: str, record: EvalRecord) -> str:
+    return (
+        f"{rel}: made under evaluation protocol {record.protocol_version}; its figures are left out of "
+        "the card (evaluate again with `sslboost eval`)"
+    )
+
+
+def _read_evals(run: Path, metadata: dict[str, str], warnings: list[str]) -> _Evals:
+    """This checkpoint's records (current and outdated) and the base's; a warning for each one left out."""
+    found = _Evals()
     for path in eval_files(run):
         rel = path.relative_to(run).as_posix()
         try:
@@ -152,18 +200,21 @@ def _read_evals(run: Path, metadata: dict[str, str], warnings: list[str]) -> tup
         except UserError as exc:
             warnings.append(f"{rel}: {str(exc).removeprefix(f'{path}: ')}; left out of the card")
             continue
+        if is_base_record(record, metadata.get("base", "")):
+            if record.is_current:
+                found.base.append(record)
+            else:
+                warnings.append(_outdated_note(rel, record))
+            continue
         other = _other_checkpoint(record, metadata)
         if other:
-            warnings.append(f"{rel}: {other}; left out of the card (evaluate model.safetensors again)")
+            warnings.append(f"{rel}: {other}; left out of the card (evaluate {MODEL_FILE} again)")
         elif record.is_current:
-            current.append(record)
+            found.current.append(record)
         else:
-            outdated.append(record)
-            warnings.append(
-                f"{rel}: made under evaluation protocol {record.protocol_version}; its figures are left "
-                "out of the card (evaluate again with `sslboost eval`)"
-            )
-    return current, outdated
+            found.outdated.append(record)
+            warnings.append(_outdated_note(rel, record))
+    return found
 
 
 def _recipe(metadata: dict[str, str], recipe_toml: str | None, warnings: list[str]) -> dict:
@@ -173,16 +224,16 @@ def _recipe(metadata: dict[str, str], recipe_toml: str | None, warnings: list[st
         try:
             recipe = tomllib.loads(recipe_toml)
         except tomllib.TOMLDecodeError as exc:
-            warnings.append(f"recipe.toml: not valid TOML ({exc})")
+            warnings.append(f"{RECIPE_FILE}: not valid TOML ({exc})")
     return recipe if isinstance(recipe, dict) else {}
 
 
 def _summary(run: Path, warnings: list[str]) -> dict:
-    if not (run / "summary.json").is_file():
+    if not (run / SUMMARY_FILE).is_file():
         return {}
-    summary = _json_or((run / "summary.json").read_text(), None)
+    summary = _json_or((run / SUMMARY_FILE).read_text(), None)
     if not isinstance(summary, dict):
-        warnings.append("summary.json: not a JSON object; ignored")
+        warnings.append(f"{SUMMARY_FILE}: not a JSON object; ignored")
         return {}
     return summary
 
@@ -211,15 +262,17 @@ def _command(metadata: dict[str, str], summary: dict) -> str | None:
 def read_run(run_dir: str | Path) -> RunInfo:
     """Metadata, recipe, summary and evaluation results of a run folder (no tensors are read)."""
     run = check_run_dir(run_dir)
-    metadata = _canonical_metadata(run / MODEL_FILE)
+    checkpoint = checkpoint_file(run)
+    metadata = _canonical_metadata(checkpoint)
     warnings: list[str] = []
-    recipe_toml = (run / "recipe.toml").read_text() if (run / "recipe.toml").is_file() else None
+    recipe_toml = (run / RECIPE_FILE).read_text() if (run / RECIPE_FILE).is_file() else None
     recipe = _recipe(metadata, recipe_toml, warnings)
     summary = _summary(run, warnings)
-    evals, outdated = _read_evals(run, metadata, warnings)
+    evals = _read_evals(run, metadata, warnings)
     epoch = _number(metadata.get("epoch"))
     return RunInfo(
         run_dir=run,
+        checkpoint=checkpoint,
         metadata=metadata,
         method=metadata["method"],
         arch=metadata["arch"],
@@ -232,7 +285,8 @@ def read_run(run_dir: str | Path) -> RunInfo:
         recipe=recipe,
         recipe_toml=recipe_toml,
         summary=summary,
-        evals=evals,
-        outdated_evals=outdated,
+        evals=evals.current,
+        base_evals=evals.base,
+        outdated_evals=evals.outdated,
         warnings=warnings,
     )

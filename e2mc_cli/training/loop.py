@@ -4,8 +4,8 @@
 (:mod:`~e2mc_cli.training.state`), prepares the run folder (:mod:`~e2mc_cli.training.outputs`) and
 iterates: the loader of each epoch, one :func:`~e2mc_cli.training.step.train_step` per batch,
 metrics every ``log_every`` steps, the training state every ``checkpoint_every`` steps and at
-every epoch end, and at the end ``model.safetensors`` and ``summary.json``. Exporting the run
-folder (backbone, config, model card) is the command's business, after the run.
+every epoch end, and at the end ``sslboost.safetensors`` and ``summary.json``. Exporting the run
+folder (root ``model.safetensors``, config, model card) is the command's business, after the run.
 
 Never losing a run: the state written when the run stops lets ``--resume`` continue bit for bit
 (data order and augmentations depend only on seed, epoch and index). SIGINT/SIGTERM finish the

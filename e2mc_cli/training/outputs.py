@@ -2,7 +2,7 @@
 
 ``recipe.toml`` (the resolved recipe), ``metrics.jsonl`` (one JSON line per logging step),
 ``checkpoints/last.pt`` (the training state, :mod:`e2mc_cli.training.state`), and at the end
-``model.safetensors`` (the canonical checkpoint) and ``summary.json`` (how the run ended). A new
+``sslboost.safetensors`` (the canonical checkpoint) and ``summary.json`` (how the run ended). A new
 run into an existing folder (``--overwrite``, or a run stopped before its first checkpoint) first
 removes these, the exported files and the evaluations; every start removes the temporary files a
 killed process left behind.
@@ -18,9 +18,10 @@ from pathlib import Path
 from e2mc_cli.checkpoint import save_checkpoint
 from e2mc_cli.io import append_line, write_json_atomic, write_text_atomic
 from e2mc_cli.run_layout import (
+    CHECKPOINT_FILE,
     EXPORT_FILES,
+    LEGACY_FILES,
     METRICS_FILE,
-    MODEL_FILE,
     RECIPE_FILE,
     STATE_FILE,
     SUMMARY_FILE,
@@ -31,7 +32,7 @@ from e2mc_cli.training import recipe as R
 from e2mc_cli.training.plan import RunPlan
 from e2mc_cli.training.state import TrainState
 
-OUTPUTS = (*TRAINING_OUTPUTS, *EXPORT_FILES)
+OUTPUTS = (*TRAINING_OUTPUTS, *EXPORT_FILES, *LEGACY_FILES)
 
 
 def resume_command(argv: list[str]) -> str:
@@ -145,11 +146,11 @@ def run_summary(plan: RunPlan, state: TrainState, status: str, wall: float) -> d
 
 
 def write_final(plan: RunPlan, state: TrainState, status: str, wall: float) -> dict:
-    """``model.safetensors`` and ``summary.json`` for the current step (rank 0); the summary."""
+    """``sslboost.safetensors`` and ``summary.json`` for the current step (rank 0); the summary."""
     summary = run_summary(plan, state, status, wall)
     if plan.is_main:
         save_checkpoint(
-            plan.out / MODEL_FILE,
+            plan.out / CHECKPOINT_FILE,
             state.model,
             base=plan.base_name,
             criterion=plan.criterion_name,

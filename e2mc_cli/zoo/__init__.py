@@ -5,7 +5,7 @@
 
 - a registry name (``swav800``): downloaded once into the cache, verified on every use, converted
   in memory;
-- ``hf://ORG/NAME[@REV]``: the ``model.safetensors`` of a repository written by ``sslboost push``;
+- ``hf://ORG/NAME[@REV]``: the ``sslboost.safetensors`` of a repository written by ``sslboost push``;
 - a canonical ``*.safetensors`` file;
 - an official file in any of the official layouts, with its ``method``.
 """

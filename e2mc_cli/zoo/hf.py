@@ -40,10 +40,11 @@ from huggingface_hub.utils._http import default_client_factory
 from e2mc_cli import downloads, network
 from e2mc_cli.errors import UserError
 from e2mc_cli.network import NetworkError, StalledError, StallWatch, stall_timeout, status_message
+from e2mc_cli.run_layout import CHECKPOINT_FILE, MODEL_FILE
 from e2mc_cli.secrets import scrubbing
 
 PREFIX = "hf://"
-WEIGHTS_FILE = "model.safetensors"
+WEIGHTS_FILE = CHECKPOINT_FILE  # the full checkpoint; MODEL_FILE in repositories of the earlier layout
 _AGAIN = "run the command again"
 _NO_CONNECTION = ("Name or service not known", "name resolution", "Network is unreachable", "nodename nor")
 
@@ -239,8 +240,25 @@ def _hub_error(base: str, revision: str | None, exc: Exception) -> UserError:
     return _unreached(base, exc)
 
 
+def _download(repo_id: str, revision: str | None, stall: float) -> str:
+    """The repository's ``sslboost.safetensors``, else the ``model.safetensors`` of a repository
+    pushed before the full checkpoint had its own name (the error is the one of the first file)."""
+    options = dict(
+        revision=revision, local_files_only=_offline(), endpoint=_endpoint(), etag_timeout=stall,
+        tqdm_class=_TerminalBar,
+    )  # fmt: skip
+    try:
+        return hf_hub_download(repo_id, WEIGHTS_FILE, **options)
+    except RemoteEntryNotFoundError as missing:
+        try:
+            return hf_hub_download(repo_id, MODEL_FILE, **options)
+        except RemoteEntryNotFoundError:
+            raise missing from None
+
+
 def download_hf(base: str, stall_timeout_s: float | None = None) -> Path:
-    """Download (or find in the Hub cache) the repository's ``model.safetensors``.
+    """Download (or find in the Hub cache) the repository's full checkpoint ``sslboost.safetensors``
+    (``model.safetensors`` in a repository of the earlier layout).
 
     ``stall_timeout_s`` defaults to :func:`~e2mc_cli.network.stall_timeout`.
     """
@@ -248,15 +266,7 @@ def download_hf(base: str, stall_timeout_s: float | None = None) -> Path:
     stall = stall_timeout(stall_timeout_s)
     with scrubbing(), deadlines(stall):  # the errors below are scrubbed on their way out
         try:
-            path = hf_hub_download(
-                repo_id,
-                WEIGHTS_FILE,
-                revision=revision,
-                local_files_only=_offline(),
-                endpoint=_endpoint(),
-                etag_timeout=stall,
-                tqdm_class=_TerminalBar,
-            )
+            path = _download(repo_id, revision, stall)
         except _HUB_ERRORS as exc:
             raise _hub_error(base, revision, exc) from None
         except OSError as exc:
