@@ -9,10 +9,11 @@ import os
 import pickle
 import sys
 
+import httpx2
 import pytest
 import torch
 import zoo_fixtures as zf
-from huggingface_hub.utils import EntryNotFoundError
+from huggingface_hub.errors import RemoteEntryNotFoundError
 from zoo_fixtures import one_error_line, serve
 
 from e2mc_cli.checkpoint import load_checkpoint, save_state_dict
@@ -266,10 +267,11 @@ def test_canonical_safetensors_and_hf_references(monkeypatch, tmp_path):
         resolve_base("hf://no-org")
 
     # A repository pushed when the full checkpoint was its root model.safetensors: read that instead.
-    def earlier_layout(repo_id, filename, revision=None, local_files_only=False):
+    def earlier_layout(repo_id, filename, revision=None, local_files_only=False, **deadlines):
         calls.append((repo_id, filename, revision))
         if filename != "model.safetensors":
-            raise EntryNotFoundError(f"404: no {filename}")
+            answer = httpx2.Response(404, request=httpx2.Request("GET", f"https://hub.example/{filename}"))
+            raise RemoteEntryNotFoundError(f"404: no {filename}", response=answer)
         return str(canonical)
 
     calls.clear()

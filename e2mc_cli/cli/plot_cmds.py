@@ -18,7 +18,9 @@ def plot_cmd(
     """Plot loss terms, learning rate, images/s and embedding health against the step, from each run
     folder's metrics.jsonl; several runs are overlaid and named by their folder.
 
-    Example: sslboost plot runs/fmnist-vicreg-e2mc runs/fmnist-vicreg-continued --out curves.png
+    Example:
+
+        sslboost plot runs/fmnist-vicreg-e2mc runs/fmnist-vicreg-continued --out curves.png
     """
     from e2mc_cli.diagnostics.curves import plot_runs
 

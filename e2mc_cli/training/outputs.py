@@ -32,7 +32,7 @@ from e2mc_cli.training import recipe as R
 from e2mc_cli.training.plan import RunPlan
 from e2mc_cli.training.state import TrainState
 
-OUTPUTS = (*TRAINING_OUTPUTS, *EXPORT_FILES, *LEGACY_FILES)
+OUTPUTS = (*TRAINING_OUTPUTS, *EXPORT_FILES)
 
 
 def resume_command(argv: list[str]) -> str:
@@ -52,7 +52,7 @@ def epoch_text(value: float) -> str:
 def earlier_outputs(out: Path) -> list[Path]:
     """What an earlier run left in ``out`` and a new run replaces: the training outputs, the exported
     files and every ``eval*`` folder (evaluations of the earlier model)."""
-    names = (*OUTPUTS, *TRACKER_OUTPUTS)
+    names = (*OUTPUTS, *LEGACY_FILES, *TRACKER_OUTPUTS)
     named = [out / name for name in names if (out / name).exists() or (out / name).is_symlink()]
     return named + sorted(p for p in out.glob("eval*") if p.is_dir() and not p.is_symlink())
 

@@ -17,7 +17,7 @@ import os
 from importlib import resources
 from pathlib import Path
 
-from e2mc_cli.checkpoint import FORMAT, Checkpoint, load_checkpoint, read_metadata
+from e2mc_cli.checkpoint import FORMAT, Checkpoint, checkpoint_path, load_checkpoint, read_metadata
 from e2mc_cli.downloads import download, mirror_url, sha256_file, verify_file
 from e2mc_cli.errors import UserError
 from e2mc_cli.io import cache_dir
@@ -135,12 +135,14 @@ def _from_registry(
 
 
 def _from_safetensors(path: Path, method: str | None) -> Checkpoint:
-    """A canonical checkpoint read as it is; other safetensors files are named for what they are."""
+    """A canonical checkpoint read as it is (a run folder's exported ``model.safetensors`` stands for
+    the ``sslboost.safetensors`` beside it); other safetensors files are named for what they are."""
+    path = checkpoint_path(path)
     meta = read_metadata(path)
     if meta.get("format") != FORMAT and meta.get("source") == "sslboost":
         raise UserError(
-            f"{path}: the backbone-only export of an sslboost run (no heads); the run's "
-            f"model.safetensors beside it is the canonical checkpoint"
+            f"{path}: the backbone-only export of an sslboost run of the earlier layout (no heads); "
+            f"the run's model.safetensors beside it is the canonical checkpoint"
         )
     if meta.get("format") != FORMAT:
         raise UserError(

@@ -178,12 +178,12 @@ def test_a_full_disk_on_the_second_checkpoint_keeps_the_first_and_resume_equals_
     line = assert_one_line_failure(cli(*args), 3, contains=str(run / STATE_FILE), folder=run)
     assert "continue from step 1 with: sslboost continue" in line and line.endswith("--resume")
     assert load_training_state(run / STATE_FILE)["step"] == 1
-    assert not (run / "model.safetensors").exists()
+    assert not (run / "sslboost.safetensors").exists()
 
     full_disk.clear()
     r = cli("continue", "--out", run, "--resume")
     assert r.exit_code == 0, r.stderr
-    for name in ("model.safetensors", "backbone.safetensors"):
+    for name in ("sslboost.safetensors", "model.safetensors"):
         assert (run / name).read_bytes() == (ref / name).read_bytes(), name
 
 
@@ -201,31 +201,31 @@ def test_a_real_full_tmpfs_is_one_line_and_resume_finishes_once_there_is_room(cl
 
     tmpfs("16m")
     assert cli("continue", "--out", run, "--resume").exit_code == 0
-    assert (run / "model.safetensors").read_bytes() == (ref / "model.safetensors").read_bytes()
+    assert (run / "sslboost.safetensors").read_bytes() == (ref / "sslboost.safetensors").read_bytes()
 
 
 def test_a_full_disk_writing_the_model_keeps_the_last_state_and_resume_writes_it(
     cli, env, tmp_path, safetensors_full
 ):
     run = tmp_path / "run"
-    safetensors_full("model.safetensors")
+    safetensors_full("sslboost.safetensors")
     r = cli(*train_args(env, run, "--max-steps", "2"))
-    line = assert_one_line_failure(r, 3, contains=f"{run / 'model.safetensors'}: no space left", folder=run)
+    line = assert_one_line_failure(r, 3, contains=f"{run / 'sslboost.safetensors'}: no space left", folder=run)
     assert "continue from step 2 with:" in line
-    assert load_training_state(run / STATE_FILE)["step"] == 2 and not (run / "model.safetensors").exists()
+    assert load_training_state(run / STATE_FILE)["step"] == 2 and not (run / "sslboost.safetensors").exists()
 
 
 def test_resume_after_a_full_disk_at_the_stop_point_writes_the_final_files(
     cli, env, tmp_path, safetensors_full
 ):
     run = tmp_path / "run"
-    safetensors_full("model.safetensors")
+    safetensors_full("sslboost.safetensors")
     assert cli(*train_args(env, run, "--max-steps", "2")).exit_code == 3
     safetensors_full.clear()
     r = cli("continue", "--out", run, "--resume")
     assert r.exit_code == 0, r.stderr
     assert "already at step 2, its stop point (--max-steps 2)" in r.stdout
-    assert (run / "model.safetensors").is_file() and (run / "backbone.safetensors").is_file()
+    assert (run / "sslboost.safetensors").is_file() and (run / "model.safetensors").is_file()
 
 
 def test_over_quota_writing_the_metrics_names_the_file_and_the_step_to_continue_from(
@@ -294,7 +294,7 @@ def test_pretrain_on_a_full_disk_at_its_first_checkpoint_starts_again_with_the_s
 
 @pytest.fixture
 def model(tmp_path):
-    path = tmp_path / "model.safetensors"
+    path = tmp_path / "sslboost.safetensors"  # a run folder's full checkpoint
     save_checkpoint(path, build_model("vicreg", "resnet-mini", {"mlp": "16-16"}), base="toy")
     return path
 
@@ -320,16 +320,16 @@ def test_export_into_a_read_only_run_folder_keeps_the_model(cli, tmp_path, model
     (tmp_path / "recipe.toml").write_text('[run]\nepochs = 1\n')
     refuse(tmp_path, errno.EACCES)
     line = assert_one_line_failure(cli("export", tmp_path), 3, contains="permission denied", folder=tmp_path)
-    assert str(tmp_path / "backbone.safetensors") in line
-    assert model.read_bytes() == before and not (tmp_path / "backbone.safetensors").exists()
+    assert str(tmp_path / "model.safetensors") in line
+    assert model.read_bytes() == before and not (tmp_path / "model.safetensors").exists()
 
 
-def test_export_on_a_full_disk_keeps_the_earlier_backbone(cli, tmp_path, model, safetensors_full):
-    (tmp_path / "backbone.safetensors").write_bytes(b"the earlier export")
-    safetensors_full("backbone.safetensors")
+def test_export_on_a_full_disk_keeps_the_earlier_export(cli, tmp_path, model, safetensors_full):
+    (tmp_path / "model.safetensors").write_bytes(b"the earlier export")
+    safetensors_full("model.safetensors")
     r = cli("export", tmp_path)
     assert_one_line_failure(r, 3, contains="no space left on the device", folder=tmp_path)
-    assert (tmp_path / "backbone.safetensors").read_bytes() == b"the earlier export"
+    assert (tmp_path / "model.safetensors").read_bytes() == b"the earlier export"
 
 
 def test_inspect_out_below_a_file(cli, tmp_path, model, image_root):

@@ -38,7 +38,7 @@ from e2mc_cli.zoo import BASES, base_path
 
 TOKEN = "hf_LoopbackStandIn0123456789SecretXYZ"
 OFFICIAL_PATH = "/deepcluster/swav_800ep_pretrain.pth.tar"
-HUB_FILE = "/me/model/resolve/main/model.safetensors"
+HUB_FILE = "/me/model/resolve/main/sslboost.safetensors"  # the full checkpoint a push uploads
 STALL = "0.2"  # seconds: every stalled case must end well within 2 s
 
 
@@ -449,7 +449,7 @@ def test_fetch_hf_from_the_stand_in_works_and_leaves_no_token(cli, hub, tmp_path
     hub({HUB_FILE: serve_file(data, hub=True)})
     result = cli("fetch", "--base", "hf://me/model")
     assert result.exit_code == 0, result.stderr
-    assert "model.safetensors" in result.stdout
+    assert "sslboost.safetensors" in result.stdout.replace("\n", "")
     no_token_anywhere(result)
 
 
@@ -468,7 +468,7 @@ def test_fetch_hf_stalled_midway_is_retried_within_the_call(cli, hub, tmp_path, 
     result = cli("fetch", "--base", "hf://me/model")
     assert result.exit_code == 0, (result.stderr, server.requests)
     assert [r[0] for r in server.requests].count("GET") == 2
-    (snapshot,) = (tmp_path / "hub-cache").rglob("snapshots/*/model.safetensors")
+    (snapshot,) = (tmp_path / "hub-cache").rglob("snapshots/*/sslboost.safetensors")
     assert snapshot.read_bytes() == data
 
 

@@ -72,10 +72,10 @@ def test_sigkill_then_resume_gives_byte_identical_model_and_backbone(cli, env, t
 
     r = cli("continue", "--out", run, "--resume")
     assert r.exit_code == 0, r.stderr
-    for name in ("model.safetensors", "backbone.safetensors"):
+    for name in ("sslboost.safetensors", "model.safetensors"):
         assert (run / name).read_bytes() == (ref / name).read_bytes(), name
     assert temporaries(run) == []
-    assert "--resume" not in read_metadata(run / "model.safetensors")["command"]
+    assert "--resume" not in read_metadata(run / "sslboost.safetensors")["command"]
 
 
 def test_a_kill_during_the_first_checkpoint_is_resumed_from_the_base(cli, env, tmp_path):
@@ -105,7 +105,7 @@ def test_a_run_killed_before_its_first_checkpoint_starts_again_without_overwrite
     orphan = _never_checkpointed(run)
     r = cli(*train_args(env, run, "--max-steps", "1"))
     assert r.exit_code == 0, r.stderr
-    assert not orphan.exists() and (run / "model.safetensors").is_file()
+    assert not orphan.exists() and (run / "sslboost.safetensors").is_file()
 
 
 def test_resume_of_a_run_killed_before_its_first_checkpoint_without_its_base(cli, tmp_path):
@@ -131,18 +131,18 @@ def test_resume_keeps_the_stop_point_and_the_command_unless_told(cli, env, tmp_p
     r = cli(*args)
     assert r.exit_code == 0 and "stopped at step 1" in r.stdout
     monkeypatch.undo()
-    command = read_metadata(run / "model.safetensors")["command"]
+    command = read_metadata(run / "sslboost.safetensors")["command"]
 
     r = cli("continue", "--out", run, "--resume")
     assert r.exit_code == 0, r.stderr
     assert "resuming" in r.stdout and "it stops at step 3 (--max-steps 3)" in r.stdout
     summary = json.loads((run / "summary.json").read_text())
     assert (summary["steps"], summary["status"]) == (3, "max_steps")  # not the recipe's 20 steps
-    assert read_metadata(run / "model.safetensors")["command"] == command  # the original, no --resume
+    assert read_metadata(run / "sslboost.safetensors")["command"] == command  # the original, no --resume
 
     assert cli("continue", "--out", run, "--resume", "--max-steps", "4").exit_code == 0
     assert json.loads((run / "summary.json").read_text())["steps"] == 4
-    assert read_metadata(run / "model.safetensors")["command"] == command
+    assert read_metadata(run / "sslboost.safetensors")["command"] == command
 
 
 @pytest.fixture
@@ -211,11 +211,11 @@ def test_overwrite_removes_every_output_of_the_earlier_run(cli, env, stopped_run
     assert r.exit_code == 0, r.stderr
     assert not any(stopped_run.glob("eval*")) and (stopped_run / "notes.txt").read_text() == "mine"
     assert "99.9" not in (stopped_run / "README.md").read_text()
-    assert read_metadata(stopped_run / "model.safetensors")["criterion"] == "vcreg"
+    assert read_metadata(stopped_run / "sslboost.safetensors")["criterion"] == "vcreg"
 
 
 def test_overwrite_never_deletes_the_base_it_reads(cli, env, stopped_run):
-    base = stopped_run / "model.safetensors"
+    base = stopped_run / "sslboost.safetensors"
     before = base.read_bytes()
     args = ["continue", "--base", base, "--data", env["data"], "--out", stopped_run, *SMALL, "--overwrite"]
     r = cli(*args, "--max-steps", "1")
