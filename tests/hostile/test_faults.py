@@ -210,7 +210,8 @@ def test_a_full_disk_writing_the_model_keeps_the_last_state_and_resume_writes_it
     run = tmp_path / "run"
     safetensors_full("sslboost.safetensors")
     r = cli(*train_args(env, run, "--max-steps", "2"))
-    line = assert_one_line_failure(r, 3, contains=f"{run / 'sslboost.safetensors'}: no space left", folder=run)
+    full = run / "sslboost.safetensors"
+    line = assert_one_line_failure(r, 3, contains=f"{full}: no space left", folder=run)
     assert "continue from step 2 with:" in line
     assert load_training_state(run / STATE_FILE)["step"] == 2 and not (run / "sslboost.safetensors").exists()
 
