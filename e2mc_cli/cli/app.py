@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import os
+import sys
 from collections.abc import Callable, Iterator
 
 import typer
@@ -76,6 +78,9 @@ def fault_boundary() -> Iterator[None]:
         raise  # a bare group: click prints its help
     except click_exceptions.ClickException as exc:
         raise fail(usage_message(exc)) from None
+    except BrokenPipeError:  # the reader of stdout went away (`sslboost … | head`): stop quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        raise typer.Exit(0) from None
     except OSError as exc:
         fault = describe_fault(exc)
         if fault is None:

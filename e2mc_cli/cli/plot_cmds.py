@@ -18,9 +18,11 @@ def plot_cmd(
     """Plot loss terms, learning rate, images/s and embedding health against the step, from each run
     folder's metrics.jsonl; several runs are overlaid and named by their folder.
 
+    Writes one PNG (--out), one panel per quantity; a folder without metrics is one error line.
+
     Example:
 
-        sslboost plot runs/fmnist-vicreg-e2mc runs/fmnist-vicreg-continued --out curves.png
+        sslboost plot runs/fmnist-vicreg-e2mc runs/fmnist-vicreg-continued
     """
     from e2mc_cli.diagnostics.curves import plot_runs
 
