@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from e2mc_cli.checkpoint import load_checkpoint
+from e2mc_cli.data.transforms import dataset_kind, trained_image_size
 from e2mc_cli.evaluate.stats import mcnemar
 from e2mc_cli.study.cells import Log, column_name, evaluate_checkpoint, quiet, read_correctness
 
@@ -27,8 +28,11 @@ def before_after(
     label fraction; evaluations go to ``out/eval-before/`` and ``out/eval-after/`` (so
     ``sslboost compare`` can be run on them). One row per label fraction: ``labels``, top-1
     ``before``, ``after``, their ``difference``, McNemar's exact ``p_mcnemar`` and the two
-    evaluation folders."""
+    evaluation folders. Both are evaluated at one image size: ``image_size``, else the size the
+    refined checkpoint was trained at (so the two figures differ only by the model)."""
     out = Path(out)
+    refined = load_checkpoint(refined_path)
+    image_size = image_size or trained_image_size(refined.metadata, dataset_kind(data))
     common = dict(
         data=data,
         labels=list(labels),
@@ -40,9 +44,7 @@ def before_after(
         log=log,
     )
     before = evaluate_checkpoint(base_ckpt, out / "eval-before", source=base_source, **common)
-    after = evaluate_checkpoint(
-        load_checkpoint(refined_path), out / "eval-after", source=str(refined_path), **common
-    )
+    after = evaluate_checkpoint(refined, out / "eval-after", source=str(refined_path), **common)
     rows = []
     for lab in labels:
         col = column_name(lab)
