@@ -2,7 +2,7 @@
 
 - :mod:`~e2mc_cli.evaluate.protocols`: per-method hyperparameters (Appendix B.2 of the E2MC
   paper, Chakraborty et al., AISTATS 2025, https://arxiv.org/abs/2411.15931).
-- :mod:`~e2mc_cli.evaluate.features`: evaluation / training transforms, frozen-backbone features.
+- :mod:`~e2mc_cli.evaluate.features`: the probes' training transform, data loading, frozen-backbone features.
 - :mod:`~e2mc_cli.evaluate.linear`: linear probe (``standard`` and ``cached`` modes).
 - :mod:`~e2mc_cli.evaluate.semisup`: fine-tuning backbone and classifier.
 - :mod:`~e2mc_cli.evaluate.knn`: weighted k-nearest neighbours.

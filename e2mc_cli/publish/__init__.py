@@ -1,6 +1,7 @@
 """Publish a run folder: timm config, model card, export, and the push to the Hugging Face Hub.
 
-- :mod:`~e2mc_cli.publish.run_folder`: a run folder's layout and :class:`RunInfo` (:func:`read_run`).
+- :mod:`~e2mc_cli.publish.run_folder`: :class:`RunInfo`, what a run folder says about itself
+  (:func:`read_run`; the file names are :mod:`e2mc_cli.run_layout`'s).
 - :mod:`~e2mc_cli.publish.datasets`: the Hub names of the datasets and of the split evaluated.
 - :mod:`~e2mc_cli.publish.config_json`: ``config.json``, what timm reads.
 - :mod:`~e2mc_cli.publish.usage`: the card's loading snippets.

@@ -11,7 +11,7 @@ from e2mc_cli.diagnostics.stats import SPACES, effective_rank, marginal_entropy,
 
 
 class HealthMonitor:
-    """Cheap collapse watch for the training loop (papers 002 and 004).
+    """Cheap collapse watch for the training loop (the E2MC paper's entropy and Jha et al.'s centre norm).
 
     ``update(step, embeddings)`` takes the current batch's views (the embeddings the criterion
     sees) and returns ``{"health/entropy", "health/eff_rank", "health/centre_sq"}``: mean marginal
