@@ -133,7 +133,8 @@ def _validate_list(path: Path) -> None:
 def simclr_list(labels: str) -> Path:
     """SimCLR's list for ``1%`` or ``10%``, fetched once into ``<cache>/subsets`` by
     :func:`e2mc_cli.downloads.download` (resumable, atomic, its sha256 recorded and checked on
-    every later use); every line must be an ImageNet file name. ``$SSLBOOST_SUBSETS_URL`` replaces the public folder."""
+    every later use); every line must be an ImageNet file name. ``$SSLBOOST_SUBSETS_URL``
+    replaces the public folder."""
     name = SIMCLR_FILES[labels]
     base = os.environ.get(SUBSETS_URL_ENV, "").strip().rstrip("/") or SIMCLR_BASE_URL
     return download(f"{base}/{name}", Path(cache_dir()) / "subsets" / name, validate=_validate_list)
