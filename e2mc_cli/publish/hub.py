@@ -19,12 +19,14 @@ from pathlib import Path
 
 import huggingface_hub
 from huggingface_hub import CommitOperationAdd, HfApi
+from huggingface_hub.errors import OfflineModeIsEnabled
 from huggingface_hub.utils import HfHubHTTPError, HFValidationError, validate_repo_id
 
 from e2mc_cli import __version__
 from e2mc_cli.errors import UserError
 from e2mc_cli.evaluate.records import PREDICTIONS_FILE
 from e2mc_cli.io import write_text_atomic
+from e2mc_cli.network import NetworkError
 from e2mc_cli.publish.card import build_model_card
 from e2mc_cli.publish.export import export_run, stale_exports
 from e2mc_cli.publish.run_folder import check_run_dir, eval_files, read_run
@@ -131,6 +133,19 @@ def _prepare(run_dir: Path, repo_id: str) -> tuple[list[str], list[str]]:
 
 
 @scrubbing()
+def _push_error(repo_id: str, exc: Exception, token: str | None) -> UserError:
+    """One scrubbed line for a failed push: a fault of the Hub or the network (5xx, 408, 429, no
+    connection) is a :class:`~e2mc_cli.network.NetworkError` (exit 3: push again later)."""
+    first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    message = scrub(f"push to {repo_id} failed: {first}", token)
+    response = getattr(exc, "response", None)
+    code = getattr(response, "status_code", None)
+    transient = code is None and not isinstance(exc, (HfHubHTTPError, OfflineModeIsEnabled))
+    if transient or (code is not None and (code >= 500 or code in (408, 429))):
+        return NetworkError(message)
+    return UserError(message)
+
+
 def push_run(
     run_dir: str | Path,
     repo: str,
@@ -174,7 +189,6 @@ def push_run(
         ]
         info = api.create_commit(repo_id, operations, commit_message=message, revision=revision)
     except _HUB_ERRORS as exc:
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise UserError(scrub(f"push to {repo_id} failed: {first}", token)) from None
+        raise _push_error(repo_id, exc, token) from None
     result.commit_url = getattr(info, "commit_url", None)
     return result
