@@ -26,6 +26,7 @@ from e2mc_cli.publish.datasets import split_name
 
 timm = pytest.importorskip("timm")
 
+BASE_WORDS = " of the base `my-fmnist-base` before this continuation"
 COMMAND = ["sslboost", "continue", "--base", "vicreg", "--criterion", "e2mc", "--data", "/data/in1k"]
 RECIPE = {
     "run": {"epochs": 10, "lr": 0.003, "batch_size": 512},
@@ -344,6 +345,8 @@ def test_model_index_holds_eval_numbers(mini_run):
         ("top-5 accuracy (linear, standard, 1% labels)", "Fashion-MNIST", "test"): (91.0, 0.5774, 3),
         ("top-1 accuracy (semisup, 10% labels)", "ImageNet-1k", "validation"): (55.5, 0.2, 2),
         ("top-5 accuracy (semisup, 10% labels)", "ImageNet-1k", "validation"): (80.25, 0.0, 2),
+        (f"top-1 accuracy{BASE_WORDS} (linear, cached, 1% labels)", "Fashion-MNIST", "test"): (66.0, None, 1),
+        (f"top-5 accuracy{BASE_WORDS} (linear, cached, 1% labels)", "Fashion-MNIST", "test"): (88.0, None, 1),
     }
     for r in card.data.eval_results:
         assert (r.task_type, r.metric_type) == ("image-classification", "accuracy")
@@ -357,11 +360,12 @@ def test_model_index_holds_eval_numbers(mini_run):
     assert "81.00 ± 1.00" in card.text and "55.50 ± 0.20" in card.text and "71.00 ± 0.58" in card.text
     assert "50.00" not in card.text  # the earlier checkpoint's result
     assert "33.00" not in card.text  # not an evaluation record
-    # The base's evaluation: a row of the table named as the base's, never a result of this model.
+    # The base's evaluation: a row of the table named as the base's; in model-index under the base's name.
     (row,) = [line for line in card.text.splitlines() if "66.00" in line]
     assert row.startswith("| base `my-fmnist-base` | Fashion-MNIST | test | linear, cached, 1% labels |")
     assert "`eval-before/linear-1pct/eval.json`" in row
-    assert not any(r.metric_value == 66.0 for r in card.data.eval_results)
+    (base_top1,) = [r for r in card.data.eval_results if r.metric_value == 66.0]
+    assert base_top1.metric_args["model"] == "base my-fmnist-base"  # named as the base's, not this model's
     (row,) = [line for line in card.text.splitlines() if "77.00" in line]
     assert row.startswith(f"| this model | Fashion-MNIST | {held_out} | knn, 100% labels |")
     assert "not test results" in card.text
@@ -392,6 +396,7 @@ def test_outdated_protocol_is_named_not_reported(mini_run):
         "eval-knn-100pct",
         "eval-semisup-10pct",
         "eval-after/knn-holdout",
+        "eval-before/linear-1pct",
     ):
         (mini_run / folder / "eval.json").unlink()
     card = ModelCard.load(export_run(mini_run).files[2])
@@ -566,14 +571,15 @@ def test_main_job_run_folder_carries_its_evaluations(cli, tiny_job, tmp_path):
     assert [e.labels for e in after] == ["10%", "1%"] and len(before) == 2
     card = ModelCard.load(run / "README.md")
     got = {(r.metric_name, r.dataset_split): r.metric_value for r in card.data.eval_results}
+    whose = f" of the base `{base}` before this continuation"
     assert got == {
         **{
-            (f"top-1 accuracy (linear, cached, {e.labels} labels)", "val"): round(e.top1.mean, 4)
-            for e in after
-        },
-        **{
-            (f"top-5 accuracy (linear, cached, {e.labels} labels)", "val"): round(e.top5.mean, 4)
-            for e in after
+            (f"top-{k} accuracy{w} (linear, cached, {e.labels} labels)", "val"): round(
+                (e.top1 if k == 1 else e.top5).mean, 4
+            )
+            for k in (1, 5)
+            for w, records in (("", after), (whose, before))
+            for e in records
         },
     }
     for e in before:

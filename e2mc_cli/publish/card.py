@@ -21,6 +21,7 @@ from e2mc_cli import zoo
 from e2mc_cli.criteria import CRITERIA, Criterion
 from e2mc_cli.evaluate.protocols import PROTOCOL_VERSION
 from e2mc_cli.evaluate.records import Accuracy, EvalRecord
+from e2mc_cli.evaluate.stats import format_mean_se
 from e2mc_cli.methods import get_method_spec
 from e2mc_cli.methods.spec import MethodSpec
 from e2mc_cli.papers import get_paper
@@ -98,12 +99,19 @@ def _metric_args(record: EvalRecord, acc: Accuracy) -> dict:
 
 
 def _eval_results(info: RunInfo) -> list[EvalResult]:
-    """The ``model-index`` entries: top-1 and top-5 of each of this model's current evaluations
-    (never the base's), with the dataset, the split measured and the protocol."""
+    """The ``model-index`` entries: top-1 and top-5 of each current evaluation under the run folder,
+    with the dataset, the split measured and the protocol. The base's own evaluations (``continue
+    --eval-after``'s ``eval-before/``) are there too, each metric named as the base's (``… of the
+    base `B` before this continuation``), so that no reader takes them for this model's."""
+    rows = [(r, "") for r in info.evals] + [(r, f" of the base `{info.base}` before this continuation")
+                                             for r in info.base_evals]  # fmt: skip
     results = []
-    for record in info.evals:
+    for record, whose in rows:
         dataset = hub_dataset(record.dataset.spec)
         for key, acc in (("top-1", record.top1), ("top-5", record.top5)):
+            args = _metric_args(record, acc)
+            if whose:
+                args["model"] = f"base {info.base}"
             result = EvalResult(
                 task_type="image-classification",
                 task_name="Image Classification",
@@ -112,16 +120,15 @@ def _eval_results(info: RunInfo) -> list[EvalResult]:
                 dataset_split=_split(record),
                 metric_type="accuracy",
                 metric_value=round(acc.mean, 4),
-                metric_name=f"{key} accuracy ({_setting(record)})",
-                metric_args=_metric_args(record, acc),
+                metric_name=f"{key} accuracy{whose} ({_setting(record)})",
+                metric_args=args,
             )
             results.append(result)
     return results
 
 
 def _fmt(acc: Accuracy) -> str:
-    text = f"{acc.mean:.2f}"
-    return f"{text} ± {acc.se:.2f}" if acc.se is not None else text
+    return format_mean_se(acc.mean, acc.se)
 
 
 def _table_rows(info: RunInfo) -> list[str]:
@@ -163,8 +170,8 @@ def _evaluation_section(info: RunInfo) -> list[str]:
     if info.base_evals:
         lines += [
             f"Rows `base` are the base `{info.base}` evaluated the same way (`continue --eval-after` "
-            "writes them to `eval-before/`): the starting point, not this model's result, so they are "
-            "not in the card's `model-index`.",
+            "writes them to `eval-before/`): the starting point, not this model's result; in the card's "
+            "`model-index` their metrics are named as the base's.",
             "",
         ]
     if not info.evals:
