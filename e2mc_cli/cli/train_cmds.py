@@ -22,6 +22,7 @@ from e2mc_cli.cli.options import (
     without_secrets,
     workers_option,
 )
+from e2mc_cli.run_layout import MODEL_FILE
 from e2mc_cli.trackers import Trackers, before_after_results, run_results
 
 
@@ -177,13 +178,13 @@ def _before_after(result, base, base_file, method, data) -> list[dict]:
     with showing(EvalDisplay(console)):
         rows = before_after(
             resolve_base(base, base_file=base_file, method=method),
-            result.out / "model.safetensors",
+            result.out / MODEL_FILE,
             data=spec,
             out=result.out,
             base_source=base or str(base_file),
         )
     export_run(result.out)
-    names = escape(base or str(base_file)), escape(str(result.out / "model.safetensors"))
+    names = escape(base or str(base_file)), escape(str(result.out / MODEL_FILE))
     console.print(before_after_table(rows, *names))
     console.print(
         f"evaluations in {escape(str(result.out))}/eval-before and eval-after "

@@ -2,7 +2,7 @@
 base once.
 
 Evaluations (``eval.json``) are read through :mod:`e2mc_cli.evaluate.records`; a study's own
-``result.json`` files by :func:`read_current` (made under today's protocol, else ``None``).
+``result.json`` files by :func:`read_current_result` (made under today's protocol, else ``None``).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from e2mc_cli.evaluate.records import EvalRecord
 from e2mc_cli.evaluate.run import EvalRequest, run_eval
 from e2mc_cli.io import write_json_atomic
 from e2mc_cli.publish import export_run
-from e2mc_cli.run_layout import STATE_FILE
+from e2mc_cli.run_layout import MODEL_FILE, STATE_FILE, SUMMARY_FILE
 from e2mc_cli.study.config import StudyConfig, sets_for
 from e2mc_cli.training.loop import run
 from e2mc_cli.training.plan import TrainOptions
@@ -44,7 +44,7 @@ def quiet(_: str) -> None:
 # -- reading stored evaluations ------------------------------------------------------------------
 
 
-def read_current(path: Path) -> dict | None:
+def read_current_result(path: Path) -> dict | None:
     """The study's ``result.json`` at ``path`` if it exists and was made under today's evaluation
     protocol, else ``None``."""
     if not path.is_file():
@@ -160,8 +160,8 @@ def cell_folder(cfg: StudyConfig, criterion: str, seed: int) -> Path:
 
 
 def _train_done(run_dir: Path) -> bool:
-    summary = run_dir / "summary.json"
-    if not (summary.is_file() and (run_dir / "model.safetensors").is_file()):
+    summary = run_dir / SUMMARY_FILE
+    if not (summary.is_file() and (run_dir / MODEL_FILE).is_file()):
         return False
     try:
         status = json.loads(summary.read_text()).get("status")
@@ -210,7 +210,7 @@ def run_cell(cfg: StudyConfig, data: str, criterion: str, seed: int, log: Log = 
     """Train (unless already trained) and evaluate one cell; ``(result, trained now)``."""
     folder = cell_folder(cfg, criterion, seed)
     result_file = folder / RESULT_FILE
-    done = read_current(result_file)
+    done = read_current_result(result_file)
     if done is not None:
         return done, False
     run_dir = folder / "train"
@@ -220,11 +220,11 @@ def run_cell(cfg: StudyConfig, data: str, criterion: str, seed: int, log: Log = 
         log(f"{cell_name(criterion, seed)}: training")
         train_cell(cfg, data, criterion, seed, run_dir)
         trained = True
-    summary = json.loads((run_dir / "summary.json").read_text())
+    summary = json.loads((run_dir / SUMMARY_FILE).read_text())
     t1 = time.perf_counter()
     stale = " (made under an older evaluation protocol)" if result_file.is_file() else ""
     log(f"{cell_name(criterion, seed)}: evaluating{stale}")
-    model_path = run_dir / "model.safetensors"
+    model_path = run_dir / MODEL_FILE
     evals = _evaluate(cfg, load_checkpoint(model_path), folder, data, [seed], str(model_path), log)
     result = {
         "criterion": criterion,
@@ -245,7 +245,7 @@ def run_base(cfg: StudyConfig, data: str, log: Log = quiet) -> dict:
     """Evaluate the base itself with seeds ``0 … S−1`` (``DIR/base/result.json``)."""
     folder = Path(cfg.out) / "base"
     result_file = folder / RESULT_FILE
-    done = read_current(result_file)
+    done = read_current_result(result_file)
     if done is not None:
         return done
     log("base: evaluating")
@@ -265,7 +265,7 @@ def collect(cfg: StudyConfig) -> dict[tuple[str, int], dict]:
     cells = {}
     for crit in cfg.criteria:
         for s in range(cfg.seeds):
-            record = read_current(cell_folder(cfg, crit, s) / RESULT_FILE)
+            record = read_current_result(cell_folder(cfg, crit, s) / RESULT_FILE)
             if record is not None:
                 cells[(crit, s)] = record
     return cells
