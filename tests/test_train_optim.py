@@ -8,7 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from e2mc_cli.training.data import EpochBatches, SeededViews, collate_views
+from e2mc_cli.data.pipeline import SeededViews, collate_views
+from e2mc_cli.training.data import EpochBatches
 from e2mc_cli.training.optim import LARC, LARS, apply_lr, build_optimizer, lr_factor
 from e2mc_cli.training.syncbn import GlobalBatchNorm, convert_sync_batchnorm
 
@@ -107,8 +108,8 @@ def test_seeded_views_depend_only_on_seed_epoch_and_index():
     b = ds[(0, 3)]
     assert all(torch.equal(x, y) for x, y in zip(a[0], b[0]))  # …the item does not
     assert not torch.equal(ds[(1, 3)][0][0], a[0][0])
-    views, indices, failed = collate_views([ds[(0, 1)], ds[(0, 2)]])
-    assert views[0].shape == (2, 2) and indices.tolist() == [1, 2] and failed == []
+    batch = collate_views([ds[(0, 1)], ds[(0, 2)]])
+    assert batch.views[0].shape == (2, 2) and batch.indices.tolist() == [1, 2] and batch.failed == []
 
 
 def test_unreadable_item_is_replaced_and_reported():

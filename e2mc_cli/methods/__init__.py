@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from e2mc_cli.data.augment import MultiView
+from e2mc_cli.data.pipeline import ViewPipeline
 from e2mc_cli.errors import UserError, unknown_choice
 from e2mc_cli.methods import simsiam, swav, vicreg
 from e2mc_cli.methods.base import Method, MethodOutput
@@ -76,6 +77,12 @@ def view_transform(method: str, image_size: int = 224, **overrides) -> MultiView
     return get_method_spec(method).view_transform(image_size, **overrides)
 
 
+def view_pipeline(method: str, image_size: int = 224, augment: str = "cpu", **overrides) -> ViewPipeline:
+    """How ``method``'s training views at ``image_size`` px are made for the loader and the
+    device (:class:`~e2mc_cli.data.pipeline.ViewPipeline`); ``augment`` picks the pipeline."""
+    return ViewPipeline(view_transform(method, image_size, **overrides), augment)
+
+
 def method_config(method: str, options: Mapping[str, object], views: Mapping[str, object]) -> dict:
     """A recipe's ``[method]`` options completed by the ``[views]`` keys the method also takes
     (its spec's ``shared_view_options``: SwAV's ``nmb_crops``); where both sections set one, they
@@ -124,6 +131,7 @@ __all__ = [
     "sinkhorn_knopp",
     "swav_loss",
     "view_options",
+    "view_pipeline",
     "view_transform",
     "vicreg_loss",
 ]

@@ -38,7 +38,7 @@ from e2mc_cli import distributed as D
 from e2mc_cli.errors import add_next_step
 from e2mc_cli.run_layout import STATE_FILE
 from e2mc_cli.trackers import Trackers
-from e2mc_cli.training.data import EpochBatches, SeededViews, collate_views
+from e2mc_cli.training.data import EpochBatches
 from e2mc_cli.training.outputs import append_metrics, prepare_folder, write_final
 from e2mc_cli.training.plan import RunPlan, TrainOptions
 from e2mc_cli.training.progress import TrainProgress
@@ -61,7 +61,7 @@ class RunResult:
 
 
 def epoch_loader(plan: RunPlan, epoch: int, start: int) -> DataLoader:
-    """This process's batches of ``epoch`` from batch ``start`` on: ``(views, indices, failed)``."""
+    """This process's :class:`~e2mc_cli.data.pipeline.Batch` list of ``epoch`` from batch ``start`` on."""
     sampler = EpochBatches(
         len(plan.dataset),
         plan.batch_size,
@@ -72,10 +72,10 @@ def epoch_loader(plan: RunPlan, epoch: int, start: int) -> DataLoader:
         start=start,
     )
     return DataLoader(
-        SeededViews(plan.dataset, plan.transform, plan.seed),
+        plan.pipeline.dataset(plan.dataset, plan.seed),
         batch_sampler=sampler,
         num_workers=plan.workers,
-        collate_fn=collate_views,
+        collate_fn=plan.pipeline.collate,
         pin_memory=plan.cuda,
         prefetch_factor=4 if plan.workers else None,
         # its own generator: creating a loader must not draw from the global torch RNG
@@ -186,9 +186,9 @@ class Loop:
         plan, state = self.plan, self.state
         while state.step < plan.end_step:
             epoch, pos = divmod(state.step, plan.steps_per_epoch)
-            for views, _indices, failed in epoch_loader(plan, epoch, pos):
-                state.failed_indices.update(int(i) for i in failed)
-                self.log(self.step(views, epoch))
+            for batch in epoch_loader(plan, epoch, pos):
+                state.failed_indices.update(int(i) for i in batch.failed)
+                self.log(self.step(plan.pipeline.to_device(batch, plan.device), epoch))
                 if signals.requested(plan.device):
                     return True
                 if state.step >= plan.end_step:

@@ -4,7 +4,6 @@ and what the run is once everything is resolved (:class:`RunPlan`, made by
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import torch
 from torch.utils.data import Dataset
 
 from e2mc_cli.checkpoint import Checkpoint
+from e2mc_cli.data.pipeline import ViewPipeline
 
 
 @dataclass
@@ -77,7 +77,7 @@ class RunPlan:
     checkpoint_every: int
     seed: int
     workers: int  # data-loading processes per training process
-    transform: Callable  # the method's view transform
+    pipeline: ViewPipeline  # how the method's views are made (loader workers and device)
     method_options: dict
     criterion_options: dict
     compile: bool

@@ -26,7 +26,7 @@ from torch.utils.data import Dataset
 from e2mc_cli.checkpoint import Checkpoint
 from e2mc_cli.data.datasets import resolve_dataset
 from e2mc_cli.errors import UserError
-from e2mc_cli.methods import method_config, view_transform
+from e2mc_cli.methods import method_config, view_pipeline
 from e2mc_cli.run_layout import RECIPE_FILE, STATE_FILE
 from e2mc_cli.training import recipe as R
 from e2mc_cli.training.data import EpochBatches, default_workers
@@ -330,7 +330,7 @@ def plan_run(opts: TrainOptions, device: torch.device, rank: int = 0, world: int
         checkpoint_every=int(recipe["run"]["checkpoint_every"]),
         seed=int(recipe["run"]["seed"]),
         workers=default_workers() if opts.workers is None else max(int(opts.workers), 0),
-        transform=view_transform(start.method_name, image_size, **views),
+        pipeline=view_pipeline(start.method_name, image_size, **views),
         method_options=method_config(start.method_name, recipe["method"], recipe["views"]),
         criterion_options={k: v for k, v in recipe["criterion"].items() if k != "name"},
         compile=opts.compile,
