@@ -8,7 +8,13 @@ import math
 import pytest
 import torch
 
-from e2mc_cli.criteria import CRITERIA, CriterionOutput, build_criterion, criterion_defaults
+from e2mc_cli.criteria import (
+    CRITERIA,
+    CriterionOutput,
+    build_criterion,
+    criterion_choices,
+    criterion_defaults,
+)
 from e2mc_cli.criteria import functional as Fn
 from e2mc_cli.criteria.reference import e2mc_loss as paper_loss
 from e2mc_cli.errors import UserError
@@ -33,7 +39,7 @@ def test_e2mc_matches_paper_pseudocode(space, n, d):
     ref, ref_ent, ref_cov = paper_loss(za, zb, space, beta, gamma)
     ref_grads = torch.autograd.grad(ref, [za, zb])
 
-    crit = build_criterion("e2mc", space=space, beta=beta, gamma=gamma)
+    crit = build_criterion("e2mc", space=space, beta=beta, gamma=gamma, view_reduction="sum")
     out = crit([za, zb])
     grads = torch.autograd.grad(out.loss, [za, zb])
 
@@ -48,13 +54,27 @@ def test_e2mc_matches_paper_pseudocode(space, n, d):
 def test_e2mc_float64_agrees_to_rounding():
     za, zb = _views(48, 96, dtype=torch.float64)
     ref, _, _ = paper_loss(za, zb, "hypersphere", 1.0, 25.0)
-    out = build_criterion("e2mc", space="hypersphere", beta=1.0, gamma=25.0)([za, zb])
+    out = build_criterion("e2mc", space="hypersphere", beta=1.0, gamma=25.0, view_reduction="sum")([za, zb])
     assert _rel(out.loss, ref) < 1e-12
 
 
-def test_e2mc_rejects_unknown_space():
+def test_e2mc_rejects_unknown_space_and_reduction():
     with pytest.raises(UserError, match="hypercube"):
         build_criterion("e2mc", space="torus")
+    with pytest.raises(UserError, match="view_reduction must be one of mean, sum, not 'avg'"):
+        build_criterion("e2mc", view_reduction="avg")
+    with pytest.raises(UserError, match="view_reduction must be one of mean, sum"):
+        build_criterion("uniformity", view_reduction="max")
+    with pytest.raises(UserError, match="reg_space must be one of hypersphere, projector"):
+        build_criterion("vcreg", reg_space="sphere")
+
+
+def test_reduce_views_hand_values():
+    per_view = torch.tensor([[1.0, 4.0], [3.0, -2.0]])
+    assert Fn.reduce_views(per_view, "mean").tolist() == [2.0, 1.0]
+    assert Fn.reduce_views(per_view, "sum").tolist() == [4.0, 2.0]
+    with pytest.raises(ValueError, match="mean, sum"):
+        Fn.reduce_views(per_view, "max")
 
 
 # --- functional pieces against hand-derived values ----------------------------------------------
@@ -138,15 +158,49 @@ def test_psd_logdet_cholesky_and_fallback():
 
 def test_uniformity_of_antipodal_points():
     e = torch.tensor([[1.0, 0.0, 0.0], [-1.0, 0.0, 0.0]])
-    crit = build_criterion("uniformity")  # λ = 0.5, t = 2
-    # one pair at squared distance 4: log exp(−2·4) = −8 per view, two views, × 0.5.
-    out = crit([e, 5.0 * e])  # scale is removed by the normalisation
-    assert float(out.loss) == pytest.approx(-8.0)
-    assert out.terms["uniformity"] == pytest.approx(-16.0)
     # ±e1, ±e2: 4 ordered antipodal pairs (‖·‖² = 4), 8 orthogonal pairs (‖·‖² = 2).
     x = torch.tensor([[1.0, 0.0], [-1.0, 0.0], [0.0, 1.0], [0.0, -1.0]])
-    hand = math.log((4 * math.exp(-8) + 8 * math.exp(-4)) / 12)
-    assert float(crit([x]).loss) == pytest.approx(0.5 * hand, rel=1e-6)
+    hand_x = math.log((4 * math.exp(-8) + 8 * math.exp(-4)) / 12)
+    # view e: one pair at squared distance 4, log exp(−2·4) = −8 (the scale 5 is normalised away).
+    summed = build_criterion("uniformity", view_reduction="sum")  # Eq. B.3: λ = 0.5, t = 2
+    out = summed([e, 5.0 * e])
+    assert out.terms["uniformity"] == pytest.approx(-16.0)
+    assert float(out.loss) == pytest.approx(-8.0)
+    averaged = build_criterion("uniformity")  # the authors' script: the mean over the views
+    assert averaged.view_reduction == "mean"
+    out = averaged([e, 5.0 * e])
+    assert out.terms["uniformity"] == pytest.approx(-8.0)
+    assert float(out.loss) == pytest.approx(-4.0)
+    two = torch.cat([e[:, :2], e[:, :2]])  # rows e1, −e1, e1, −e1: of 12 ordered pairs, 4 equal, 8 antipodal
+    hand_two = math.log((4 * math.exp(0) + 8 * math.exp(-8)) / 12)
+    assert float(averaged([x, two]).loss) == pytest.approx(0.5 * (hand_x + hand_two) / 2, rel=1e-6)
+    assert float(summed([x]).loss) == pytest.approx(0.5 * hand_x, rel=1e-6)
+
+
+def _unit_rows():
+    """Rows e0, −e0, e1, −e1 of a 4-d space: per-dimension variances (n − 1 = 3) 2/3, 2/3, 0, 0;
+    every product of two coordinates within a row is 0, so the covariance penalty is 0."""
+    eye = torch.eye(4, dtype=torch.float64)
+    return torch.stack([eye[0], -eye[0], eye[1], -eye[1]])
+
+
+def test_vcreg_std_target_on_the_hypersphere_is_one_over_sqrt_d():
+    u = _unit_rows()
+    std_used = math.sqrt(2 / 3 + 1e-4)  # dims 0, 1: above both targets
+    std_empty = math.sqrt(0 + 1e-4)  # dims 2, 3: 0.01
+    sphere = build_criterion("vcreg")  # the authors' default: --reg_space hypersphere
+    assert sphere.reg_space == "hypersphere" and sphere.std_target(4) == pytest.approx(0.5)
+    scaled = u * torch.tensor([[3.0], [0.5], [2.0], [7.0]], dtype=torch.float64)  # normalised away
+    out = sphere([scaled, u])
+    hinge = (0 + 0 + 2 * (0.5 - std_empty)) / 4  # target 1/√4 = 0.5
+    assert out.terms["var"] == pytest.approx(hinge, rel=1e-12)
+    assert out.terms["cov"] == pytest.approx(0.0, abs=1e-15)
+    assert float(out.loss) == pytest.approx(0.1 * hinge, rel=1e-12)
+    projector = build_criterion("vcreg", reg_space="projector")  # VICReg's own target 1, raw z
+    out = projector([u, u])
+    hinge = (2 * (1 - std_used) + 2 * (1 - std_empty)) / 4
+    assert out.terms["var"] == pytest.approx(hinge, rel=1e-12)
+    assert float(out.loss) == pytest.approx(0.1 * hinge, rel=1e-12)
 
 
 def test_mmcr_nuclear_norm_hand_value():
@@ -245,7 +299,9 @@ def _gradcheck_views(name):
     crit = build_criterion(name)
     crit.eval()  # logdet: no state update between gradcheck's evaluations
     k = 3 if crit.views == "all" else 2
-    scale = 0.5 if name == "vcreg" else 1.0  # keep every std below the hinge at 1
+    if name == "vcreg":  # on the raw embedding, every std below the hinge at 1 (away from its kink)
+        crit = build_criterion(name, reg_space="projector")
+    scale = 0.5 if name == "vcreg" else 1.0
     return crit, _views(n, d, k=k, dtype=torch.float64, scale=scale)
 
 
@@ -284,15 +340,19 @@ def test_degenerate_inputs_give_finite_values_and_grads(name):
                 assert v.grad is not None and torch.isfinite(v.grad).all(), (name, label)
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("name", list(CRITERIA))
-def test_low_precision_inputs_run_in_float32(name):
+def test_low_precision_inputs_run_in_float32(name, dtype):
     views32 = _views(40, 8, grad=False)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        half = [v.bfloat16() for v in views32]
+    half = [v.to(dtype).requires_grad_() for v in views32]
+    with torch.autocast("cpu", dtype=dtype):
         out = build_criterion(name)(half)
     assert out.loss.dtype == torch.float32
-    ref = build_criterion(name)([v.float() for v in half])
-    assert float(out.loss) == pytest.approx(float(ref.loss), rel=1e-6, abs=1e-7)
+    ref = build_criterion(name)([v.detach().float() for v in half])
+    assert float(out.loss.detach()) == pytest.approx(float(ref.loss.detach()), rel=1e-6, abs=1e-7)
+    if out.loss.requires_grad:  # the gradient reaches the half-precision views in their dtype
+        out.loss.backward()
+        assert all(v.grad is not None and v.grad.dtype == dtype for v in half)
 
 
 # --- registry ----------------------------------------------------------------------------------
@@ -307,14 +367,33 @@ def test_registry_names_and_views():
 
 def test_build_criterion_passes_space_only_where_taken():
     assert build_criterion("e2mc", space="hypersphere").space == "hypersphere"
-    assert build_criterion("vcreg", space="hypersphere").mu == 0.1
-    assert criterion_defaults("e2mc") == {"space": "hypercube", "beta": 1.0, "gamma": 25.0, "eps": 1e-7}
+    vcreg = build_criterion("vcreg", space="hypersphere")  # the method's space is not reg_space
+    assert vcreg.mu == 0.1 and vcreg.reg_space == "hypersphere"
+    assert build_criterion("vcreg", space="hypercube").reg_space == "hypersphere"
+    assert criterion_defaults("e2mc") == {
+        "space": "hypercube",
+        "beta": 1.0,
+        "gamma": 25.0,
+        "eps": 1e-7,
+        "view_reduction": "mean",
+    }
+    assert criterion_defaults("vcreg") == {"mu": 0.1, "nu": 0.001, "reg_space": "hypersphere"}
+
+
+def test_choices_and_view_descriptions():
+    assert criterion_choices("e2mc") == {"view_reduction": ("mean", "sum")}  # space is the method's
+    assert criterion_choices("uniformity") == {"view_reduction": ("mean", "sum")}
+    assert criterion_choices("vcreg") == {"reg_space": ("hypersphere", "projector")}
+    assert criterion_choices("vne") == {}
+    e2mc = CRITERIA["e2mc"]
+    assert e2mc.describe_views(view_reduction="sum") == "entropy sum, covariance sum"
+    assert build_criterion("e2mc").hparams()["view_reduction"] == "mean"
 
 
 def test_build_criterion_errors_name_valid_choices():
     with pytest.raises(UserError, match=r"unknown criterion 'e2mcc' \(did you mean 'e2mc'\?\).*logdet"):
         build_criterion("e2mcc")
-    with pytest.raises(UserError, match="has no option 'lambda'.*beta, gamma, eps"):
+    with pytest.raises(UserError, match="has no option 'lambda'.*beta, gamma, eps, view_reduction"):
         build_criterion("e2mc", **{"lambda": 1.0})
 
 

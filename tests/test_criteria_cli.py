@@ -24,8 +24,12 @@ def test_criteria_json_carries_constructor_defaults(cli):
     assert r.exit_code == 0
     rows = {row["name"]: row for row in json.loads(r.stdout)}
     assert list(rows) == list(CRITERIA)
-    assert rows["e2mc"]["defaults"] == {"beta": 1.0, "gamma": 25.0, "eps": 1e-7}
-    assert rows["vcreg"]["defaults"] == {"mu": 0.1, "nu": 0.001}
+    assert rows["e2mc"]["defaults"] == {"beta": 1.0, "gamma": 25.0, "eps": 1e-7, "view_reduction": "mean"}
+    assert rows["e2mc"]["over_views"] == "entropy mean, covariance sum"
+    assert rows["e2mc"]["choices"] == {"view_reduction": ["mean", "sum"]}
+    assert rows["uniformity"]["over_views"] == "mean"
+    assert rows["vcreg"]["defaults"] == {"mu": 0.1, "nu": 0.001, "reg_space": "hypersphere"}
+    assert rows["vcreg"]["choices"] == {"reg_space": ["hypersphere", "projector"]}
     assert rows["uniformity"]["defaults"]["lam"] == 0.5 and rows["uniformity"]["defaults"]["t"] == 2.0
     assert rows["mmcr"]["defaults"]["lam"] == 0.005 and rows["mmcr"]["views"] == "all"
     assert rows["simmer"]["defaults"]["alpha_r"] == 2e-4 and rows["simmer"]["defaults"]["rank"] == "nuclear"
@@ -33,7 +37,7 @@ def test_criteria_json_carries_constructor_defaults(cli):
 
 
 def test_bench_criteria_tiny_prints_ratio(cli):
-    r = cli("bench", "criteria", "--dims", "16", "--n", "32", "--repeats", "1")
+    r = cli("bench", "criteria", "--dims", "16", "--n", "32", "--repeats", "1", "--no-entropy-errors")
     assert r.exit_code == 0, r.stderr
     e2mc_line = next(line for line in r.stdout.splitlines() if "e2mc" in line)
     assert "×" in e2mc_line
@@ -42,7 +46,8 @@ def test_bench_criteria_tiny_prints_ratio(cli):
 
 
 def test_bench_criteria_json(cli):
-    r = cli("bench", "criteria", "--dims", "16,20", "--n", "32", "--repeats", "1", "--json")
+    tiny = ("--n", "32", "--repeats", "1", "--no-entropy-errors")
+    r = cli("bench", "criteria", "--dims", "16,20", *tiny, "--json")
     assert r.exit_code == 0, r.stderr
     data = json.loads(r.stdout)
     assert data["n"] == 32

@@ -9,17 +9,20 @@ import pytest
 from e2mc_cli.errors import UserError
 from e2mc_cli.training import recipe as R
 
-# Appendix B.1 of the E2MC paper (arXiv 2411.15931; CRITERIA.md §1):
-# (criterion coefficients, optimiser, lr, batch, epochs).
+# Appendix B.1 of the E2MC paper (arXiv 2411.15931; CRITERIA.md §1): (criterion, optimiser, lr).
+# The coefficients are the paper's; the view reduction and VCReg's space are what the authors'
+# scripts ran (main_*_ent_ft.py and main_swav_unif_ft.py average over the two views;
+# main_swav_vc_ft.py defaults to --reg_space hypersphere).
+MEAN = {"view_reduction": "mean"}
 PAPER = {
-    "vicreg-e2mc": ({"name": "e2mc", "beta": 1000.0, "gamma": 100.0}, "lars", 0.003),
-    "swav-e2mc": ({"name": "e2mc", "beta": 1.0, "gamma": 25.0}, "sgd-larc", 0.001),
-    "simsiam-e2mc": ({"name": "e2mc", "beta": 0.001, "gamma": 0.01}, "sgd", 0.001),
+    "vicreg-e2mc": ({"name": "e2mc", "beta": 1000.0, "gamma": 100.0, **MEAN}, "lars", 0.003),
+    "swav-e2mc": ({"name": "e2mc", "beta": 1.0, "gamma": 25.0, **MEAN}, "sgd-larc", 0.001),
+    "simsiam-e2mc": ({"name": "e2mc", "beta": 0.001, "gamma": 0.01, **MEAN}, "sgd", 0.001),
     "vicreg-continued": ({"name": "continued"}, "lars", 0.003),
     "swav-continued": ({"name": "continued"}, "sgd-larc", 0.001),
     "simsiam-continued": ({"name": "continued"}, "sgd", 0.001),
-    "swav-vcreg": ({"name": "vcreg", "mu": 0.1, "nu": 0.001}, "sgd-larc", 0.001),
-    "swav-uniformity": ({"name": "uniformity", "lam": 0.5, "t": 2.0}, "sgd-larc", 0.001),
+    "swav-vcreg": ({"name": "vcreg", "mu": 0.1, "nu": 0.001, "reg_space": "hypersphere"}, "sgd-larc", 0.001),
+    "swav-uniformity": ({"name": "uniformity", "lam": 0.5, "t": 2.0, **MEAN}, "sgd-larc", 0.001),
     "swav-mmcr": ({"name": "mmcr", "lam": 0.005}, "sgd-larc", 0.001),
 }
 
@@ -129,6 +132,47 @@ def test_bad_set_is_a_user_error(assignment, message):
         R.resolve_recipe("vicreg", "e2mc", sets=[assignment])
 
 
+def test_fmnist_e2mc_recipes_use_the_authors_view_reduction():
+    for path in R.recipe_files():
+        crit = R.load_toml(path)["criterion"]
+        if crit["name"] in ("e2mc", "uniformity"):
+            assert crit["view_reduction"] == "mean", path.name
+
+
+@pytest.mark.parametrize(
+    "assignment, message",
+    [
+        ("criterion.view_reduction=avg", "criterion.view_reduction 'avg': expected one of: mean, sum"),
+        ("criterion.view_reduction=2", "criterion.view_reduction must be a string, got 2"),
+        ("criterion.views=sum", "unknown key criterion.views"),  # not the crops a criterion reads
+    ],
+)
+def test_bad_view_reduction_is_one_user_error(assignment, message):
+    with pytest.raises(UserError, match=message):
+        R.resolve_recipe("swav", "e2mc", sets=[assignment])
+
+
+def test_view_reduction_and_reg_space_are_set_and_checked():
+    r = R.resolve_recipe("swav", "e2mc", sets=["criterion.view_reduction=sum"])
+    assert r["criterion"]["view_reduction"] == "sum"
+    r = R.resolve_recipe("swav", "uniformity", sets=["criterion.view_reduction=sum"])
+    assert r["criterion"]["view_reduction"] == "sum"
+    r = R.resolve_recipe("swav", "vcreg", sets=["criterion.reg_space=projector"])
+    assert r["criterion"]["reg_space"] == "projector"
+    with pytest.raises(UserError, match="criterion.reg_space 'raw': expected one of: hypersphere, projector"):
+        R.resolve_recipe("swav", "vcreg", sets=["criterion.reg_space=raw"])
+    with pytest.raises(UserError, match="unknown key criterion.reg_space"):  # a VCReg key on E2MC
+        R.resolve_recipe("swav", "e2mc", sets=["criterion.reg_space=projector"])
+
+
+def test_recipe_file_with_a_bad_view_reduction_is_one_user_error(tmp_path):
+    text = (R.RECIPES_DIR / "swav-e2mc.toml").read_text().replace('"mean"', '"average"')
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(UserError, match="criterion.view_reduction 'average': expected one of: mean, sum"):
+        R.resolve_recipe("swav", "e2mc", recipe_file=path)
+
+
 def test_unknown_criterion_suggests_a_close_name():
     with pytest.raises(UserError, match="did you mean 'e2mc'"):
         R.resolve_recipe("vicreg", "e2mcc")
@@ -152,7 +196,7 @@ def test_recipes_command_lists_every_recipe(cli):
     assert r.exit_code == 0
     rows = {row["name"]: row for row in json.loads(r.stdout) if row["kind"] == "continue"}
     assert set(PAPER) <= set(rows)
-    assert rows["vicreg-e2mc"]["coefficients"] == {"beta": 1000.0, "gamma": 100.0}
+    assert rows["vicreg-e2mc"]["coefficients"] == {"beta": 1000.0, "gamma": 100.0, "view_reduction": "mean"}
     assert rows["swav-mmcr"]["criterion"] == "mmcr" and rows["swav-mmcr"]["method"] == "swav"
     table = cli("recipes")
     assert table.exit_code == 0 and "swav-uniformity" in table.stdout

@@ -120,8 +120,8 @@ def bench_criteria(
     """Forward + backward milliseconds of every criterion at batch ``n`` and each ``d``.
 
     For ``e2mc`` the paper's literal pseudocode runs on the same inputs in the same process
-    (same β, γ, space); the row carries both times, their ratio and the largest relative
-    difference of the two loss values.
+    (same β, γ, space, and the pseudocode's sum over the views); the row carries both times,
+    their ratio and the largest relative difference of the two loss values.
     """
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     _check_sizes(n, dims, repeats, device)
@@ -133,7 +133,9 @@ def bench_criteria(
         for name in names:
             if progress:
                 progress(f"{name} d={d}")
-            crit = build_criterion(name, space=space).to(device)
+            # E2MC as the pseudocode writes it (entropy summed over the views), to compare the values.
+            options = {"view_reduction": "sum"} if name == "e2mc" else {}
+            crit = build_criterion(name, space=space, **options).to(device)
             inp = views_all if crit.views == "all" else views
             if name == "logdet" and n <= d:
                 rows.append(BenchRow(name, d, None, note="needs n > d"))
@@ -165,5 +167,13 @@ def bench_criteria(
     return rows
 
 
-def rows_as_json(rows: list[BenchRow], *, n: int, device: str, repeats: int) -> dict:
-    return {"n": n, "device": device, "repeats": repeats, "rows": [asdict(r) for r in rows]}
+def rows_as_json(rows: list[BenchRow], *, n: int, device: str, repeats: int, precision=()) -> dict:
+    """The timing rows and, under ``entropy_precision``, the
+    :class:`~e2mc_cli.benchmarks.entropy_precision.PrecisionRow` records (``[]`` when skipped)."""
+    return {
+        "n": n,
+        "device": device,
+        "repeats": repeats,
+        "rows": [asdict(r) for r in rows],
+        "entropy_precision": [asdict(r) for r in precision],
+    }

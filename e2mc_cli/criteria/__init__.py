@@ -24,6 +24,7 @@ __all__ = [
     "Criterion",
     "CriterionOutput",
     "build_criterion",
+    "criterion_choices",
     "criterion_defaults",
     "criterion_info",
     "E2MC",
@@ -81,9 +82,17 @@ def build_criterion(name: str, space: str = "hypercube", **kwargs) -> Criterion:
     return cls(**kwargs)
 
 
+def criterion_choices(name: str) -> dict[str, tuple[str, ...]]:
+    """The allowed values of each string option of criterion ``name`` (``space`` left out: it is
+    the method's, not a recipe's), e.g. ``{"view_reduction": ("mean", "sum")}``."""
+    return {k: tuple(v) for k, v in _lookup(name).choices.items() if k != "space"}
+
+
 def criterion_info() -> list[dict[str, object]]:
     """One record per criterion for tables: name, formula, paper (its short name and the place in
-    it, :meth:`Criterion.citation`), views, default coefficients."""
+    it, :meth:`Criterion.citation`), views (which crops it reads), how it combines them at its
+    defaults (``over_views``, e.g. ``"entropy mean, covariance sum"``), default options and the
+    allowed values of its string options."""
     rows = []
     for name, cls in CRITERIA.items():
         defaults = {k: v for k, v in criterion_defaults(name).items() if k != "space"}
@@ -93,7 +102,9 @@ def criterion_info() -> list[dict[str, object]]:
                 "formula": cls.formula,
                 "paper": cls.citation(),
                 "views": cls.views,
+                "over_views": cls.describe_views(**defaults),
                 "defaults": defaults,
+                "choices": {k: list(v) for k, v in criterion_choices(name).items()},
             }
         )
     return rows

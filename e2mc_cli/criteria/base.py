@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import ClassVar, NamedTuple
 
 import torch
@@ -35,7 +35,11 @@ class Criterion(nn.Module):
     ``views`` (``"global"``: the two full-resolution views; ``"all"``: every crop),
     ``display_name``, ``formula`` (one line), ``paper`` (a key of :data:`e2mc_cli.papers.PAPERS`,
     the work the criterion comes from) and ``where`` (the place in it, or in the E2MC paper whose
-    ablation sets the coefficients), and implement :meth:`compute`.
+    ablation sets the coefficients), ``over_views`` (how the views are combined, in words;
+    ``{option}`` fields are filled with the instance's or the default options, see
+    :meth:`describe_views`), ``choices`` (the allowed values of each string option, checked by
+    :meth:`check_choices` and by the recipe rules), and implement :meth:`compute`.
+    Every tensor :meth:`compute` reads is float32 or float64, whatever the autocast around it.
     """
 
     views: ClassVar[str] = "global"
@@ -43,6 +47,21 @@ class Criterion(nn.Module):
     formula: ClassVar[str] = ""
     paper: ClassVar[str] = ""
     where: ClassVar[str] = ""
+    over_views: ClassVar[str] = ""
+    choices: ClassVar[Mapping[str, tuple[str, ...]]] = {}
+
+    @classmethod
+    def check_choices(cls, name: str, **options: object) -> None:
+        """One :class:`UserError` for the first option of ``options`` outside its ``choices``."""
+        for key, value in options.items():
+            allowed = cls.choices.get(key)
+            if allowed is not None and value not in allowed:
+                raise UserError(f"{name}: {key} must be one of {', '.join(allowed)}, not {value!r}")
+
+    @classmethod
+    def describe_views(cls, **options: object) -> str:
+        """``over_views`` with its ``{option}`` fields filled in (``"entropy mean, covariance sum"``)."""
+        return cls.over_views.format(**options)
 
     @classmethod
     def citation(cls) -> str:
@@ -89,6 +108,7 @@ class Continued(Criterion):
 
     display_name: ClassVar[str] = "continued (no add-on criterion)"
     formula: ClassVar[str] = "0  (base loss only)"
+    over_views: ClassVar[str] = "—"
     paper: ClassVar[str] = "e2mc"
     where: ClassVar[str] = "Table 3, the control"
 

@@ -15,7 +15,10 @@ import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
 __all__ = [
+    "VIEW_REDUCTIONS",
+    "reduce_views",
     "to_unit_cube",
+    "m_spacings",
     "m_spacings_entropy",
     "offdiag_cov_penalty",
     "variance_hinge",
@@ -33,6 +36,22 @@ __all__ = [
 
 _SQRT2 = math.sqrt(2.0)
 
+VIEW_REDUCTIONS = ("mean", "sum")
+
+
+def reduce_views(per_view: torch.Tensor, reduction: str) -> torch.Tensor:
+    """Combine one value per view (dim 0 of ``per_view``) by ``"mean"`` or ``"sum"``.
+
+    The E2MC paper's pseudocode sums its entropy over the two views (Appendix A) and Eq. B.3
+    sums the uniformity term; the authors' training scripts (``main_*_ent_ft.py``,
+    ``main_swav_unif_ft.py``, https://github.com/deepc94/e2mc) average both over the views.
+    """
+    if reduction == "mean":
+        return per_view.mean(dim=0)
+    if reduction == "sum":
+        return per_view.sum(dim=0)
+    raise ValueError(f"view reduction must be one of {', '.join(VIEW_REDUCTIONS)}, not {reduction!r}")
+
 
 def to_unit_cube(x: torch.Tensor, space: str) -> torch.Tensor:
     """E2MC's map Ψ onto the unit cube (Chakraborty et al., AISTATS 2025, Appendix A).
@@ -48,6 +67,17 @@ def to_unit_cube(x: torch.Tensor, space: str) -> torch.Tensor:
     raise ValueError(f"space must be 'hypercube' or 'hypersphere', not {space!r}")
 
 
+def m_spacings(x: torch.Tensor) -> torch.Tensor:
+    """The scaled m-spacings ``(n+1)/m · (x₍ᵢ₊ₘ₎ − x₍ᵢ₎)``, ``i = 1 … n−m``, of each column,
+    ``m = round(√n)``: ``Tensor[..., n−m, d]`` (samples along dim −2, sorted per column)."""
+    n = x.shape[-2]
+    m = round(math.sqrt(n))
+    if n <= m:
+        raise ValueError(f"m-spacings entropy needs more than {m} samples, got {n}")
+    xs = torch.sort(x, dim=-2).values
+    return (xs[..., m:, :] - xs[..., : n - m, :]) * ((n + 1) / m)
+
+
 def m_spacings_entropy(x: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
     """Vasicek's m-spacings estimate of each column's differential entropy, ``Tensor[d]``.
 
@@ -58,13 +88,8 @@ def m_spacings_entropy(x: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
     interval; for U[0, w] it is ≈ log w). ``x`` may carry leading batch dimensions: the samples
     are always along dim −2.
     """
-    n = x.shape[-2]
-    m = round(math.sqrt(n))
-    if n <= m:
-        raise ValueError(f"m-spacings entropy needs more than {m} samples, got {n}")
-    xs = torch.sort(x, dim=-2).values
-    spacings = (xs[..., m:, :] - xs[..., : n - m, :]) * ((n + 1) / m)
-    return torch.log(spacings + eps).sum(dim=-2) / (n - m)
+    spacings = m_spacings(x)
+    return torch.log(spacings + eps).sum(dim=-2) / spacings.shape[-2]
 
 
 class _GramFrobeniusSq(torch.autograd.Function):

@@ -33,6 +33,7 @@ class LogDet(Criterion):
     formula: ClassVar[str] = "−coef·Σ_v logdet(R_v + εI)/d,  R_v ← λR_v + (1−λ)·cov(z_v)"
     paper: ClassVar[str] = "corinfomax-thesis"
     where: ClassVar[str] = "Eq. 4.2"
+    over_views: ClassVar[str] = "sum"
 
     def __init__(
         self, coef: float = 1.0, forgetting: float = 0.01, eps: float = 1e-8, normalize: bool = True

@@ -9,7 +9,6 @@ import torch.nn.functional as F
 
 from e2mc_cli.criteria import functional as Fn
 from e2mc_cli.criteria.base import Criterion
-from e2mc_cli.errors import UserError
 
 __all__ = ["MMCR", "VonNeumannEntropy", "SimMER"]
 
@@ -29,6 +28,7 @@ class MMCR(Criterion):
     formula: ClassVar[str] = "−λ·‖C‖_*,  C = mean_v z_v/‖z_v‖ (all crops)"
     paper: ClassVar[str] = "mmcr"
     where: ClassVar[str] = "as in E2MC App. B.1.2, Eq. B.5"
+    over_views: ClassVar[str] = "centroid of all crops"
 
     def __init__(self, lam: float = 0.005, normalize: bool = True) -> None:
         super().__init__()
@@ -56,6 +56,7 @@ class VonNeumannEntropy(Criterion):
     formula: ClassVar[str] = "−coef·mean_v S(ρ_v),  S = −Σλ log λ,  ρ = uᵀu/n"
     paper: ClassVar[str] = "vne"
     where: ClassVar[str] = "Eq. 1, Algorithm 1"
+    over_views: ClassVar[str] = "mean"
 
     def __init__(self, coef: float = 1.0) -> None:
         super().__init__()
@@ -84,6 +85,8 @@ class SimMER(Criterion):
     formula: ClassVar[str] = "−α_H·mean_b log min_{i≠b}‖z̄_b − z̄_i‖ − α_R·‖z̄‖_*,  z̄ = mean_v z_v"
     paper: ClassVar[str] = "simmer"
     where: ClassVar[str] = "Eq. 5, 8–15"
+    over_views: ClassVar[str] = "on the view-averaged embedding"
+    choices: ClassVar[dict[str, tuple[str, ...]]] = {"rank": Fn.RANK_VARIANTS}
 
     def __init__(
         self,
@@ -95,8 +98,7 @@ class SimMER(Criterion):
         eps: float = 1e-7,
     ) -> None:
         super().__init__()
-        if rank not in Fn.RANK_VARIANTS:
-            raise UserError(f"simmer: rank must be one of {', '.join(Fn.RANK_VARIANTS)}, not {rank!r}")
+        self.check_choices("simmer", rank=rank)
         self.alpha_h, self.alpha_r, self.rank = float(alpha_h), float(alpha_r), rank
         self.standardize, self.bias, self.eps = bool(standardize), bool(bias), float(eps)
         self._hparams = {

@@ -4,7 +4,9 @@ A :class:`Rule` says what one value must be: ``true or false``, a string (option
 choices), an integer or a finite number within bounds, or a non-empty list of such numbers. The
 keys of ``[recipe]``, ``[run]`` and ``[optim]`` have their rules below; the keys of ``[method]``,
 ``[views]`` and ``[criterion]`` take theirs from their defaults (:func:`rule_for_default`): the
-default's kind, integers ≥ 0, finite numbers. Whatever the source of a value — a recipe file,
+default's kind, integers ≥ 0, finite numbers; a criterion's string option with a fixed set of
+values (its class's ``choices``, e.g. ``view_reduction``: ``mean`` or ``sum``) must be one of them
+(:data:`CRITERION_RULES`). Whatever the source of a value — a recipe file,
 ``--set``, an option — a value that breaks its rule is one :class:`~e2mc_cli.errors.UserError`
 line naming the key, what it must be and what it was, before anything is built or written.
 
@@ -19,6 +21,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from e2mc_cli.criteria import CRITERIA, criterion_choices
 from e2mc_cli.data.transforms import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE
 from e2mc_cli.errors import UserError
 from e2mc_cli.training.optim import OPTIMIZERS, SCHEDULES
@@ -69,7 +72,32 @@ OPTIM_RULES = {
     "clip": Rule("bool"),
 }
 VIEWS_RULES = {"image_size": Rule("integer", low=MIN_IMAGE_SIZE, high=MAX_IMAGE_SIZE)}
-FIXED_RULES = {"recipe": RECIPE_RULES, "run": RUN_RULES, "optim": OPTIM_RULES, "views": VIEWS_RULES}
+
+
+def criterion_choice_rules() -> dict[str, Rule]:
+    """A string rule with its choices for every criterion option that has a fixed set of values.
+
+    The rules are keyed by option name across all criteria (a ``[criterion]`` section only ever
+    holds the keys of its own criterion); criteria that share an option name share its values
+    (``view_reduction`` of ``e2mc`` and ``uniformity``), so one rule per name is exact.
+    """
+    rules: dict[str, Rule] = {}
+    for name in CRITERIA:
+        for key, values in criterion_choices(name).items():
+            known = rules.get(key)
+            merged = values if known is None else tuple(dict.fromkeys((*known.choices, *values)))
+            rules[key] = Rule("string", choices=merged)
+    return rules
+
+
+CRITERION_RULES = criterion_choice_rules()
+FIXED_RULES = {
+    "recipe": RECIPE_RULES,
+    "run": RUN_RULES,
+    "optim": OPTIM_RULES,
+    "views": VIEWS_RULES,
+    "criterion": CRITERION_RULES,
+}
 
 
 def _is_int(value) -> bool:
