@@ -361,7 +361,7 @@ def test_low_precision_inputs_run_in_float32(name, dtype):
 def test_registry_names_and_views():
     assert set(CRITERIA) == {"continued", "e2mc", "vcreg", "uniformity", "mmcr", "vne", "logdet", "simmer"}
     for cls in CRITERIA.values():
-        assert cls.views in ("global", "all") and cls.formula and cls.paper and cls.__doc__
+        assert cls.views in ("global", "all") and cls.formula and cls.paper and cls.__doc__ and cls.over_views
     assert CRITERIA["mmcr"].views == "all"
 
 
