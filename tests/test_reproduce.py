@@ -71,7 +71,8 @@ def _plan_json(cli, *args) -> dict:
 
 
 @pytest.mark.parametrize("number, expected", [(1, TABLE1), (3, TABLE3)])
-def test_dry_run_plan_is_the_papers_table(cli, number, expected, tmp_path):
+def test_dry_run_plan_is_the_papers_table(cli, number, expected, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the default --out, runs/reproduce, is relative
     doc = _plan_json(cli, "--table", number, "--data", tmp_path / "absent")
     assert (doc["format"], doc["table"], doc["seeds"], doc["probe_mode"]) == (
         "sslboost-reproduce-plan/1", number, 3, "standard"
@@ -88,7 +89,34 @@ def test_dry_run_plan_is_the_papers_table(cli, number, expected, tmp_path):
         if row["recipe"]:  # a shipped recipe file, with the row's criterion
             text = (RECIPES_DIR / f"{row['recipe']}.toml").read_text()
             assert f'name = "{row["criterion"]}"' in text
-    assert not (tmp_path / "absent").exists() and not Path(doc["out"]).exists()
+    assert doc["out"] == "runs/reproduce" and list(tmp_path.iterdir()) == []  # nothing written
+
+
+PLAN_KEYS = {
+    "format": str, "table": int, "title": str, "paper": str, "link": str, "data": (str, type(None)),
+    "out": str, "seeds": int, "probe_mode": str, "rows": list, "totals": dict, "shortened": dict,
+    "assumptions": list, "studies": list, "commands": list,
+}  # fmt: skip
+ROW_KEYS = {
+    "id": str, "label": str, "epochs": int, "base": str, "criterion": (str, type(None)),
+    "recipe": (str, type(None)), "evaluations": list, "training_runs": int, "gpu_hours": dict,
+    "paper": dict, "also_in_tables": list, "notes": list,
+}  # fmt: skip
+
+
+def test_plan_json_schema(cli):
+    doc = _plan_json(cli, "--table", "1", "--max-steps", "5")
+    assert set(doc) == set(PLAN_KEYS) and all(isinstance(doc[k], t) for k, t in PLAN_KEYS.items())
+    for row in doc["rows"]:
+        assert set(row) == set(ROW_KEYS) and all(isinstance(row[k], t) for k, t in ROW_KEYS.items())
+        assert set(row["gpu_hours"]) == {"train", "eval", "total"}
+        assert set(row["paper"]) == set(row["evaluations"])
+        assert all(set(f) == {"mean", "se"} for f in row["paper"].values())
+    assert set(doc["totals"]) == {"train", "eval", "total", "training_runs"}
+    assert [s["base"] for s in doc["studies"]] == ["vicreg", "swav400-bs256", "swav800", "simsiam100-bs256"]
+    assert all(s["criteria"] == ["continued", "e2mc"] for s in doc["studies"])
+    assert doc["shortened"] == {"max_steps": 5} and "--max-steps 5" in doc["assumptions"][-1]
+    assert all(isinstance(c, str) and c.startswith("sslboost ") for c in doc["commands"])
 
 
 def test_dry_run_gpu_hours_follow_the_papers_timings(cli):
@@ -165,6 +193,7 @@ def test_dry_run_table_prints_rows_totals_and_commands(cli):
         (["--table", "1", "--rows", ",", "--dry-run"], "--rows: give at least one row"),
         (["--table", "1", "--device", "gpu", "--dry-run"], "--device gpu: expected auto"),
         (["--table", "1"], "--data is required"),
+        (["--table", "1", "--data", "missing"], "--data missing: no such folder"),
     ],
 )
 def test_bad_input_is_one_line_and_exit_2(cli, tmp_path, monkeypatch, args, message):

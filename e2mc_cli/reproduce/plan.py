@@ -114,6 +114,20 @@ class Plan:
     def commands(self) -> list[str]:
         return [c for g in self.groups for c in g.commands]
 
+    def shortened(self) -> dict:
+        """The options that shorten every run (``{}``: the paper's runs)."""
+        o = self.options
+        given = {"max_steps": o.max_steps, "eval_epochs": o.eval_epochs, "batch_size": o.batch_size,
+                 "image_size": o.image_size}  # fmt: skip
+        return {k: v for k, v in given.items() if v is not None}
+
+    def assumptions(self) -> list[str]:
+        lines = E.assumptions()
+        if self.shortened():
+            flags = ", ".join(f"--{k.replace('_', '-')} {v}" for k, v in self.shortened().items())
+            lines.append(f"the hours are the paper's runs', not those of this shortened check ({flags})")
+        return lines
+
     def totals(self) -> dict:
         train = sum(r.train_gpu_h for r in self.rows)
         ev = sum(r.eval_gpu_h for r in self.rows)
@@ -135,7 +149,8 @@ class Plan:
             "probe_mode": PROBE_MODE,
             "rows": [r.to_dict(o.seeds) for r in self.rows],
             "totals": self.totals(),
-            "assumptions": E.assumptions(),
+            "shortened": self.shortened(),
+            "assumptions": self.assumptions(),
             "studies": [
                 {"base": g.base, "folder": str(g.folder), "criteria": g.study.criteria if g.trains else []}
                 for g in self.groups

@@ -13,8 +13,10 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from pathlib import Path
 
 from e2mc_cli.checkpoint import load_checkpoint
+from e2mc_cli.data.datasets import BUILTIN
 from e2mc_cli.errors import UserError
 from e2mc_cli.evaluate import records
 from e2mc_cli.io import write_json_atomic, write_text_atomic
@@ -86,10 +88,17 @@ def write_results(plan: Plan, run: ReproduceRun, meta: dict) -> dict:
     return doc
 
 
+def check_data(data: str | None) -> None:
+    """``--data`` names a folder (or a built-in dataset): checked before any base is downloaded."""
+    if not data:
+        raise UserError("--data is required to run a reproduction: the ImageNet root (train/ and val/)")
+    if str(data).partition(":")[0] not in BUILTIN and not Path(data).expanduser().is_dir():
+        raise UserError(f"--data {data}: no such folder (the ImageNet root, with train/ and val/ inside)")
+
+
 def run_reproduction(plan: Plan, *, log: Log = _quiet, command: str = "") -> ReproduceRun:
     """Run every missing part of ``plan``, then write its table of results."""
-    if not plan.options.data:
-        raise UserError("--data is required to run a reproduction: the ImageNet root (train/ and val/)")
+    check_data(plan.options.data)
     plan.out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     run = ReproduceRun({}, "complete")
