@@ -13,16 +13,14 @@ epochs with VCReg, MMCR, AUH uniformity and E2MC (App. B.1.2), linear probe at 1
 Its base, continued and E2MC rows carry the same figures as Table 1's SwAV 800 rows: the same runs.
 
 Which file each base row is. The paper names the bases by method and epochs only; the file is
-the official checkpoint whose authors' reported linear top-1 is the row's 100 % figure (the base
-rows' 100 % figures carry no standard error: they are the original papers' numbers): VICReg
-73.20 → ``vicreg`` (the full checkpoint: the projector is continued too); SwAV 400 74.30 →
-``swav400-bs256`` (``swav400``, trained at batch 4096, reports 74.6); SwAV 800 75.30 →
-``swav800``; SimSiam 68.37 → ``simsiam100-bs256`` (the batch-256 file reports 68.3, the
-batch-512 ``simsiam100`` 68.1).
+the official checkpoint whose reported linear top-1 (official repositories) is the row's 100 %
+figure, which carries no standard error: VICReg 73.20 → ``vicreg`` (the full checkpoint: the
+projector is continued too); SwAV 400 74.30 → ``swav400-bs256`` (``swav400``, trained at batch
+4096, reports 74.6); SwAV 800 75.30 → ``swav800``; SimSiam 68.37 → ``simsiam100-bs256`` (68.3
+reported; the batch-512 ``simsiam100`` 68.1).
 
-Marks of the paper kept as notes: in Table 1 the VICReg base's semi-supervised figures are the
-authors' own reproduction (VICReg's paper reports 54.8 and 69.5, App. B.2.2) and SwAV 800's are
-marked as reproduced figures that differ from the original paper's.
+Kept as a note: the VICReg base's semi-supervised figures are the authors' own reproduction
+(VICReg's paper reports 54.8 and 69.5, which its settings did not give them; App. B.2.2).
 """
 
 from __future__ import annotations
@@ -124,7 +122,6 @@ def _row(
 
 
 VICREG_SEMI_NOTE = "semi-supervised: the authors' reproduction (VICReg's paper reports 54.8 and 69.5)"
-SWAV_SEMI_NOTE = "semi-supervised: reproduced figures that differ from SwAV's paper"
 
 # Table 1, row by row as printed (top-1 %, ± standard error over three trials).
 TABLE1 = PaperTable(
@@ -145,8 +142,7 @@ TABLE1 = PaperTable(
         _row("swav400", "e2mc", "SwAV + E2MC", 410, "swav400-bs256",
              ((53.40, 0.01), (67.73, 0.03), (74.44, 0.03)), ((52.70, 0.54), (69.24, 0.02))),
         _row("swav800", BASE, "SwAV base", 800, "swav800",
-             ((53.70, 0.05), (68.86, 0.03), (75.30, None)), ((53.89, 0.13), (70.22, 0.05)),
-             (SWAV_SEMI_NOTE,)),
+             ((53.70, 0.05), (68.86, 0.03), (75.30, None)), ((53.89, 0.13), (70.22, 0.05))),
         _row("swav800", "continued", "SwAV continued", 810, "swav800",
              ((53.69, 0.05), (68.87, 0.04), (75.32, 0.01))),
         _row("swav800", "e2mc", "SwAV + E2MC", 810, "swav800",
