@@ -37,36 +37,29 @@ def _device(value: str, dry_run: bool) -> str:
     return parse_device(value)
 
 
-def _evaluations_text(columns: list[str]) -> str:
-    """``linear 1/10/100 %, semisup 1/10 %``."""
-    by_protocol: dict[str, list[str]] = {}
-    for col in columns:
-        protocol, labels = col.split(" ")
-        by_protocol.setdefault(protocol, []).append(labels.rstrip("%"))
-    return ", ".join(f"{p} {'/'.join(v)} %" for p, v in by_protocol.items())
+def _labels_of(columns: list[str], protocol: str) -> str:
+    """``1/10/100`` for the label fractions of ``protocol`` among ``columns`` (``–``: none)."""
+    found = [c.split(" ")[1].rstrip("%") for c in columns if c.startswith(protocol + " ")]
+    return "/".join(found) or "–"
 
 
 def _plan_table(doc: dict) -> Table:
-    table = Table(
-        box=box.SIMPLE_HEAD,
-        title=escape(f"{doc['paper']}, Table {doc['table']} ({doc['title']}): {doc['seeds']} seed(s)"),
-    )
-    for col in ("row", "epochs", "base", "recipe", "criterion", "evaluations"):
-        table.add_column(col, no_wrap=col != "evaluations")
-    for col in ("train GPU-h", "eval GPU-h"):
-        table.add_column(col, justify="right")
+    title = f"{doc['paper']}, Table {doc['table']}: {doc['title']} ({doc['seeds']} seed(s), GPU hours)"
+    table = Table(box=box.SIMPLE_HEAD, title=escape(title))
+    table.add_column("row", min_width=14)
+    for col in ("base", "recipe", "criterion", "linear %", "semisup %", "train h", "eval h"):
+        table.add_column(col, no_wrap=True, justify="left" if col in ("base", "recipe") else "right")
     for r in doc["rows"]:
-        h = r["gpu_hours"]
-        shared = " *" if r["also_in_tables"] else ""
+        h, evals = r["gpu_hours"], r["evaluations"]
         table.add_row(
-            escape(r["label"]) + shared, f"{r['epochs']:,}", escape(r["base"]), r["recipe"] or "–",
-            r["criterion"] or "–", _evaluations_text(r["evaluations"]), f"{h['train']:,.1f}",
-            f"{h['eval']:,.1f}",
+            escape(f"{r['label']} ({r['epochs']:,})") + (" *" if r["also_in_tables"] else ""),
+            escape(r["base"]), r["recipe"] or "–", r["criterion"] or "–", _labels_of(evals, "linear"),
+            _labels_of(evals, "semisup"), f"{h['train']:,.1f}", f"{h['eval']:,.1f}",
         )  # fmt: skip
     t = doc["totals"]
     table.add_section()
-    runs = f"{t['training_runs']} training runs"
-    table.add_row("total", "", "", "", "", runs, f"{t['train']:,.1f}", f"{t['eval']:,.1f}")
+    runs = f"{t['training_runs']} runs"
+    table.add_row("total", "", "", runs, "", "", f"{t['train']:,.1f}", f"{t['eval']:,.1f}")
     return table
 
 
