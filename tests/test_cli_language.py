@@ -26,6 +26,7 @@ READS = {
     "continue": ALL,
     "eval": ALL,
     "study": ALL,
+    "reproduce": ALL,
     "pretrain": DATA,
     "inspect": BASES | DATA,
     "bench eval": BASES | DATA,

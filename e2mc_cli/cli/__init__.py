@@ -17,6 +17,7 @@ try:  # Ctrl-C while the commands load is one line too
         hub_cmds,
         inspect_cmds,
         plot_cmds,
+        reproduce_cmds,
         study_cmds,
         train_cmds,
         zoo_cmds,

@@ -54,6 +54,11 @@ def study(
     ),
     labels: str = typer.Option("1%,10%,100%", "--labels", help="Label fractions of the linear probe."),
     knn: bool = typer.Option(True, "--knn/--no-knn", help="Also evaluate with kNN (k = 20, all labels)."),
+    probe_mode: str = typer.Option(
+        "cached",
+        "--probe-mode",
+        help="Linear probe: cached (features once) or standard (the paper's augmented crops every epoch).",
+    ),
     batch_size: int = typer.Option(None, "--batch-size", min=1, help="Override run.batch_size."),
     max_steps: int = typer.Option(None, "--max-steps", min=1, help="Stop each training run after N steps."),
     sets: list[str] = typer.Option(
@@ -97,7 +102,7 @@ def study(
     cfg = StudyConfig(
         base=base, out=out, criteria=criteria, seeds=seeds, labels=labels, knn=knn, data=data, epochs=epochs,
         batch_size=batch_size, max_steps=max_steps, sets=list(sets or []), eval_epochs=eval_epochs,
-        image_size=image_size, workers=workers, device=device, holdout=holdout,
+        image_size=image_size, workers=workers, device=device, holdout=holdout, probe_mode=probe_mode,
     )  # fmt: skip
 
     def log(msg: str) -> None:

@@ -1,8 +1,9 @@
 """``sslboost study``: does an add-on criterion really help, beyond continuing the base loss?
 
 A study continues the pre-training of one base with each criterion and each seed, evaluates every
-result with the linear probe (``--mode cached``) at each label fraction and with kNN, and
-tabulates them like Tables 1 and 3 of the E2MC paper (Chakraborty et al., AISTATS 2025, https://arxiv.org/abs/2411.15931).
+result with the linear probe (``--mode cached``; ``--probe-mode standard`` for the paper's) at
+each label fraction and with kNN, and tabulates them like Tables 1 and 3 of the E2MC paper
+(Chakraborty et al., AISTATS 2025, https://arxiv.org/abs/2411.15931).
 
 Cells. ``(criterion, seed k)`` is one cell, kept in ``DIR/cells/<criterion>-seed<k>/``:
 ``train/`` (the run folder of :mod:`e2mc_cli.training`, trained with ``run.seed = k``, so every

@@ -63,13 +63,13 @@ def read_correctness(path: str | Path) -> tuple[EvalRecord, dict, dict[int, np.n
 # -- evaluation ----------------------------------------------------------------------------------
 
 
-def column_name(labels: str | None) -> str:
-    """Table column of a protocol: ``linear 1%`` … or ``knn``."""
-    return KNN if labels is None else f"linear {labels}"
+def column_name(labels: str | None, protocol: str = "linear") -> str:
+    """Table column of a protocol: ``linear 1%``, ``semisup 1%`` … or ``knn``."""
+    return KNN if labels is None else f"{protocol} {labels}"
 
 
-def _eval_folder(folder: Path, labels: str | None) -> Path:
-    return folder / (KNN if labels is None else f"linear-{labels_tag(labels)}")
+def _eval_folder(folder: Path, labels: str | None, protocol: str = "linear") -> Path:
+    return folder / (KNN if labels is None else f"{protocol}-{labels_tag(labels)}")
 
 
 def evaluate_checkpoint(
@@ -85,42 +85,47 @@ def evaluate_checkpoint(
     image_size: int | None = None,
     device: str = "auto",
     holdout: int = 0,
+    mode: str = "cached",
+    semisup: list[str] | tuple[str, ...] = (),
     log: Log = quiet,
 ) -> dict[str, dict]:
-    """Linear probe (cached features) at each label fraction and kNN (all labels) of one checkpoint.
+    """Linear probe at each label fraction (``mode`` ``cached``: features once; ``standard``: the
+    paper's augmented crops every epoch), fine-tuning at each of ``semisup``, kNN (all labels).
 
-    Each evaluation goes to ``folder/linear-<labels>/`` or ``folder/knn/`` (``eval.json`` +
-    ``predictions.npz``); one already there (under today's protocol) is read back. The frozen
-    features are extracted once and shared by every evaluation. Returns
-    ``{column: {"top1": [...per seed], "seeds": [...], "path": folder}}``.
+    Each evaluation goes to ``folder/linear-<labels>/``, ``folder/semisup-<labels>/`` or
+    ``folder/knn/`` (``eval.json`` + ``predictions.npz``); one already there (under today's
+    protocol) is read back. The frozen features are extracted once and shared by every
+    evaluation. Returns ``{column: {"top1": [...per seed], "seeds": [...], "path": folder}}``.
     """
     folder = Path(folder)
     cache = FeatureCache()
     out: dict[str, dict] = {}
-    plan: list[str | None] = list(labels) + ([None] if knn else [])
-    for lab in plan:
-        target = _eval_folder(folder, lab)
+    plan = [("linear", lab) for lab in labels] + [("semisup", lab) for lab in semisup]
+    for protocol, lab in plan + ([("knn", None)] if knn else []):
+        target = _eval_folder(folder, lab, protocol)
         record = records.read_current(target)
+        if record is not None and protocol == "linear" and record.mode != mode:
+            record = None  # a probe of the other mode: not this study's evaluation
         if record is None:
             overrides = {"epochs": eval_epochs} if (eval_epochs and lab is not None) else {}
             req = EvalRequest(
                 data=data,
-                protocol="linear" if lab is not None else "knn",
+                protocol=protocol,
                 labels=lab or "100%",
                 seeds=len(seeds),
                 seed_list=list(seeds),
-                mode="cached",
+                mode=mode,
                 image_size=image_size,
                 device=None if device == "auto" else device,
-                workers=0,
+                workers=0 if protocol == "knn" or (protocol, mode) == ("linear", "cached") else None,
                 overrides=overrides,
                 holdout=holdout,
             )
             t = time.perf_counter()
             result = run_eval(ckpt, req, source=source, out_dir=target, features=cache)
             record = records.parse_record(result.record, result.write(target))
-            log(f"  {column_name(lab)}: {time.perf_counter() - t:.1f} s")
-        out[column_name(lab)] = {
+            log(f"  {column_name(lab, protocol)}: {time.perf_counter() - t:.1f} s")
+        out[column_name(lab, protocol)] = {
             "seeds": [r.seed for r in record.results],
             "top1": [r.top1 for r in record.results],
             "path": str(target),
@@ -142,6 +147,7 @@ def _evaluate(cfg: StudyConfig, ckpt, folder: Path, data: str, seeds: list[int],
         image_size=cfg.image_size,
         device=cfg.device,
         holdout=cfg.holdout,
+        mode=cfg.probe_mode,
         log=log,
     )
 

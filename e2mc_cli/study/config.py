@@ -12,6 +12,7 @@ from pathlib import Path
 from e2mc_cli.criteria import CRITERIA
 from e2mc_cli.data.subsets import parse_labels
 from e2mc_cli.errors import UserError
+from e2mc_cli.evaluate.protocols import MODES
 from e2mc_cli.training import recipe as R
 from e2mc_cli.zoo import builtin_data
 
@@ -40,6 +41,7 @@ class StudyConfig:
     workers: int | None = None  # None: chosen for the data and machine
     device: str = "auto"
     holdout: int = 0  # > 0: evaluate on this many training images held out, not on the test split
+    probe_mode: str = "cached"  # the linear probe: "cached" (features once) or "standard" (the paper's)
 
 
 def parse_list(text: str | list[str] | tuple[str, ...]) -> list[str]:
@@ -68,6 +70,8 @@ def check_config(cfg: StudyConfig) -> StudyConfig:
         raise UserError("nothing to evaluate: give --labels or keep --knn")
     if cfg.epochs is not None and not (cfg.epochs > 0 and math.isfinite(cfg.epochs)):
         raise UserError(f"--epochs must be positive, got {cfg.epochs}")
+    if cfg.probe_mode not in MODES:
+        raise UserError(f"--probe-mode {cfg.probe_mode}: expected one of: {', '.join(MODES)}")
     if cfg.holdout < 0:
         raise UserError(f"--holdout must be 0 (the test split) or a number of images, got {cfg.holdout}")
     for item in cfg.sets:

@@ -46,6 +46,12 @@ def evaluated_on_text(cfg: dict) -> str:
     return "the test split"
 
 
+def _probe_text(cfg: dict) -> str:
+    if cfg.get("probe_mode", "cached") == "standard":
+        return "augmented crops every epoch (the paper's protocol)"
+    return "cached features"
+
+
 def render_markdown(study: dict) -> str:
     """``study.md``: the top-1 table (mean ± SE over seeds) and the McNemar p-values."""
     cols = study["columns"]
@@ -56,7 +62,7 @@ def render_markdown(study: dict) -> str:
         f"# Study: {cfg['base']} on {study.get('data', '')}",
         "",
         f"Top-1 (%) on {evaluated_on}, mean ± standard error over {cfg['seeds']} seed(s); linear "
-        "probe with cached features, kNN with k = 20, T = 0.07. `p` is McNemar's exact p-value of "
+        f"probe with {_probe_text(cfg)}, kNN with k = 20, T = 0.07. `p` is McNemar's exact p-value of "
         f"the criterion against `continued` on the {first} column, predictions of all seeds pooled.",
         "",
         "| model | " + " | ".join(cols) + f" | p vs continued ({first}) |",
