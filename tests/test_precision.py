@@ -3,6 +3,8 @@ every head, the float32 losses, and the authors' choice in every shipped recipe.
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -190,6 +192,13 @@ def test_each_shipped_recipe_names_the_authors_precision(path):
     method = recipe["recipe"]["method"]
     expected = "fp32" if path.stem.startswith("fmnist-") else AUTHORS[method]  # fmnist-*: CPU recipes
     assert recipe["run"]["precision"] == expected
+
+
+def test_the_recipes_command_lists_each_recipes_precision(cli):
+    rows = {row["name"]: row for row in json.loads(cli("recipes", "--json").stdout)}
+    assert [rows[n]["precision"] for n in ("vicreg-e2mc", "swav-e2mc", "simsiam-e2mc", "fmnist-swav")] == [
+        "fp16", "fp16", "fp32", "fp32",
+    ]  # fmt: skip
 
 
 def test_a_recipe_without_a_precision_trains_in_bf16_and_a_bad_one_is_one_line(tmp_path):

@@ -111,7 +111,8 @@ def recipe_files(kind: str | None = None) -> list[Path]:
 
 
 def list_recipes() -> list[dict]:
-    """One record per shipped recipe: name, kind, method, criterion, key coefficients, source."""
+    """One record per shipped recipe: name, kind, method, criterion, key coefficients, optimiser,
+    batch size, epochs, precision, source."""
     rows = []
     for path in recipe_files():
         r = load_toml(path)
@@ -130,6 +131,7 @@ def list_recipes() -> list[dict]:
                 "effective_lr": base_lr({**OPTIM_KEYS, **optim}, int(run.get("batch_size", 256))),
                 "batch_size": run.get("batch_size"),
                 "epochs": run.get("epochs"),
+                "precision": run.get("precision", RUN_KEYS["precision"]),
                 "source": r.get("recipe", {}).get("source", ""),
             }
         )
