@@ -7,8 +7,9 @@ criteria all-gather across processes themselves — ``loss = out.loss + criterio
 finiteness check of every term, ``backward``, the method's ``on_after_backward`` hook, the
 optimiser step. In ``fp16`` a gradient scaler scales the loss before ``backward`` and unscales the
 gradients before the hook (which sees true gradients), then steps the optimiser unless a gradient
-overflowed (as ``torch.amp.GradScaler`` does), and adapts its scale. The learning rate follows the recipe's
-schedule per step. A non-finite loss raises :class:`NonFiniteLoss` before the step changes anything.
+overflowed (as ``torch.amp.GradScaler`` does), and adapts its scale. The learning rate follows the
+recipe's schedule per step. A non-finite loss raises :class:`NonFiniteLoss` before the step changes
+anything.
 
 :func:`forward_step`, :func:`collect_terms` and :func:`backward_step` are also the pieces
 ``sslboost bench train`` times.
