@@ -65,7 +65,7 @@ def test_piped_output_has_the_header_then_a_line_from_the_first_step(cli, env, t
     assert f"base {base} (vicreg, resnet-mini) + criterion e2mc" in header
     assert f"data {env['data']}: 20 images; batch 8 (1 process), 2 steps per epoch" in header
     assert "0.5 epochs = 1 steps (new run)" in header
-    assert "device cpu, float32, 0 data-loading workers per process" in header
+    assert "device cpu, fp32, 0 data-loading workers per process" in header
     assert f"output {out} (metrics every step" in header
     step = lines[first]
     assert "epoch 0.50/0.5 " in step and " lr " in step and " elapsed " in step and " eta " in step
@@ -83,7 +83,7 @@ def fake_plan(**changes) -> SimpleNamespace:
         recipe={"run": {"epochs": 0.5, "log_every": 4}}, base_name="fmnist-vicreg", method_name="vicreg",
         arch="resnet-mini", criterion_name="e2mc", data="fmnist", dataset=range(60000), batch_size=256,
         world=1, resuming=False, warmup_steps=0, schedule="cosine", device=torch.device("cpu"), cuda=False,
-        compile=False, workers=2, out=Path("runs/x"), log_every=1, checkpoint_every=100,
+        compile=False, precision="fp32", workers=2, out=Path("runs/x"), log_every=1, checkpoint_every=100,
     )  # fmt: skip
     plan.update(changes)
     return SimpleNamespace(**plan)
@@ -115,7 +115,7 @@ def test_the_live_display_shows_every_term_wrapped_to_a_narrow_terminal():
     for name, value in TERMS.items():
         assert f"{name} {value:.4g}" in text, name
     assert all(len(line) <= 60 for line in last.splitlines())
-    assert "device cpu, float32, 2 data-loading workers per process" in text  # the header first
+    assert "device cpu, fp32, 2 data-loading workers per process" in text  # the header first
 
 
 def test_eval_stages_print_plain_lines_with_their_size():

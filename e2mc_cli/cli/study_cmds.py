@@ -21,7 +21,7 @@ from e2mc_cli.cli.options import (
     without_secrets,
     workers_option,
 )
-from e2mc_cli.cli.train_cmds import run_and_report
+from e2mc_cli.cli.train_cmds import precision_option, run_and_report
 from e2mc_cli.trackers import Trackers
 
 
@@ -142,6 +142,7 @@ def pretrain(
     ),
     max_steps: int = typer.Option(None, "--max-steps", min=1, help="Stop after N optimiser steps."),
     workers: int = workers_option("Data-loading worker processes (default: CPU cores, at most 4)."),
+    precision: str = precision_option(),
     device: str = device_option(),
     resume: bool = typer.Option(
         False, "--resume", help="Continue the run in --out from its last checkpoint."
@@ -176,6 +177,7 @@ def pretrain(
         sets=list(sets or []),
         max_steps=max_steps,
         workers=workers,
+        precision=precision,
         resume=resume,
         overwrite=overwrite,
         device=device,

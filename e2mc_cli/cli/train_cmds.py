@@ -25,6 +25,24 @@ from e2mc_cli.cli.options import (
 from e2mc_cli.run_layout import MODEL_FILE
 from e2mc_cli.trackers import Trackers, before_after_results, run_results
 
+PRECISION_HELP = (
+    "Forward-pass arithmetic: bf16, fp16 (with a gradient scaler) or fp32; heads' last layers and "
+    "losses stay fp32. Default: the recipe's run.precision on CUDA (the authors' choice), fp32 on the CPU."
+)
+
+
+def _parse_precision(value: str | None) -> str | None:
+    if value is None:
+        return None
+    from e2mc_cli.precision import check_precision
+
+    return check_precision(value)
+
+
+def precision_option(help: str = PRECISION_HELP):
+    """``--precision bf16|fp16|fp32`` (default ``None``: the recipe's, see :mod:`e2mc_cli.precision`)."""
+    return typer.Option(None, "--precision", help=help, callback=_parse_precision)
+
 
 @app.command("continue")
 @reads_environment(*ENVIRONMENT)
@@ -67,6 +85,7 @@ def continue_(
         "Data-loading worker processes per training process (default: CPU cores, at most 4)."
     ),
     compile_: bool = typer.Option(False, "--compile", help="torch.compile the backbone and heads."),
+    precision: str = precision_option(),
     device: str = device_option(),
     resume: bool = typer.Option(
         False, "--resume", help="Continue the run in --out from its last checkpoint."
@@ -210,6 +229,7 @@ _FLAGS = {
     "max_steps": "--max-steps",
     "checkpoint_every": "--checkpoint-every",
     "workers": "--workers",
+    "precision": "--precision",
     "device": "--device",
 }
 

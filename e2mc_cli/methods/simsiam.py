@@ -12,6 +12,7 @@ from e2mc_cli.methods.base import Method, MethodOutput, check_views
 from e2mc_cli.methods.functional import simsiam_loss
 from e2mc_cli.methods.spec import MethodSpec
 from e2mc_cli.models import SSLModel, mlp
+from e2mc_cli.precision import full_precision
 
 
 class SimSiam(Method):
@@ -23,7 +24,8 @@ class SimSiam(Method):
     (:func:`~e2mc_cli.methods.functional.simsiam_loss`). The predictor trains at a fixed learning
     rate when ``fix_pred_lr`` (the official recipe): :meth:`param_groups` marks its group
     ``fix_lr=True``. An add-on criterion sees ``z_a, z_b`` *with* gradients (only the base loss
-    stops them), in space ``"hypersphere"`` (the cosine loss normalises them).
+    stops them), in space ``"hypersphere"`` (the cosine loss normalises them). The last layers of
+    projector and predictor and the loss compute in float32 under any autocast.
     """
 
     name = "simsiam"
@@ -48,7 +50,8 @@ class SimSiam(Method):
         z_b = self.model.projector(self.model.backbone(images[1]))
         p_a = self.model.predictor(z_a)
         p_b = self.model.predictor(z_b)
-        loss, terms = simsiam_loss(p_a, p_b, z_a, z_b)
+        with full_precision(z_a.device):
+            loss, terms = simsiam_loss(p_a, p_b, z_a, z_b)
         views = [z_a, z_b]
         return MethodOutput(loss, terms, views, self.space, views)
 

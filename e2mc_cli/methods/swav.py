@@ -14,7 +14,8 @@ from e2mc_cli.errors import UserError
 from e2mc_cli.methods.base import Method, MethodOutput, check_views, resolution_groups
 from e2mc_cli.methods.functional import swav_loss
 from e2mc_cli.methods.spec import MethodSpec
-from e2mc_cli.models import SSLModel, mlp
+from e2mc_cli.models import Fp32Linear, SSLModel, mlp
+from e2mc_cli.precision import full_precision
 
 
 def check_crops(crops_for_assign: Sequence[int], nmb_crops: Sequence[int]) -> None:
@@ -153,14 +154,15 @@ class SwAV(Method):
                     w = self.model.prototypes.weight.detach().float()
                     with torch.autocast(h.device.type, enabled=False):
                         queue_scores = [self.queue[i] @ w.t() for i in range(len(self.crops_for_assign))]
-        loss, terms = swav_loss(
-            crop_scores,
-            self.crops_for_assign,
-            self.temperature,
-            self.epsilon,
-            self.sinkhorn_iterations,
-            queue_scores,
-        )
+        with full_precision(h.device):
+            loss, terms = swav_loss(
+                crop_scores,
+                self.crops_for_assign,
+                self.temperature,
+                self.epsilon,
+                self.sinkhorn_iterations,
+                queue_scores,
+            )
         if self.queue_active:
             with torch.no_grad():
                 for i, crop_id in enumerate(self.crops_for_assign):
@@ -173,9 +175,9 @@ class SwAV(Method):
 
 def _heads(width: int, sizes: Mapping[str, object]) -> dict[str, nn.Module]:
     """Projection head Linear-BN-ReLU-Linear (2048-2048-128), keys 0, 1, 3; prototypes
-    Linear(128 → 3000, no bias)."""
+    Linear(128 → 3000, no bias); the head's last Linear and the prototypes compute in float32."""
     hidden, feat, n = int(sizes["hidden_mlp"]), int(sizes["feat_dim"]), int(sizes["n_prototypes"])
-    return {"projector": mlp([width, hidden, feat]), "prototypes": nn.Linear(feat, n, bias=False)}
+    return {"projector": mlp([width, hidden, feat]), "prototypes": Fp32Linear(feat, n, bias=False)}
 
 
 def _read_heads(state_dict: Mapping[str, torch.Tensor]) -> dict:

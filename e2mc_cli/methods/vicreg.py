@@ -12,6 +12,7 @@ from e2mc_cli.methods.base import Method, MethodOutput, check_views
 from e2mc_cli.methods.functional import vicreg_loss
 from e2mc_cli.methods.spec import MethodSpec
 from e2mc_cli.models import SSLModel, mlp, parse_dims
+from e2mc_cli.precision import full_precision
 
 
 class VICReg(Method):
@@ -23,7 +24,8 @@ class VICReg(Method):
     ``λ·mse(z_a, z_b) + μ·(variance hinge) + ν·(off-diagonal covariance)`` with
     λ, μ, ν = 25, 25, 1 (:func:`~e2mc_cli.methods.functional.vicreg_loss`). An add-on criterion
     sees the projector outputs ``z_a, z_b``, which VICReg does not normalise: space
-    ``"hypercube"``.
+    ``"hypercube"``. The projector's last layer and the loss compute in float32 under any
+    autocast (the covariance's products would otherwise round to half precision).
     """
 
     name = "vicreg"
@@ -43,7 +45,8 @@ class VICReg(Method):
         check_views(images, 2, "VICReg")
         z_a = self.model.projector(self.model.backbone(images[0]))
         z_b = self.model.projector(self.model.backbone(images[1]))
-        loss, terms = vicreg_loss(z_a, z_b, self.sim_coeff, self.std_coeff, self.cov_coeff)
+        with full_precision(z_a.device):
+            loss, terms = vicreg_loss(z_a, z_b, self.sim_coeff, self.std_coeff, self.cov_coeff)
         views = [z_a, z_b]
         return MethodOutput(loss, terms, views, self.space, views)
 

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from e2mc_cli.models.backbones import BACKBONES, MiniResNet, build_backbone
-from e2mc_cli.models.heads import mlp, parse_dims
+from e2mc_cli.models.heads import Fp32Linear, mlp, parse_dims
 
 
 class SSLModel(nn.Module):
@@ -54,6 +54,7 @@ class SSLModel(nn.Module):
 
 __all__ = [
     "BACKBONES",
+    "Fp32Linear",
     "MiniResNet",
     "SSLModel",
     "build_backbone",

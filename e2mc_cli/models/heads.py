@@ -3,15 +3,22 @@
 Module indices follow ``nn.Sequential`` order — ``(Linear, BatchNorm1d, ReLU)`` per hidden layer,
 then the output ``Linear`` (and an optional final ``BatchNorm1d``) — so the state-dict keys of a
 head (``0.weight``, ``1.running_mean``, ``3.weight``, …) are those of the official code.
+
+The output ``Linear`` of every head is an :class:`Fp32Linear`: whatever the autocast of the
+training step (``--precision``), the embedding an add-on criterion reads, and each method's loss
+input, comes out of a float32 product of a float32 input. The hidden layers follow the autocast.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
+import torch
+import torch.nn.functional as F
 from torch import nn
 
 from e2mc_cli.errors import UserError
+from e2mc_cli.precision import full_precision
 
 HEAD_SIZE_MAX = 65536  # widest head layer built: a 65536 × 65536 linear layer alone is 17 GB
 
@@ -32,6 +39,17 @@ def parse_dims(text: str | int, what: str = "layer sizes") -> list[int]:
     return [check_size(int(p), f"{what} {text!r}: each size") for p in parts]
 
 
+class Fp32Linear(nn.Linear):
+    """An ``nn.Linear`` that computes in float32 under any autocast: autocast is off for its product
+    and its input is upcast, so the output is float32 and equals the float32 layer on the upcast
+    input. Same parameters and state-dict keys as ``nn.Linear``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        bias = None if self.bias is None else self.bias.float()
+        with full_precision(x.device):
+            return F.linear(x.float(), self.weight.float(), bias)
+
+
 def mlp(
     dims: Sequence[int],
     *,
@@ -40,13 +58,14 @@ def mlp(
     out_norm: bool = False,
 ) -> nn.Sequential:
     """``dims[0] → … → dims[-1]``: ``(Linear, BatchNorm1d, ReLU)`` per hidden layer, then the
-    output ``Linear``; with ``out_norm`` a ``BatchNorm1d(dims[-1], affine=False)`` after it."""
+    output ``Linear`` (an :class:`Fp32Linear`); with ``out_norm`` a ``BatchNorm1d(dims[-1],
+    affine=False)`` after it (on the float32 output, so float32 too)."""
     if len(dims) < 2:
         raise ValueError(f"an MLP needs an input and an output size, got {list(dims)}")
     layers: list[nn.Module] = []
     for a, b in zip(dims[:-2], dims[1:-1]):
         layers += [nn.Linear(a, b, bias=hidden_bias), nn.BatchNorm1d(b), nn.ReLU(inplace=True)]
-    layers.append(nn.Linear(dims[-2], dims[-1], bias=out_bias))
+    layers.append(Fp32Linear(dims[-2], dims[-1], bias=out_bias))
     if out_norm:
         layers.append(nn.BatchNorm1d(dims[-1], affine=False))
     return nn.Sequential(*layers)

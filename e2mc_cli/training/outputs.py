@@ -141,6 +141,7 @@ def run_summary(plan: RunPlan, state: TrainState, status: str, wall: float) -> d
         "batch_size": plan.batch_size,
         "world_size": plan.world,
         "device": str(plan.device),
+        "precision": plan.precision,
         "final_terms": state.last_terms,
     }
 

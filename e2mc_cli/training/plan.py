@@ -34,6 +34,7 @@ class TrainOptions:
     max_steps: int | None = None
     workers: int | None = None  # None: default_workers(), the CPU cores up to 4
     compile: bool = False
+    precision: str | None = None  # --precision; None: the recipe's run.precision (see RunPlan)
     resume: bool = False
     overwrite: bool = False
     device: str = "auto"
@@ -47,7 +48,8 @@ class RunPlan:
     A new run and a resumed one differ only in these values: a new run has ``base`` (the weights
     it starts from) and ``start_step`` 0; a resumed one has ``saved`` (the training state it
     continues from, :mod:`e2mc_cli.training.state`) and the step it stopped at. The forward pass
-    runs in bf16 autocast with channels_last on CUDA, in float32 elsewhere (``device``).
+    runs in ``precision`` (:mod:`e2mc_cli.precision`; also the recipe's ``run.precision``), with
+    channels_last on CUDA.
     """
 
     out: Path  # the run folder
@@ -81,6 +83,7 @@ class RunPlan:
     method_options: dict
     criterion_options: dict
     compile: bool
+    precision: str  # bf16 | fp16 | fp32: --precision, else the recipe's on CUDA and fp32 elsewhere
     command: str  # the command line that started the run (recorded in the checkpoint metadata)
     resume_command: str  # the command that continues this run
     notes: tuple[str, ...] = ()  # what the run prints before it starts

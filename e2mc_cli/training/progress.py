@@ -24,6 +24,7 @@ from rich.console import Console, Group
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.text import Text
 
+from e2mc_cli.precision import describe as describe_precision
 from e2mc_cli.training.plan import RunPlan
 
 CURVE_POINTS = 100  # metrics lines a run has at least (or one per step when it is shorter)
@@ -56,9 +57,13 @@ def format_epoch(step: int, steps_per_epoch: int, epochs: float) -> str:
 
 
 def precision(plan: RunPlan) -> str:
-    """How the forward pass computes: bf16 autocast and channels_last on CUDA, float32 elsewhere."""
-    text = "bf16 autocast, channels_last" if plan.cuda else "float32"
-    return text + (", torch.compile" if plan.compile else "")
+    """How the forward pass computes: the run's precision (``fp16 autocast + gradient scaler (heads'
+    last layers and losses in fp32)``, ``bf16 autocast (…)``, ``fp32``), channels_last on CUDA,
+    torch.compile when asked."""
+    parts = [describe_precision(plan.precision)]
+    parts += ["channels_last"] if plan.cuda else []
+    parts += ["torch.compile"] if plan.compile else []
+    return ", ".join(parts)
 
 
 def _every(steps: int) -> str:

@@ -7,7 +7,9 @@ A recipe has the sections
   (global, over all processes), ``seed``,
   ``checkpoint_every`` (optimiser steps), ``log_every`` (optimiser steps between two printed log
   lines, and the longest gap between two ``metrics.jsonl`` lines: shorter runs log more often,
-  :func:`e2mc_cli.training.progress.metrics_interval`);
+  :func:`e2mc_cli.training.progress.metrics_interval`), ``precision`` (``bf16``, ``fp16`` or
+  ``fp32``: the arithmetic of the forward pass on CUDA, :mod:`e2mc_cli.precision`; the shipped
+  recipes name the authors' choice, a recipe without one trains in ``bf16``);
 - ``[optim]``: ``name`` (``lars``, ``sgd-larc``, ``sgd``), ``lr``, ``lr_batch_scaling``
   (multiply ``lr`` by ``batch_size / 256`` as the VICReg and SimSiam code do), ``momentum``,
   ``weight_decay``, ``schedule`` (``constant`` or ``cosine``), ``warmup_epochs``,
@@ -59,6 +61,7 @@ RUN_KEYS: dict[str, object] = {
     "seed": 0,
     "checkpoint_every": 500,
     "log_every": 20,
+    "precision": "bf16",
 }
 OPTIM_KEYS: dict[str, object] = {
     "name": "sgd",
@@ -108,7 +111,8 @@ def recipe_files(kind: str | None = None) -> list[Path]:
 
 
 def list_recipes() -> list[dict]:
-    """One record per shipped recipe: name, kind, method, criterion, key coefficients, source."""
+    """One record per shipped recipe: name, kind, method, criterion, key coefficients, optimiser,
+    batch size, epochs, precision, source."""
     rows = []
     for path in recipe_files():
         r = load_toml(path)
@@ -127,6 +131,7 @@ def list_recipes() -> list[dict]:
                 "effective_lr": base_lr({**OPTIM_KEYS, **optim}, int(run.get("batch_size", 256))),
                 "batch_size": run.get("batch_size"),
                 "epochs": run.get("epochs"),
+                "precision": run.get("precision", RUN_KEYS["precision"]),
                 "source": r.get("recipe", {}).get("source", ""),
             }
         )

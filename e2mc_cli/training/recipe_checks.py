@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from e2mc_cli.criteria import CRITERIA, criterion_choices
 from e2mc_cli.data.transforms import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE
 from e2mc_cli.errors import UserError
+from e2mc_cli.precision import PRECISIONS
 from e2mc_cli.training.optim import OPTIMIZERS, SCHEDULES
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
@@ -55,6 +56,7 @@ RUN_RULES = {
     "seed": Rule("integer", low=0, high=SEED_MAX),
     "checkpoint_every": Rule("integer", low=1),
     "log_every": Rule("integer", low=1),
+    "precision": Rule("string", choices=PRECISIONS),
 }
 OPTIM_RULES = {
     "name": Rule("string", choices=OPTIMIZERS),

@@ -27,6 +27,7 @@ from e2mc_cli.checkpoint import Checkpoint
 from e2mc_cli.data.datasets import resolve_dataset
 from e2mc_cli.errors import UserError
 from e2mc_cli.methods import method_config, view_pipeline
+from e2mc_cli.precision import check_precision, resolve_precision
 from e2mc_cli.run_layout import RECIPE_FILE, STATE_FILE
 from e2mc_cli.training import recipe as R
 from e2mc_cli.training.data import EpochBatches, default_workers
@@ -305,6 +306,22 @@ def _stop_note(start: _Start, steps: _Steps) -> str:
     return f"note: resuming {start.out} at step {start.start_step}; it stops at step {steps.end_step} ({why})"
 
 
+def run_precision(opts: TrainOptions, start: _Start, device: torch.device) -> str:
+    """The precision of a run (:mod:`e2mc_cli.precision`): a new run's ``--precision``, else its
+    recipe's ``run.precision`` on CUDA and ``fp32`` elsewhere; a resumed run keeps the one it
+    started with (a different ``--precision`` is a UserError). A run saved without one trained as
+    a recipe without one does (``bf16`` on CUDA)."""
+    if start.saved is None:
+        return resolve_precision(opts.precision, start.recipe["run"]["precision"], device)
+    kept = start.recipe["run"].get("precision") or resolve_precision(None, "bf16", device)
+    if opts.precision is not None and check_precision(opts.precision) != kept:
+        raise UserError(
+            f"{start.out}: this run trains in {kept}, not --precision {opts.precision}; "
+            "resume it without --precision, or start a new run with another --out"
+        )
+    return kept
+
+
 def plan_run(opts: TrainOptions, device: torch.device, rank: int = 0, world: int = 1) -> RunPlan:
     """The :class:`RunPlan` of ``opts`` for process ``rank`` of ``world`` on ``device``.
 
@@ -312,6 +329,8 @@ def plan_run(opts: TrainOptions, device: torch.device, rank: int = 0, world: int
     data, the base or the run folder.
     """
     start = _resumed_run(opts) if opts.resume else _new_run(opts)
+    precision = run_precision(opts, start, device)  # recorded as the run's recipe run.precision
+    start = start._replace(recipe={**start.recipe, "run": {**start.recipe["run"], "precision": precision}})
     steps = _steps(start, world)
     if start.saved is not None:
         start = start._replace(notes=(*start.notes, _stop_note(start, steps)))
@@ -334,5 +353,6 @@ def plan_run(opts: TrainOptions, device: torch.device, rank: int = 0, world: int
         method_options=method_config(start.method_name, recipe["method"], recipe["views"]),
         criterion_options={k: v for k, v in recipe["criterion"].items() if k != "name"},
         compile=opts.compile,
+        precision=precision,
         resume_command=resume_command(opts.argv),
     )

@@ -1,8 +1,9 @@
 """Training state: what a run changes as it trains, and the file that lets it continue exactly.
 
 :class:`TrainState` holds the method (model and, for SwAV, the queue), the criterion (running
-statistics), the optimiser (momentum buffers), the position (optimiser steps done), the health
-monitor, the set of skipped files and the last loss terms; :func:`build_state` makes it from a
+statistics), the optimiser (momentum buffers), the gradient scaler of an ``fp16`` run (its loss
+scale and growth counter), the position (optimiser steps done), the health monitor, the set of
+skipped files and the last loss terms; :func:`build_state` makes it from a
 :class:`~e2mc_cli.training.plan.RunPlan` (from the base, or from the saved state when resuming).
 
 ``checkpoints/last.pt`` (``torch.save``, written to a temporary name and renamed) holds all of it
@@ -37,6 +38,7 @@ from e2mc_cli.errors import UserError
 from e2mc_cli.io import atomic_path
 from e2mc_cli.methods import Method, build_method, build_model
 from e2mc_cli.models import SSLModel
+from e2mc_cli.precision import grad_scaler
 from e2mc_cli.run_layout import STATE_FILE
 from e2mc_cli.training.health import HealthMonitor
 from e2mc_cli.training.optim import build_optimizer
@@ -214,6 +216,7 @@ class TrainState:
     failed_indices: set[int] = field(default_factory=set)
     last_terms: dict[str, float] = field(default_factory=dict)
     saved_step: int | None = None  # the step of the last state saved (finite); None: none yet
+    scaler: torch.amp.GradScaler | None = None  # fp16 runs (e2mc_cli.precision.grad_scaler)
 
     @property
     def model(self) -> SSLModel:
@@ -266,6 +269,7 @@ class TrainState:
             "last_terms": self.last_terms,
             "health": self.health.state_dict(),
             "per_process": per_process,
+            "scaler": self.scaler.state_dict() if self.scaler is not None else {},
         }
 
     def save(self, path: Path, plan: RunPlan, wall: float) -> None:
@@ -303,6 +307,8 @@ class TrainState:
         self.failed_indices = set(saved.get("failed_indices", []))
         self.last_terms = dict(saved.get("last_terms", {}))
         self.health.load_state_dict(saved.get("health", {}))
+        if self.scaler is not None and saved.get("scaler"):
+            self.scaler.load_state_dict(saved["scaler"])
         set_rng_state(saved["rng"])
 
 
@@ -338,6 +344,7 @@ def build_state(plan: RunPlan, say: Callable[[str], None]) -> TrainState:
         health=HealthMonitor(method.space, warn=lambda m: say(f"[yellow]warning:[/] {m}")),
         module=method,
         model_info={**info, "base": plan.base_name, "base_epoch": plan.base_epoch},
+        scaler=grad_scaler(plan.precision, plan.device),
     )
     if plan.saved is not None:
         state.restore(plan.saved, plan, say)

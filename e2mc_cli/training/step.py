@@ -1,11 +1,15 @@
 """One optimiser step of continued pre-training.
 
 The method's views of a global batch (each process its contiguous slice), ``out = method(views)``
-(bf16 autocast and channels_last on CUDA), the criterion on ``out.embeddings`` (criteria with
-``views = "all"``: ``out.all_embeddings``) — criteria all-gather across processes themselves —
-``loss = out.loss + criterion_out.loss``, a finiteness check of every term, ``backward``, the
-method's ``on_after_backward`` hook, the optimiser step. The learning rate follows the recipe's
-schedule per step. A non-finite loss raises :class:`NonFiniteLoss` before the step changes anything.
+(under the run's ``--precision`` autocast, :mod:`e2mc_cli.precision`; channels_last on CUDA), the
+criterion on ``out.embeddings`` (criteria with ``views = "all"``: ``out.all_embeddings``) —
+criteria all-gather across processes themselves — ``loss = out.loss + criterion_out.loss``, a
+finiteness check of every term, ``backward``, the method's ``on_after_backward`` hook, the
+optimiser step. In ``fp16`` a gradient scaler scales the loss before ``backward`` and unscales the
+gradients before the hook (which sees true gradients), then steps the optimiser unless a gradient
+overflowed (as ``torch.amp.GradScaler`` does), and adapts its scale. The learning rate follows the
+recipe's schedule per step. A non-finite loss raises :class:`NonFiniteLoss` before the step changes
+anything.
 
 :func:`forward_step`, :func:`collect_terms` and :func:`backward_step` are also the pieces
 ``sslboost bench train`` times.
@@ -19,6 +23,7 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from e2mc_cli.precision import autocast, resolve_precision
 from e2mc_cli.training.optim import apply_lr, lr_factor
 from e2mc_cli.training.plan import RunPlan
 from e2mc_cli.training.state import NonFiniteLoss, TrainState
@@ -34,17 +39,21 @@ class StepRecord:
     embeddings: tuple[torch.Tensor, ...]
 
 
-def forward_step(module, criterion, views: list[torch.Tensor], device: torch.device):
-    """Views to ``(loss, method_out, criterion_out)``: bf16 autocast and channels_last on CUDA.
+def forward_step(
+    module, criterion, views: list[torch.Tensor], device: torch.device, precision: str | None = None
+):
+    """Views to ``(loss, method_out, criterion_out)`` under the autocast of ``precision`` (``None``:
+    bf16 on CUDA, fp32 elsewhere), channels_last on CUDA.
 
     ``module`` is the method (or its DistributedDataParallel wrapper); the criterion gets
-    ``out.all_embeddings`` when its ``views`` is ``"all"``, else ``out.embeddings``.
+    ``out.all_embeddings`` when its ``views`` is ``"all"``, else ``out.embeddings`` (float32: the
+    heads' last layers compute in float32, :class:`~e2mc_cli.models.heads.Fp32Linear`).
     """
-    cuda = device.type == "cuda"
+    precision = precision or resolve_precision(None, "bf16", device)
     views = [v.to(device, non_blocking=True) for v in views]
-    if cuda:
+    if device.type == "cuda":
         views = [v.contiguous(memory_format=torch.channels_last) for v in views]
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cuda):
+    with autocast(device, precision):
         out = module(views)
         feed = out.all_embeddings if criterion.views == "all" else out.embeddings
         cout = criterion(list(feed))
@@ -65,12 +74,22 @@ def collect_terms(method_name: str, criterion_name: str, loss, out, cout) -> dic
     return terms
 
 
-def backward_step(method, optimizer, loss: torch.Tensor, step: int) -> None:
-    """``backward``, the method's ``on_after_backward`` hook, the optimiser step."""
+def backward_step(method, optimizer, loss: torch.Tensor, step: int, scaler=None) -> None:
+    """``backward``, the method's ``on_after_backward`` hook, the optimiser step; with a gradient
+    ``scaler`` (``torch.amp.GradScaler``, fp16) the scaled loss's ``backward``, ``unscale_`` (the
+    hook sees the true gradients), the hook, ``scaler.step`` (skipped when a gradient is not
+    finite) and ``scaler.update``."""
     optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+    if scaler is None:
+        loss.backward()
+        method.on_after_backward(step)
+        optimizer.step()
+        return
+    scaler.scale(loss).backward()
+    scaler.unscale_(optimizer)
     method.on_after_backward(step)
-    optimizer.step()
+    scaler.step(optimizer)
+    scaler.update()
 
 
 def agree_on_terms(
@@ -107,11 +126,11 @@ def train_step(state: TrainState, plan: RunPlan, views: list[torch.Tensor], epoc
     factor = lr_factor(state.step, plan.total_steps, plan.warmup_steps, plan.schedule, plan.final_lr_ratio)
     lr = apply_lr(state.optimizer, factor)
     state.method.on_step_start(state.step, epoch)
-    loss, out, cout = forward_step(state.module, state.criterion, views, plan.device)
+    loss, out, cout = forward_step(state.module, state.criterion, views, plan.device, plan.precision)
     terms = collect_terms(plan.method_name, plan.criterion_name, loss, out, cout)
     nonfinite, terms = agree_on_terms(terms, plan.world, plan.device)
     if nonfinite:
         raise NonFiniteLoss(nonfinite_message(terms, state.step + 1, epoch + 1))
-    backward_step(state.method, state.optimizer, loss, state.step)
+    backward_step(state.method, state.optimizer, loss, state.step, state.scaler)
     state.step += 1
     return StepRecord(terms, lr, tuple(e.detach() for e in out.embeddings))
