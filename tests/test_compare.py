@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from e2mc_cli.evaluate import stats as S
+from e2mc_cli.evaluate.protocols import PROTOCOL_VERSION
 from e2mc_cli.evaluate.records import EVAL_FORMAT
 from e2mc_cli.evaluate.run import EvalResult
 
@@ -85,16 +86,19 @@ def test_effect_sizes_and_standard_error():
 
 
 def fake_eval(
-    folder, preds, target, *, labels="1%", val_sha="v" * 64, subset="s" * 64, base="x", protocol_version=2,
-    image_size=28,
+    folder, preds, target, *, labels="1%", val_sha="v" * 64, subset="s" * 64, base="x",
+    protocol_version=PROTOCOL_VERSION, image_size=28, precision="fp32", best=100.0,
 ):  # fmt: skip
+    """An evaluation whose final-epoch predictions are ``preds``; each seed's best epoch (1 of 2)
+    reached ``best`` % on the evaluation split."""
     preds = np.atleast_2d(np.asarray(preds))
     seeds = list(range(len(preds)))
     top1 = [float((p == target).mean() * 100) for p in preds]
     results = [
-        {"seed": s, "top1": t, "top5": 100.0, "train_size": 3, "subset_sha256": subset}
+        {"seed": s, "top1": t, "top5": 100.0, "train_size": 3, "subset_sha256": subset,
+         "best_top1": best, "best_epoch": 1, "epoch_top1": [[1, best], [2, t]]}
         for s, t in zip(seeds, top1)
-    ]
+    ]  # fmt: skip
     record = {
         "format": EVAL_FORMAT,
         "protocol": "linear",
@@ -105,6 +109,8 @@ def fake_eval(
         "results": results,
         "top1": dict(zip(("mean", "se"), S.mean_se(top1))),
         "top5": {"mean": 100.0, "se": None},
+        "best_epoch_top1": {"mean": best, "se": 0.0 if len(seeds) > 1 else None, "selected_on": "val"},
+        "precision": precision,
         "dataset": {"spec": "toy", "num_classes": 3, "train_size": 9, "val_size": len(target),
                     "train_sha256": "t" * 64, "val_sha256": val_sha,
                     "image_size": image_size, "crop_ratio": 1.0},
@@ -140,6 +146,10 @@ def test_compare_cli_reports_the_tests(cli, tmp_path, target):
     assert sel["mcnemar"]["p_exact"] == pytest.approx(2 * 21700 / 2**20)
     assert res["mean_difference"] == pytest.approx(85 - 75)
     assert 0 < sel["permutation"]["p"] < 0.1
+    # the tests are of the final epoch's predictions; the best epochs (both 100 %) are only reported
+    assert (res["a"]["top1"]["mean"], res["b"]["top1"]["mean"]) == (75.0, 85.0)
+    assert res["a"]["best_epoch_top1"] == {"mean": 100.0, "se": None}
+    assert res["a"]["best_epoch_selected_on"] == "val" and res["a"]["precision"] == "fp32"
     assert "McNemar" in r.stdout and "χ²" in r.stdout
 
 
@@ -163,7 +173,8 @@ def test_compare_identical_runs_p_one(cli, tmp_path, target):
         ({"val_sha": "w" * 64}, "different datasets"),
         ({"labels": "10%"}, "different label fractions"),
         ({"subset": "z" * 64}, "different label subsets"),
-        ({"protocol_version": 1}, "different versions of the evaluation protocol (2 vs 1)"),
+        ({"protocol_version": 1}, f"different versions of the evaluation protocol ({PROTOCOL_VERSION} vs 1)"),
+        ({"precision": "bf16"}, "different precisions (fp32 vs bf16)"),
         ({"image_size": 224}, "different preprocessing (28 px, crop 1 vs 224 px, crop 1)"),
     ],
 )

@@ -13,6 +13,7 @@ from e2mc_cli.checkpoint import save_checkpoint
 from e2mc_cli.data.synthetic import ColourImages, gaussian_features, random_feature_space, write_image_folder
 from e2mc_cli.evaluate import knn as K
 from e2mc_cli.evaluate import linear as L
+from e2mc_cli.evaluate import scoring as S
 from e2mc_cli.evaluate.protocols import PROTOCOL_VERSION, default_config, for_subset, resolve_config
 from e2mc_cli.evaluate.run import EvalRequest, run_eval
 from e2mc_cli.methods import build_model
@@ -27,7 +28,7 @@ def test_linear_defaults_are_the_papers():
     s = default_config("linear", "swav", "10%")
     assert (s.optimizer, s.lr, s.batch_size, s.wd) == ("sgd", 0.3, 256, 1e-6)
     m1, m10 = default_config("linear", "simsiam", "1%"), default_config("linear", "simsiam", "10%")
-    assert (m1.optimizer, m1.lr, m1.batch_size, m1.wd) == ("lars", 2.0, 256, 0.0)
+    assert (m1.optimizer, m1.lr, m1.batch_size, m1.wd) == ("larc", 2.0, 256, 0.0)  # main_lincls.py --lars
     assert (m10.lr, m10.batch_size, m10.effective_lr) == (0.2, 2048, pytest.approx(1.6))
     assert default_config("linear", "simsiam", "100%").lr == 0.1
     assert default_config("linear", "vicreg", "5%").wd == 1e-4  # 5 % is served by the 10 % row
@@ -130,9 +131,9 @@ def test_knn_weighted_vote_by_hand():
 def test_topk_correct():
     scores = torch.tensor([[0.1, 0.5, 0.4], [0.9, 0.04, 0.06]])
     t = torch.tensor([2, 1])
-    assert L.topk_correct(scores, t, 1).tolist() == [False, False]
-    assert L.topk_correct(scores, t, 2).tolist() == [True, False]
-    assert L.topk_correct(scores, t, 5).tolist() == [True, True]  # k capped at the number of classes
+    assert S.topk_correct(scores, t, 1).tolist() == [False, False]
+    assert S.topk_correct(scores, t, 2).tolist() == [True, False]
+    assert S.topk_correct(scores, t, 5).tolist() == [True, True]  # k capped at the number of classes
 
 
 # --- whole evaluations on tiny images --------------------------------------------------------
@@ -358,10 +359,16 @@ def test_eval_on_a_holdout_never_reads_the_validation_split(cli, tmp_path, colou
 def test_train_crops_keep_a_fifth_of_small_native_images():
     from torchvision.transforms import v2
 
+    from e2mc_cli.data.transforms import AUTHORS_EVAL_STD, NATIVE, PHOTOS, eval_preprocessing
     from e2mc_cli.evaluate import features as FX
 
-    def rrc(tf):
-        return next(t for t in tf.transforms if isinstance(t, v2.RandomResizedCrop))
+    def step(tf, kind):
+        return next(t for t in tf.transforms if isinstance(t, kind))
 
-    assert rrc(FX.train_transform(224)).scale == (0.08, 1.0)
-    assert rrc(FX.train_transform(28, None, FX.SMALL_IMAGE_CROP_SCALE)).scale == (0.2, 1.0)
+    photos, native = eval_preprocessing({}, PHOTOS), eval_preprocessing({}, NATIVE)
+    assert step(FX.train_transform(photos), v2.RandomResizedCrop).scale == (0.08, 1.0)
+    assert step(FX.train_transform(photos), v2.RandomResizedCrop).size == (224, 224)
+    small = FX.train_transform(native, FX.SMALL_IMAGE_CROP_SCALE)
+    assert step(small, v2.RandomResizedCrop).scale == (0.2, 1.0)
+    # the training crops are normalised as the evaluation: the authors' std for every method
+    assert tuple(step(FX.train_transform(native), v2.Normalize).std) == AUTHORS_EVAL_STD

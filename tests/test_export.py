@@ -19,6 +19,8 @@ from safetensors.torch import load_file
 
 from e2mc_cli.checkpoint import FORMAT, load_checkpoint, read_metadata, save_checkpoint, save_state_dict
 from e2mc_cli.errors import UserError
+from e2mc_cli.evaluate.protocols import PROTOCOL_VERSION
+from e2mc_cli.evaluate.records import EVAL_FORMAT
 from e2mc_cli.methods import build_model
 from e2mc_cli.models import build_backbone
 from e2mc_cli.publish import build_model_card, export_run, read_run, stale_exports
@@ -27,6 +29,7 @@ from e2mc_cli.publish.datasets import split_name
 timm = pytest.importorskip("timm")
 
 BASE_WORDS = " of the base `my-fmnist-base` before this continuation"
+BEST = "top-1 accuracy at the best epoch, selected on the evaluation split"
 COMMAND = ["sslboost", "continue", "--base", "vicreg", "--criterion", "e2mc", "--data", "/data/in1k"]
 RECIPE = {
     "run": {"epochs": 10, "lr": 0.003, "batch_size": 512},
@@ -76,21 +79,33 @@ def _record(
     dataset="fmnist",
     mode=None,
     epoch="1010",
-    version=2,
+    version=PROTOCOL_VERSION,
     on="val",
     source=None,
+    best=None,
 ) -> dict:
-    """An `sslboost eval` record: per-seed figures, and their mean ± standard error as `eval` wrote them."""
+    """An `sslboost eval` record: per-seed figures, and their mean ± standard error as `eval` wrote them.
+    A classifier trained for epochs (not kNN) peaks at epoch 90 at ``best`` (default: its final top-1,
+    reached at the last epoch, 100)."""
     seeds = list(range(len(top1)))
     results = [{"seed": s, "top1": a, "top5": b, "train_size": 600, "subset_sha256": "s" * 64}
                for s, a, b in zip(seeds, top1, top5)]  # fmt: skip
+    figures = {"top1": top1, "top5": top5}
+    if protocol != "knn":
+        best = best or top1
+        for row, b in zip(results, best):
+            track = [[90, b], [100, row["top1"]]] if b > row["top1"] else [[100, b]]
+            row.update(best_top1=b, best_epoch=track[0][0], epoch_top1=track)
+        figures["best_epoch_top1"] = best
     summary = {
         key: {"mean": sum(v) / len(v), "se": statistics.stdev(v) / math.sqrt(len(v)) if len(v) > 1 else None}
-        for key, v in (("top1", top1), ("top5", top5))
+        for key, v in figures.items()
     }
+    if protocol != "knn":
+        summary["best_epoch_top1"]["selected_on"] = on
     return {
-        "format": "sslboost-eval/1", "protocol": protocol, "protocol_version": version, "labels": labels,
-        "mode": mode, "seeds": seeds, "results": results, **summary,
+        "format": EVAL_FORMAT, "protocol": protocol, "protocol_version": version, "labels": labels,
+        "mode": mode, "seeds": seeds, "results": results, "precision": "fp32", **summary,
         "dataset": {"spec": dataset, "evaluated_on": on, "num_classes": 10, "train_size": 60000,
                     "val_size": 10000, "train_sha256": "t" * 64, "val_sha256": "v" * 64},
         "checkpoint": {"source": source or "model.safetensors", "metadata": {"epoch": epoch}},
@@ -99,8 +114,9 @@ def _record(
 
 EVALS = {
     # 70, 71, 72 → 71 ± 1/√3 = 0.5774
+    # best epochs 73, 72 and 72 (its final): 72.33 ± 0.33
     "eval-linear-standard-1pct": _record(
-        "linear", "1%", [70.0, 71.0, 72.0], [90.0, 91.0, 92.0], mode="standard"
+        "linear", "1%", [70.0, 71.0, 72.0], [90.0, 91.0, 92.0], mode="standard", best=[73.0, 72.0, 72.0]
     ),
     # 80 and 82 → mean 81, s = √2, standard error √2/√2 = 1
     "eval-knn-100pct": _record("knn", "100%", [80.0, 82.0], [95.0, 95.0]),
@@ -228,7 +244,8 @@ def test_timm_hub_layout_reads_config_json(r50_run, monkeypatch):
     data = timm.data.resolve_data_config({}, model=model)
     assert tuple(data["input_size"]) == (3, 224, 224)
     assert data["crop_pct"] == 0.875 and data["interpolation"] == "bilinear"
-    assert tuple(data["mean"]) == (0.485, 0.456, 0.406) and tuple(data["std"]) == (0.229, 0.224, 0.225)
+    # the authors' evaluation std (their eval_linear.py, for every method), not ImageNet's 0.229
+    assert tuple(data["mean"]) == (0.485, 0.456, 0.406) and tuple(data["std"]) == (0.228, 0.224, 0.225)
 
 
 def test_config_json_r50(r50_run):
@@ -324,7 +341,7 @@ def test_mini_backbone_is_not_claimed_for_timm(mini_run, monkeypatch):
 def test_model_index_holds_eval_numbers(mini_run):
     result = export_run(mini_run)
     assert result.warnings == [
-        "eval-broken/eval.json: not an sslboost evaluation (format 'sslboost-eval/1' expected); "
+        "eval-broken/eval.json: not an sslboost evaluation (format 'sslboost-eval/2' expected); "
         "left out of the card",
         "eval-old/eval.json: evaluates the checkpoint at epoch 1005, not this model's 1010; "
         "left out of the card (evaluate model.safetensors again)",
@@ -343,15 +360,29 @@ def test_model_index_holds_eval_numbers(mini_run):
         ("top-5 accuracy (knn, 100% labels)", "Fashion-MNIST", "test"): (95.0, 0.0, 2),
         ("top-1 accuracy (linear, standard, 1% labels)", "Fashion-MNIST", "test"): (71.0, 0.5774, 3),
         ("top-5 accuracy (linear, standard, 1% labels)", "Fashion-MNIST", "test"): (91.0, 0.5774, 3),
+        (f"{BEST} (linear, standard, 1% labels)", "Fashion-MNIST", "test"): (72.3333, 0.3333, 3),
         ("top-1 accuracy (semisup, 10% labels)", "ImageNet-1k", "validation"): (55.5, 0.2, 2),
         ("top-5 accuracy (semisup, 10% labels)", "ImageNet-1k", "validation"): (80.25, 0.0, 2),
+        (f"{BEST} (semisup, 10% labels)", "ImageNet-1k", "validation"): (55.5, 0.2, 2),
         (f"top-1 accuracy{BASE_WORDS} (linear, cached, 1% labels)", "Fashion-MNIST", "test"): (66.0, None, 1),
         (f"top-5 accuracy{BASE_WORDS} (linear, cached, 1% labels)", "Fashion-MNIST", "test"): (88.0, None, 1),
+        (f"{BEST}{BASE_WORDS} (linear, cached, 1% labels)", "Fashion-MNIST", "test"): (66.0, None, 1),
     }
     for r in card.data.eval_results:
         assert (r.task_type, r.metric_type) == ("image-classification", "accuracy")
-        assert r.metric_args["protocol_version"] == 2 and r.metric_args["protocol"] in r.metric_name
-        assert r.metric_args["label_fraction"] in r.metric_name
+        assert (
+            r.metric_args["protocol_version"] == PROTOCOL_VERSION
+            and r.metric_args["protocol"] in r.metric_name
+        )
+        assert r.metric_args["label_fraction"] in r.metric_name and r.metric_args["precision"] == "fp32"
+        # each figure says which epoch it is; the best says it was chosen on the split it is measured on
+        if r.metric_args["protocol"] != "knn":
+            assert r.metric_args["epoch"] == ("best" if r.metric_name.startswith(BEST) else "final")
+        if r.metric_args.get("epoch") == "best":
+            assert r.metric_args["epoch_selection"] == f"the highest top-1 on {r.dataset_split} itself"
+    (row,) = [line for line in card.text.splitlines() if "71.00 ± 0.58" in line]
+    assert "| 72.33 ± 0.33 (epoch 90, 90, 100) |" in row  # the best-epoch column, marked
+    assert "**selected on the evaluation split itself**" in card.text
     assert {r.dataset_type for r in card.data.eval_results} == {
         "zalando-datasets/fashion_mnist",
         "ILSVRC/imagenet-1k",
@@ -364,8 +395,11 @@ def test_model_index_holds_eval_numbers(mini_run):
     (row,) = [line for line in card.text.splitlines() if "66.00" in line]
     assert row.startswith("| base `my-fmnist-base` | Fashion-MNIST | test | linear, cached, 1% labels |")
     assert "`eval-before/linear-1pct/eval.json`" in row
-    (base_top1,) = [r for r in card.data.eval_results if r.metric_value == 66.0]
-    assert base_top1.metric_args["model"] == "base my-fmnist-base"  # named as the base's, not this model's
+    base_top1 = [r for r in card.data.eval_results if r.metric_value == 66.0]  # final and best epoch
+    assert len(base_top1) == 2
+    assert all(
+        r.metric_args["model"] == "base my-fmnist-base" for r in base_top1
+    )  # the base's, not this model's
     (row,) = [line for line in card.text.splitlines() if "77.00" in line]
     assert row.startswith(f"| this model | Fashion-MNIST | {held_out} | knn, 100% labels |")
     assert "not test results" in card.text
@@ -572,15 +606,12 @@ def test_main_job_run_folder_carries_its_evaluations(cli, tiny_job, tmp_path):
     card = ModelCard.load(run / "README.md")
     got = {(r.metric_name, r.dataset_split): r.metric_value for r in card.data.eval_results}
     whose = f" of the base `{base}` before this continuation"
+    figures = (("top-1 accuracy", "top1"), ("top-5 accuracy", "top5"), (BEST, "best_top1"))
     assert got == {
-        **{
-            (f"top-{k} accuracy{w} (linear, cached, {e.labels} labels)", "val"): round(
-                (e.top1 if k == 1 else e.top5).mean, 4
-            )
-            for k in (1, 5)
-            for w, records in (("", after), (whose, before))
-            for e in records
-        },
+        (f"{name}{w} (linear, cached, {e.labels} labels)", "val"): round(getattr(e, key).mean, 4)
+        for name, key in figures
+        for w, records in (("", after), (whose, before))
+        for e in records
     }
     for e in before:
         rel = e.path.relative_to(run).as_posix()

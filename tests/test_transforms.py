@@ -14,12 +14,11 @@ from torchvision.transforms import v2
 
 from e2mc_cli.data import fmnist
 from e2mc_cli.data.transforms import (
+    AUTHORS_EVAL_STD,
     IMAGENET_MEAN,
-    IMAGENET_STD,
     NATIVE,
     PHOTOS,
     REFERENCE_SIZE,
-    SWAV_STD,
     EvalPreprocessing,
     ToRGB,
     dataset_kind,
@@ -96,7 +95,7 @@ def test_builtin_bases_look_the_same_to_eval_inspect_and_timm(name):
     kind = dataset_kind("fmnist")
     assert kind == NATIVE and trained_image_size(meta, kind) == recipe_size == default_image_size(NATIVE)
     views = consumers(meta, kind)
-    std = SWAV_STD if meta["method"] == "swav" else IMAGENET_STD
+    std = AUTHORS_EVAL_STD  # every method: the authors' eval_linear.py normalises all bases alike
     assert views["eval"] == views["inspect"] == views["timm"] == (recipe_size, 1.0, IMAGENET_MEAN, std)
     prep = eval_preprocessing(meta, kind)
     assert prep.resize_size == recipe_size  # the whole image: nothing resized, nothing cropped away
@@ -113,7 +112,7 @@ def test_r50_at_224_looks_the_same_to_eval_inspect_and_timm(method, tmp_path):
     kind = dataset_kind(str(tmp_path))
     assert kind == PHOTOS and trained_image_size(meta, kind) == REFERENCE_SIZE
     views = consumers(meta, kind)
-    std = SWAV_STD if method == "swav" else IMAGENET_STD
+    std = AUTHORS_EVAL_STD  # every method: the authors' eval_linear.py normalises all bases alike
     crop_pct = 224 / 256  # the official evaluations: short side to 256, centre crop 224
     assert (
         views["eval"] == views["inspect"] == views["timm"] == (REFERENCE_SIZE, crop_pct, IMAGENET_MEAN, std)
@@ -181,12 +180,20 @@ def test_to_rgb_accepts_every_image_mode_and_tensors():
 
 
 def test_constant_image_maps_to_its_normalised_value():
+    # A SimSiam checkpoint too is normalised with the std of the authors' evaluation scripts
+    # (eval_linear.py / eval_semisup.py: 0.228, 0.224, 0.225), not with SimSiam's own 0.229: by hand,
+    # red 255 → (1 − 0.485) / 0.228, green 0 → −0.456 / 0.224, blue 128 → (128/255 − 0.406) / 0.225.
     flat = Image.new("RGB", (300, 400), (255, 0, 128))
     out = eval_transform(eval_preprocessing({"method": "simsiam"}, PHOTOS))(flat)
-    expected = (torch.tensor([1.0, 0.0, 128 / 255]) - torch.tensor(IMAGENET_MEAN)) / torch.tensor(
-        IMAGENET_STD
-    )
+    expected = torch.tensor([(1 - 0.485) / 0.228, -0.456 / 0.224, (128 / 255 - 0.406) / 0.225])
     torch.testing.assert_close(out[:, 100, 100], expected)
+
+
+def test_every_method_is_evaluated_with_the_authors_std():
+    assert AUTHORS_EVAL_STD == (0.228, 0.224, 0.225)
+    for method in method_names():
+        assert eval_preprocessing({"method": method}, PHOTOS).std == AUTHORS_EVAL_STD
+        assert eval_preprocessing({"method": method}, NATIVE).timm_fields()["std"] == [0.228, 0.224, 0.225]
 
 
 def test_eval_transform_pickles_for_worker_processes():

@@ -64,6 +64,8 @@ def _timed_eval(ckpt: Checkpoint, req: EvalRequest) -> tuple[dict, dict]:
         "train_s": rec["timings"]["train_s"],
         "top1": rec["top1"]["mean"],
         "top5": rec["top5"]["mean"],
+        "best_top1": rec["results"][0]["best_top1"],  # chosen on the validation split itself
+        "best_epoch": rec["results"][0]["best_epoch"],
     }
     return row, rec
 
@@ -76,9 +78,11 @@ def bench_eval(
     epochs: int = 100,
     image_size: int | None = None,
     device: str | None = None,
+    precision: str | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> dict:
-    """Time both modes of the linear probe; return the figures (see the module docstring)."""
+    """Time both modes of the linear probe; return the figures (see the module docstring). The
+    backbone's forward passes run in ``precision`` (default: the evaluation's, fp32)."""
     ckpt = ckpt or fresh_checkpoint()
     say = progress or (lambda msg: None)
     resolve_dataset(data, "train")  # load once so neither mode pays for reading the files
@@ -94,6 +98,7 @@ def bench_eval(
             mode=mode,
             image_size=image_size,
             device=device,
+            precision=precision,
             overrides={"epochs": epochs},
         )
         rows[mode], rec = _timed_eval(ckpt, req)
@@ -111,6 +116,7 @@ def bench_eval(
         "val_size": rec["dataset"]["val_size"],
         "image_size": rec["dataset"]["image_size"],
         "device": rec["device"],
+        "precision": rec["precision"],
         "torch_threads": torch.get_num_threads(),
         "platform": platform.platform(),
         "cached": c,

@@ -14,8 +14,11 @@ The rules (those of ``sslboost eval``, whose results the README reports):
 - **Image size** PX: the one asked for (``--image-size``), else :func:`trained_image_size`, the
   size the checkpoint was trained at (its recipe's ``[views] image_size``), else the dataset
   kind's size (:func:`default_image_size`: 28 for :data:`NATIVE`, 224 for :data:`PHOTOS`).
-- **Normalisation**: ImageNet's mean; ImageNet's std, except SwAV's std (0.228, 0.224, 0.225) for
-  SwAV checkpoints (SwAV's ``eval_linear.py`` / ``eval_semisup.py``).
+- **Normalisation**: ImageNet's mean and the authors' evaluation std (0.228, 0.224, 0.225)
+  (:data:`AUTHORS_EVAL_STD`) for every method: the E2MC authors' ``eval_linear.py`` and
+  ``eval_semisup.py``, taken from SwAV's, evaluate every base with it (the official VICReg and
+  SimSiam probes use ImageNet's 0.229; Table 1's figures came from the authors' scripts). The
+  training views keep each method's own normalisation (:mod:`e2mc_cli.data.augment`).
 - **Interpolation**: bilinear, antialiased.
 """
 
@@ -34,7 +37,9 @@ from e2mc_cli.data.datasets import is_fmnist_spec
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
-SWAV_STD = (0.228, 0.224, 0.225)  # the official SwAV code's, in its training views and evaluations
+SWAV_STD = (0.228, 0.224, 0.225)  # the official SwAV code's training views (data/augment.py)
+# The std of the E2MC authors' evaluation scripts (eval_linear.py, eval_semisup.py), for every method.
+AUTHORS_EVAL_STD = (0.228, 0.224, 0.225)
 
 REFERENCE_SIZE = 224  # the official recipes' full-resolution crop
 NATIVE_IMAGE_SIZE = 28  # Fashion-MNIST's images
@@ -71,11 +76,6 @@ def normalised_tensor(mean, std) -> list:
     """The closing steps of an image pipeline: uint8 image → float in [0, 1] → ``(x − mean) / std``
     → plain tensor."""
     return [v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std)), v2.ToPureTensor()]
-
-
-def eval_std(method: str | None) -> tuple[float, float, float]:
-    """The normalisation std of ``method``'s evaluation: SwAV's for SwAV, else ImageNet's."""
-    return SWAV_STD if method == "swav" else IMAGENET_STD
 
 
 def dataset_kind(data) -> str:
@@ -137,15 +137,15 @@ class EvalPreprocessing:
 
 
 def eval_preprocessing(metadata: Mapping, kind: str, image_size: int | None = None) -> EvalPreprocessing:
-    """The evaluation preprocessing of a checkpoint (its ``metadata``: ``method``) on data of
-    ``kind``, at ``image_size`` px or the size it was trained at (see the module docstring)."""
+    """The evaluation preprocessing of a checkpoint (its ``metadata``: the recipe's image size) on
+    data of ``kind``, at ``image_size`` px or the size it was trained at (see the module docstring)."""
     size = int(image_size) if image_size else trained_image_size(metadata, kind)
     return EvalPreprocessing(
         image_size=size,
         crop_pct=1.0 if kind == NATIVE else STANDARD_CROP_PCT,
         interpolation=INTERPOLATION,
         mean=IMAGENET_MEAN,
-        std=eval_std(metadata.get("method")),
+        std=AUTHORS_EVAL_STD,
     )
 
 

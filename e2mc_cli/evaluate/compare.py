@@ -1,11 +1,14 @@
 """``sslboost compare A B``: is B's accuracy different from A's, beyond chance?
 
 Both inputs are evaluation outputs (``eval.json`` + ``predictions.npz``) on the same validation
-set, training set and label subsets. Per seed evaluated by both, the per-sample correctness of the
-two models gives McNemar's test, the paired permutation test and Cohen's d (see
-:mod:`e2mc_cli.evaluate.stats`). The headline test follows Appendix D.1 of the E2MC paper
-(Chakraborty et al., AISTATS 2025, https://arxiv.org/abs/2411.15931): for each model
-the run whose top-1 is closest to its mean over seeds.
+set, training set and label subsets, under the same protocol version and precision. Per seed
+evaluated by both, the per-sample correctness of the two models' final-epoch predictions gives
+McNemar's test, the paired permutation test and Cohen's d (see :mod:`e2mc_cli.evaluate.stats`).
+The best-epoch figures, chosen on the evaluation split itself, are reported beside them but never
+tested: no per-sample predictions of the best epoch are kept, and the selection biases them. The
+headline test follows Appendix D.1 of the E2MC paper (Chakraborty et al., AISTATS 2025,
+https://arxiv.org/abs/2411.15931): for each model the run whose top-1 is closest to its mean over
+seeds.
 """
 
 from __future__ import annotations
@@ -56,6 +59,11 @@ def check_comparable(ra: EvalRecord, pa: dict, rb: EvalRecord, pb: dict) -> list
             f"A and B were evaluated under different versions of the evaluation protocol ({va} vs {vb}); "
             "evaluate the older one again"
         )
+    if None not in (ra.precision, rb.precision) and ra.precision != rb.precision:
+        raise UserError(
+            f"A and B were evaluated in different precisions ({ra.precision} vs {rb.precision}); "
+            "evaluate both with the same --precision"
+        )
     if len(pa["target"]) != len(pb["target"]):
         raise UserError(
             f"A and B have predictions of different lengths ({len(pa['target'])} vs {len(pb['target'])})"
@@ -103,7 +111,10 @@ def _summary(record: EvalRecord, folder: Path) -> dict:
         "protocol": record.protocol,
         "mode": record.mode,
         "seeds": record.seeds,
-        "top1": asdict(record.top1),
+        "precision": record.precision,
+        "top1": asdict(record.top1),  # the final epoch's
+        "best_epoch_top1": None if record.best_top1 is None else asdict(record.best_top1),
+        "best_epoch_selected_on": record.best_selected_on,
     }
 
 

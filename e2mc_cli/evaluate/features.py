@@ -5,14 +5,16 @@
   :func:`~e2mc_cli.data.transforms.eval_preprocessing`.
 - Training transform (``--mode standard`` and ``semisup``): ``RandomResizedCrop(PX)`` (scale
   0.08–1, torchvision's default as in the official code) and a horizontal flip, drawn afresh every
-  epoch, normalised as the evaluation transform. Datasets used at their native small size (the
-  built-in 28 px ``fmnist``) crop at least 20 % of the image (:data:`SMALL_IMAGE_CROP_SCALE`), as
-  their pre-training recipes do: 8 % of a 28 px image is an 8 px patch.
+  epoch, normalised as the evaluation transform (the same mean and std). Datasets used at their
+  native small size (the built-in 28 px ``fmnist``) crop at least 20 % of the image
+  (:data:`SMALL_IMAGE_CROP_SCALE`), as their pre-training recipes do: 8 % of a 28 px image is an
+  8 px patch.
+- Features are computed in the evaluation's precision (:func:`e2mc_cli.precision.autocast`) and
+  kept in fp32.
 """
 
 from __future__ import annotations
 
-import contextlib
 import os
 
 import numpy as np
@@ -21,25 +23,25 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import v2
 
-from e2mc_cli.data.transforms import IMAGENET_MEAN, ToRGB, eval_std, normalised_tensor
+from e2mc_cli.data.transforms import EvalPreprocessing, ToRGB, normalised_tensor
 from e2mc_cli.errors import UserError
 from e2mc_cli.evaluate.progress import stage
+from e2mc_cli.precision import autocast
 
 STANDARD_CROP_SCALE = (0.08, 1.0)  # torchvision's RandomResizedCrop default, the official recipes'
 SMALL_IMAGE_CROP_SCALE = (0.2, 1.0)  # native-size small images (fmnist): as their pre-training views
 
 
-def train_transform(
-    image_size: int, method: str | None = None, scale: tuple[float, float] = STANDARD_CROP_SCALE
-):
-    """``RandomResizedCrop(PX, scale)`` + horizontal flip, normalised as ``method``'s evaluation."""
+def train_transform(prep: EvalPreprocessing, scale: tuple[float, float] = STANDARD_CROP_SCALE):
+    """``RandomResizedCrop(PX, scale)`` + horizontal flip at the evaluation's size ``PX``,
+    normalised as the evaluation (``prep``'s mean and std)."""
     return v2.Compose(
         [
             ToRGB(),
             v2.ToImage(),
-            v2.RandomResizedCrop(int(image_size), scale=tuple(scale), antialias=True),
+            v2.RandomResizedCrop(int(prep.image_size), scale=tuple(scale), antialias=True),
             v2.RandomHorizontalFlip(),
-            *normalised_tensor(IMAGENET_MEAN, eval_std(method)),
+            *normalised_tensor(prep.mean, prep.std),
         ]
     )
 
@@ -102,13 +104,6 @@ def pick_device(device: str | None = None) -> torch.device:
     return torch.device(device)
 
 
-def autocast(device: torch.device):
-    """bf16 autocast on CUDA; nothing on the CPU."""
-    if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
 @torch.inference_mode()
 def extract_features(
     backbone: nn.Module,
@@ -119,9 +114,11 @@ def extract_features(
     batch_size: int = 256,
     device: torch.device | str = "cpu",
     workers: int | None = None,
+    precision: str = "fp32",
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pooled features (float32, on the CPU) and labels of ``dataset[indices]``, backbone in eval mode
-    (a stage of the evaluation's progress display, :mod:`e2mc_cli.evaluate.progress`)."""
+    """Pooled features (float32, on the CPU) and labels of ``dataset[indices]``, backbone in eval mode,
+    its forward pass in ``precision`` (a stage of the evaluation's progress display,
+    :mod:`e2mc_cli.evaluate.progress`)."""
     device = torch.device(device)
     was_training = backbone.training
     backbone.eval()
@@ -132,7 +129,7 @@ def extract_features(
     try:
         with stage(f"features ({split})" if split else "features", n, "images") as advance:
             for x, y in loader(dataset, indices, transform, batch_size, workers=workers):
-                with autocast(device):
+                with autocast(device, precision):
                     f = backbone(x.to(device, non_blocking=True)).float().cpu()
                 if feats is None:  # filled in place: no second copy of a large feature matrix
                     feats = torch.empty(n, f.shape[1], dtype=torch.float32)
@@ -150,10 +147,10 @@ def extract_features(
 class FeatureCache:
     """Frozen-backbone features kept across evaluations of one checkpoint.
 
-    Features are stored per ``key`` (the caller's description of split, dataset identity and
-    transform) and per dataset index, so the 1 % subset, the 10 % subset, the kNN bank and the
-    validation set of one checkpoint are each passed through the backbone once. The cache binds
-    to the first checkpoint it serves and empties itself if given another.
+    Features are stored per ``key`` (the caller's description of split, dataset identity,
+    transform and precision) and per dataset index, so the 1 % subset, the 10 % subset, the kNN
+    bank and the validation set of one checkpoint are each passed through the backbone once. The
+    cache binds to the first checkpoint it serves and empties itself if given another.
     """
 
     def __init__(self) -> None:

@@ -8,8 +8,12 @@
   size and number of epochs. No augmentation, a fraction of the cost.
 
 Classifier: ``nn.Linear(d, C)`` with weights ~ N(0, 0.01²) and zero bias (as the official linear
-evaluations), cross-entropy, SGD or LARS with momentum 0.9, learning rate
-``lr · ½(1 + cos(π e / E))`` at epoch ``e`` of ``E``.
+evaluations), cross-entropy, SGD with momentum 0.9 (for SimSiam wrapped in LARC over every
+parameter, as its ``main_lincls.py --lars``), learning rate ``lr · ½(1 + cos(π e / E))`` at epoch
+``e`` of ``E``. The training loops call ``after_epoch(epoch, model)`` at the end of each epoch
+(1-based), where :class:`e2mc_cli.evaluate.scoring.EpochScores` scores the classifier on the
+evaluation split. The backbone's forward pass runs in the evaluation's precision
+(:mod:`e2mc_cli.precision`); the classifier always in fp32.
 """
 
 from __future__ import annotations
@@ -25,10 +29,15 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import Dataset
 
-from e2mc_cli.evaluate.features import autocast, loader
+from e2mc_cli.evaluate.features import loader
 from e2mc_cli.evaluate.progress import stage
 from e2mc_cli.evaluate.protocols import ProtocolConfig
-from e2mc_cli.training.optim import LARS
+from e2mc_cli.precision import autocast
+from e2mc_cli.training.optim import LARC
+
+# apex's LARC as SimSiam's main_lincls.py builds it: LARC(SGD, trust_coefficient=.001, clip=False)
+LARC_TRUST_COEFFICIENT = 0.001
+AfterEpoch = Callable[[int, nn.Module], None]  # (epoch, 1-based; the model being trained)
 
 
 def make_classifier(dim: int, num_classes: int) -> nn.Linear:
@@ -38,10 +47,15 @@ def make_classifier(dim: int, num_classes: int) -> nn.Linear:
     return head
 
 
-def make_optimizer(params, cfg: ProtocolConfig) -> torch.optim.Optimizer:
-    if cfg.optimizer == "lars":
-        return LARS(params, lr=cfg.effective_lr, weight_decay=cfg.wd, momentum=cfg.momentum)
-    return torch.optim.SGD(params, lr=cfg.effective_lr, momentum=cfg.momentum, weight_decay=cfg.wd)
+def make_optimizer(params, cfg: ProtocolConfig) -> torch.optim.Optimizer | LARC:
+    """SGD with the protocol's momentum and weight decay at its (scaled) learning rate; for
+    ``optimizer = "larc"`` wrapped in LARC (trust coefficient 0.001, no clipping), which rescales
+    the gradient of *every* tensor, the bias included, by ``η‖w‖ / (‖g‖ + wd‖w‖)`` (SimSiam's
+    ``main_lincls.py``: ``parameters`` is the classifier's weight and bias, both in one group)."""
+    sgd = torch.optim.SGD(params, lr=cfg.effective_lr, momentum=cfg.momentum, weight_decay=cfg.wd)
+    if cfg.optimizer == "larc":
+        return LARC(sgd, trust_coefficient=LARC_TRUST_COEFFICIENT, clip=False)
+    return sgd
 
 
 def epoch_factor(epoch: int, cfg: ProtocolConfig) -> float:
@@ -51,7 +65,7 @@ def epoch_factor(epoch: int, cfg: ProtocolConfig) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * epoch / cfg.epochs))
 
 
-def _set_lr(optimizer: torch.optim.Optimizer, base_lrs: list[float], factor: float) -> None:
+def _set_lr(optimizer, base_lrs: list[float], factor: float) -> None:
     for group, lr in zip(optimizer.param_groups, base_lrs):
         group["lr"] = lr * factor
 
@@ -82,8 +96,9 @@ def train_on_features(
     *,
     seed: int = 0,
     device: torch.device | str = "cpu",
+    after_epoch: AfterEpoch | None = None,
 ) -> nn.Linear:
-    """``--mode cached``: a linear classifier trained on precomputed features."""
+    """``--mode cached``: a linear classifier trained on precomputed features (in fp32)."""
     device = torch.device(device)
     torch.manual_seed(seed)
     head = make_classifier(feats.shape[1], num_classes).to(device)
@@ -92,11 +107,11 @@ def train_on_features(
     gen = torch.Generator().manual_seed(seed)
     threads = _cpu_threads_for(device, 6.0 * cfg.batch_size * feats.shape[1] * num_classes)
     with threads, stage(f"linear probe on features, seed {seed}", cfg.epochs, "epochs") as advance:
-        _fit(head, opt, base, feats, labels, cfg, gen, device, advance)
+        _fit(head, opt, base, feats, labels, cfg, gen, device, advance, after_epoch)
     return head.cpu()
 
 
-def _fit(head, opt, base, feats, labels, cfg: ProtocolConfig, gen: torch.Generator, device, advance) -> None:
+def _fit(head, opt, base, feats, labels, cfg: ProtocolConfig, gen, device, advance, after_epoch) -> None:
     n = len(labels)
     for epoch in range(cfg.epochs):
         _set_lr(opt, base, epoch_factor(epoch, cfg))
@@ -108,13 +123,16 @@ def _fit(head, opt, base, feats, labels, cfg: ProtocolConfig, gen: torch.Generat
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+        if after_epoch is not None:
+            after_epoch(epoch + 1, head)
         advance(1)
 
 
 @dataclass(frozen=True)
 class LabelledTraining:
     """One classifier training on augmented crops of ``dataset[indices]`` (read through
-    ``transform``): the protocol's hyperparameters, the seed, and where it runs."""
+    ``transform``): the protocol's hyperparameters, the seed, where it runs and in which precision
+    the backbone's forward pass runs."""
 
     dataset: Dataset
     indices: np.ndarray
@@ -124,16 +142,23 @@ class LabelledTraining:
     seed: int = 0
     device: torch.device | str = "cpu"
     workers: int | None = None
+    precision: str = "fp32"
 
     def fit(
         self,
-        opt: torch.optim.Optimizer,
+        opt,
         logits_of: Callable[[torch.Tensor], torch.Tensor],
+        model: nn.Module,
+        *,
         what: str = "linear probe",
+        after_epoch: AfterEpoch | None = None,
+        scaler: torch.amp.GradScaler | None = None,
     ) -> None:
         """The protocol's epochs of cross-entropy steps on ``logits_of(images)``, each epoch at its
         scheduled learning rates, over shuffled batches in an order that depends on the seed only
-        (a stage ``what, seed S`` of the evaluation's progress display)."""
+        (a stage ``what, seed S`` of the evaluation's progress display); ``after_epoch(epoch,
+        model)`` at the end of each. With a ``scaler`` (fp16) the loss is scaled against gradient
+        underflow and the step skipped when the gradients overflowed."""
         device, cfg = torch.device(self.device), self.cfg
         base = [g["lr"] for g in opt.param_groups]
         data = loader(
@@ -146,13 +171,23 @@ class LabelledTraining:
                 for x, y in data:
                     loss = F.cross_entropy(logits_of(x.to(device, non_blocking=True)), y.to(device))
                     opt.zero_grad(set_to_none=True)
-                    loss.backward()
-                    opt.step()
+                    if scaler is None:
+                        loss.backward()
+                        opt.step()
+                    else:
+                        scaler.scale(loss).backward()
+                        scaler.step(opt)
+                        scaler.update()
+                if after_epoch is not None:
+                    after_epoch(epoch + 1, model)
                 advance(1)
 
 
-def train_standard(backbone: nn.Module, job: LabelledTraining) -> nn.Linear:
-    """``--mode standard``: fresh augmentations every epoch through the frozen backbone (eval mode)."""
+def train_standard(
+    backbone: nn.Module, job: LabelledTraining, after_epoch: AfterEpoch | None = None
+) -> nn.Linear:
+    """``--mode standard``: fresh augmentations every epoch through the frozen backbone (eval mode,
+    forward pass in ``job.precision``); the classifier learns in fp32."""
     device = torch.device(job.device)
     torch.manual_seed(job.seed)
     backbone.eval()
@@ -161,23 +196,25 @@ def train_standard(backbone: nn.Module, job: LabelledTraining) -> nn.Linear:
     head = make_classifier(backbone.num_features, job.num_classes).to(device)
 
     def logits_of(x: torch.Tensor) -> torch.Tensor:
-        with torch.no_grad(), autocast(device):
+        with torch.no_grad(), autocast(device, job.precision):
             f = backbone(x)
         return head(f.float())
 
-    job.fit(make_optimizer(head.parameters(), job.cfg), logits_of)
+    job.fit(make_optimizer(head.parameters(), job.cfg), logits_of, head, after_epoch=after_epoch)
     return head.cpu()
 
 
 @torch.no_grad()
 def predict(head: nn.Module, feats: torch.Tensor, batch_size: int = 8192) -> torch.Tensor:
-    """Logits of ``head`` on ``feats`` (float32, CPU)."""
-    head = head.eval()
-    return torch.cat([head(feats[i : i + batch_size]).float() for i in range(0, len(feats), batch_size)])
-
-
-def topk_correct(scores: torch.Tensor, targets: torch.Tensor, k: int) -> np.ndarray:
-    """Per-sample booleans: the target is among the ``k`` highest scores."""
-    k = min(k, scores.shape[1])
-    top = scores.topk(k, dim=1).indices
-    return (top == targets.view(-1, 1)).any(dim=1).numpy()
+    """Logits of ``head`` on ``feats`` (float32, on the CPU): the batches go to the head's device,
+    and the head gets its training mode back."""
+    device = next(head.parameters()).device
+    was_training = head.training
+    head.eval()
+    try:
+        out = [
+            head(feats[i : i + batch_size].to(device)).float().cpu() for i in range(0, len(feats), batch_size)
+        ]
+    finally:
+        head.train(was_training)
+    return torch.cat(out)

@@ -7,11 +7,14 @@ Linear probe on frozen features, 100 epochs, cosine decay per epoch, SGD momentu
 |---------|--------|-----------|------|-------|--------------|
 | VICReg  | 1 %, 10 % / 100 % | SGD | 0.02 | 256 | 1e-4 / 1e-6 |
 | SwAV    | all    | SGD       | 0.3  | 256   | 1e-6         |
-| SimSiam | 1 % / 10 % / 100 % | LARS | 2.0 / 0.2 / 0.1 | 256 / 2048 / 2048 | 0 |
+| SimSiam | 1 % / 10 % / 100 % | LARC | 2.0 / 0.2 / 0.1 | 256 / 2048 / 2048 | 0 |
 
 SimSiam's learning rates are the ``--lr`` of its ``main_lincls.py``, which scales them by
-``batch / 256`` (so 2.0 at 256, 1.6 at 2048, 0.8 at 2048); LARS is the same rule as VICReg's
-(η = 0.001, no decay or rescaling of 1-d tensors).
+``batch / 256`` (so 2.0 at 256, 1.6 at 2048, 0.8 at 2048). Its ``--lars`` is apex's ``LARC``
+(trust coefficient 0.001, ``clip=False``) around the SGD, over *every* parameter of the classifier,
+the bias included (:class:`e2mc_cli.training.optim.LARC`); unlike VICReg's LARS, which leaves 1-d
+tensors to plain SGD. As in apex, a tensor whose norm is 0 (the zero-initialised bias, at the first
+step) is not rescaled.
 
 Semi-supervised fine-tuning of backbone and classifier, 20 epochs, batch 256, SGD momentum 0.9,
 no weight decay:
@@ -26,14 +29,29 @@ The paper gives no semi-supervised setting for SimSiam (VICReg's is used) nor fo
 (≤ 1 % → 1 %, ≤ 10 % → 10 %, else 100 %). kNN: cosine similarity, k = 20, votes weighted by
 ``exp(sim / 0.07)``.
 
+What the authors' evaluation scripts (``eval_linear.py``, ``eval_semisup.py`` of the E2MC code,
+as the official SwAV, VICReg and SimSiam ones) do beside these numbers, and sslboost with them:
+
+- **Reported accuracy**: they score the classifier on the validation set after every epoch and
+  report the *best* top-1, selected on that validation set itself. sslboost scores it after every
+  epoch too (:func:`scored_epochs`) and records both the final epoch's top-1 (its headline figure,
+  which ``compare`` and ``study`` test) and the best epoch's with the epoch, labelled as selected
+  on the evaluation split (the figure comparable with the paper's tables).
+- **Precision**: none of them uses autocast: the evaluations run in fp32
+  (:data:`EVAL_PRECISION`, the ``--precision`` default).
+- **Normalisation**: std (0.228, 0.224, 0.225) for every method
+  (:data:`e2mc_cli.data.transforms.AUTHORS_EVAL_STD`).
+
 Labelled sets smaller than ImageNet's. The protocols are given in epochs over ImageNet's label
 subsets; the smallest, 1 % (12,811 images, batch 256: ⌈12,811 / 256⌉ = 51 steps an epoch), makes
 100 × 51 = 5,100 optimiser steps in the linear probe and 20 × 51 = 1,020 in fine-tuning. On a
 smaller labelled set the same epochs are far fewer steps (fmnist 1 %: 600 images, 3 steps an epoch,
-300 steps), too few for the probe to converge: SimSiam's LARS probe moves the weights by at most
+300 steps), too few for the probe to converge: SimSiam's LARC probe moves the weights by at most
 ``lr · η`` = 0.2 % of their norm a step. So, unless ``--epochs`` is given, the epochs are raised
 until the run makes at least that many steps (:func:`for_subset`; a step schedule's milestones keep
-their place in the run). On ImageNet this changes nothing: every subset already makes as many.
+their place in the run, and the classifier is scored at the ends of the protocol's 100 or 20
+stretches, so the best is chosen among as many candidates as the authors'). On ImageNet this
+changes nothing: every subset already makes as many.
 """
 
 from __future__ import annotations
@@ -48,7 +66,9 @@ PROTOCOLS = ("linear", "semisup", "knn")
 # Recorded in every eval.json; bumped when a default protocol changes what it computes, so that
 # stored evaluations made under an older one are recognised (``sslboost study`` redoes them).
 # 2: epochs raised on labelled sets smaller than ImageNet's (:func:`for_subset`).
-PROTOCOL_VERSION = 2
+# 3: the authors' evaluation std for every method, SimSiam's probe with LARC on every parameter,
+#    fp32 by default on every device, the best epoch's top-1 recorded beside the final one.
+PROTOCOL_VERSION = 3
 
 MODES = ("standard", "cached")
 
@@ -64,9 +84,9 @@ _LINEAR: dict[str, dict[str, dict]] = {
         "100%": {"optimizer": "sgd", "lr": 0.3, "batch_size": 256, "wd": 1e-6},
     },
     "simsiam": {
-        "1%": {"optimizer": "lars", "lr": 2.0, "batch_size": 256, "wd": 0.0, "lr_batch_scaling": True},
-        "10%": {"optimizer": "lars", "lr": 0.2, "batch_size": 2048, "wd": 0.0, "lr_batch_scaling": True},
-        "100%": {"optimizer": "lars", "lr": 0.1, "batch_size": 2048, "wd": 0.0, "lr_batch_scaling": True},
+        "1%": {"optimizer": "larc", "lr": 2.0, "batch_size": 256, "wd": 0.0, "lr_batch_scaling": True},
+        "10%": {"optimizer": "larc", "lr": 0.2, "batch_size": 2048, "wd": 0.0, "lr_batch_scaling": True},
+        "100%": {"optimizer": "larc", "lr": 0.1, "batch_size": 2048, "wd": 0.0, "lr_batch_scaling": True},
     },
 }
 
@@ -81,6 +101,11 @@ _SEMISUP: dict[str, dict[str, dict]] = {
     },
 }
 SEMISUP_MILESTONES = (12, 16)
+
+# The arithmetic of the authors' evaluations: their eval_linear.py / eval_semisup.py (and the
+# official probes of SwAV, VICReg and SimSiam) run without autocast, in fp32.
+EVAL_PRECISION: dict[str, str] = {"vicreg": "fp32", "swav": "fp32", "simsiam": "fp32"}
+FALLBACK_PRECISION = "bf16"  # a method without a known evaluation precision: bf16 on CUDA
 SEMISUP_GAMMA = 0.2
 
 IMAGENET_1PCT_IMAGES = 12_811  # SimCLR's 1percent.txt
@@ -90,6 +115,12 @@ PAPER_BATCH_1PCT = 256  # every protocol's batch at 1 %
 def paper_min_steps(epochs: int) -> int:
     """Optimiser steps of a protocol of ``epochs`` epochs on ImageNet's 1 % subset (its smallest)."""
     return epochs * math.ceil(IMAGENET_1PCT_IMAGES / PAPER_BATCH_1PCT)
+
+
+def default_precision(method: str) -> str:
+    """The precision ``method``'s evaluations default to (:data:`EVAL_PRECISION`), before
+    :func:`e2mc_cli.precision.resolve_precision` applies the device."""
+    return EVAL_PRECISION.get(method, FALLBACK_PRECISION)
 
 
 def protocol_version_of(record: dict) -> int:
@@ -107,7 +138,7 @@ class ProtocolConfig:
     batch_size: int = 256
     lr: float = 0.0
     wd: float = 0.0
-    optimizer: str = "sgd"  # "sgd" or "lars"
+    optimizer: str = "sgd"  # "sgd", or "larc": apex's LARC around the SGD, every parameter
     momentum: float = 0.9
     lr_batch_scaling: bool = False  # SimSiam: effective lr = lr · batch / 256
     head_lr: float = 0.0  # semisup only
@@ -117,6 +148,7 @@ class ProtocolConfig:
     k: int = 20  # knn
     temperature: float = 0.07  # knn
     min_steps: int = 0  # raise the epochs to make at least this many steps (0: epochs as given)
+    protocol_epochs: int = 0  # the protocol's epochs when :func:`for_subset` raised them (0: not raised)
     source: str = ""  # where the defaults come from
     notes: list[str] = field(default_factory=list)
 
@@ -231,7 +263,8 @@ def _check_override(key: str, value) -> None:
 def for_subset(cfg: ProtocolConfig, n_labelled: int) -> ProtocolConfig:
     """``cfg`` for a labelled set of ``n_labelled`` images: the epochs raised, if needed, so that
     the run makes at least ``cfg.min_steps`` optimiser steps of ``⌈n / batch⌉`` an epoch; a step
-    schedule's milestones are scaled with them. ``cfg`` itself is not changed."""
+    schedule's milestones are scaled with them, and the protocol's own epochs are kept
+    (``protocol_epochs``) for :func:`scored_epochs`. ``cfg`` itself is not changed."""
     if cfg.protocol == "knn" or cfg.min_steps <= 0 or n_labelled < 1:
         return cfg
     per_epoch = math.ceil(n_labelled / cfg.batch_size)
@@ -243,10 +276,36 @@ def for_subset(cfg: ProtocolConfig, n_labelled: int) -> ProtocolConfig:
         cfg,
         epochs=epochs,
         milestones=tuple(round(m * scale) for m in cfg.milestones),
+        protocol_epochs=cfg.epochs,
         notes=[
             *cfg.notes,
             f"{cfg.epochs} epochs of {n_labelled} labelled images are {cfg.epochs * per_epoch} steps; "
             f"raised to {epochs} epochs ({epochs * per_epoch} steps) to make at least the "
-            f"{cfg.min_steps} of the paper's protocol on ImageNet's 1 % subset",
+            f"{cfg.min_steps} of the paper's protocol on ImageNet's 1 % subset, scored on the "
+            f"evaluation split at the ends of its {cfg.epochs} equal stretches",
         ],
     )
+
+
+def scored_epochs(cfg: ProtocolConfig) -> list[int]:
+    """The epochs (1-based) after which the classifier is scored on the evaluation split: every
+    epoch, as the authors' scripts do; when :func:`for_subset` raised the protocol's ``P`` epochs
+    to ``E``, the ends of ``P`` equal stretches, ``⌈k·E/P⌉`` for ``k = 1 … P`` (as many candidates
+    for the best epoch as the authors had). The last is always ``E``; kNN has none."""
+    if cfg.protocol == "knn" or cfg.epochs < 1:
+        return []
+    stretches = cfg.protocol_epochs if 0 < cfg.protocol_epochs < cfg.epochs else cfg.epochs
+    return [-(-k * cfg.epochs // stretches) for k in range(1, stretches + 1)]  # exact integer ceilings
+
+
+def best_epoch(track) -> tuple[int, float]:
+    """``(epoch, top1)`` of the highest top-1 of ``track``, ``(epoch, top1)`` pairs in the order
+    scored: the first epoch that reached it, as the authors' ``if top1 > best: best = top1`` keeps
+    it (``eval_linear.py``, ``eval_semisup.py``)."""
+    if not track:
+        raise ValueError("no scored epochs")
+    best = track[0]
+    for epoch, top1 in track[1:]:
+        if top1 > best[1]:
+            best = (epoch, top1)
+    return int(best[0]), float(best[1])

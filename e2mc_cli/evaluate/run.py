@@ -1,11 +1,17 @@
 """One evaluation of a checkpoint: data, label subsets, protocol per seed, and its output files.
 
-``DIR/eval.json`` holds the protocol, labels, mode, seeds, per-seed top-1/top-5, mean ± standard
-error, the identity of the data (spec, split sizes, SHA-256 of the training and validation sets)
-and of each label subset (SHA-256 of the chosen indices), the hyperparameters and the checkpoint's
-metadata. ``DIR/predictions.npz`` holds ``pred`` (seeds × validation samples, predicted class),
-``target`` (true class), ``index`` (position in the validation set) and ``seeds``, for
-:mod:`e2mc_cli.evaluate.compare`. Both are written, and read back, by :mod:`e2mc_cli.evaluate.records`.
+``DIR/eval.json`` holds the protocol, labels, mode, seeds, precision, per-seed top-1/top-5 of the
+final epoch and their mean ± standard error, the best epoch's top-1 of each seed (the classifier
+is scored on the evaluation split after its scored epochs, :mod:`e2mc_cli.evaluate.scoring`) and
+their mean, the identity of the data (spec, split sizes, SHA-256 of the training and validation
+sets) and of each label subset (SHA-256 of the chosen indices), the hyperparameters and the
+checkpoint's metadata. ``DIR/predictions.npz`` holds the final epoch's ``pred`` (seeds ×
+validation samples, predicted class), ``target`` (true class), ``index`` (position in the
+validation set) and ``seeds``, for :mod:`e2mc_cli.evaluate.compare`. Both are written, and read
+back, by :mod:`e2mc_cli.evaluate.records`.
+
+The forward passes run in ``--precision`` (:mod:`e2mc_cli.precision`), by default the authors'
+evaluation precision (:data:`e2mc_cli.evaluate.protocols.EVAL_PRECISION`: fp32).
 
 With ``holdout = N`` the evaluation set is not the data's validation split but ``N`` images carved
 from the training split (:func:`e2mc_cli.data.subsets.carve_validation`); label subsets are drawn
@@ -28,16 +34,8 @@ import torch
 
 from e2mc_cli import __version__
 from e2mc_cli.checkpoint import Checkpoint
-from e2mc_cli.data.datasets import resolve_dataset
-from e2mc_cli.data.subsets import carve_validation, choose_subset, parse_labels
-from e2mc_cli.data.transforms import (
-    MAX_IMAGE_SIZE,
-    MIN_IMAGE_SIZE,
-    NATIVE,
-    dataset_kind,
-    eval_preprocessing,
-    eval_transform,
-)
+from e2mc_cli.data.subsets import choose_subset, parse_labels
+from e2mc_cli.data.transforms import MAX_IMAGE_SIZE, MIN_IMAGE_SIZE
 from e2mc_cli.errors import UserError
 from e2mc_cli.evaluate import features as FX
 from e2mc_cli.evaluate import knn as KNN
@@ -48,11 +46,16 @@ from e2mc_cli.evaluate.protocols import (
     PROTOCOL_VERSION,
     PROTOCOLS,
     ProtocolConfig,
+    default_precision,
     for_subset,
     resolve_config,
+    scored_epochs,
 )
 from e2mc_cli.evaluate.records import EVAL_FORMAT, write_eval
+from e2mc_cli.evaluate.scoring import EpochScores, predict_images, top1_percent, topk_correct
+from e2mc_cli.evaluate.splits import EvalData, dataset_record, describe, load_eval_data
 from e2mc_cli.evaluate.stats import mean_se
+from e2mc_cli.precision import check_precision, resolve_precision
 
 MAX_SEEDS = 1000  # evaluations of one checkpoint in one invocation
 MAX_WORKERS = 256  # data-loader processes
@@ -74,6 +77,7 @@ class EvalRequest:
     workers: int | None = None
     overrides: dict = field(default_factory=dict)  # lr, epochs, batch_size, wd, head_lr, k, temperature
     holdout: int = 0  # > 0: evaluate on this many training images held out (the test split is not read)
+    precision: str | None = None  # bf16, fp16 or fp32; None: the method's (EVAL_PRECISION) for the device
 
 
 @dataclass
@@ -119,73 +123,8 @@ def _check(req: EvalRequest) -> None:
             f"--image-size must be from {MIN_IMAGE_SIZE} to {MAX_IMAGE_SIZE} px, got {req.image_size}"
         )
     parse_labels(req.labels)
-
-
-@torch.inference_mode()
-def predict_images(
-    model: torch.nn.Module, dataset, transform, *, batch_size, device, workers
-) -> torch.Tensor:
-    """Logits of an image classifier over the whole of ``dataset`` (eval mode)."""
-    model.eval()
-    out = []
-    for x, _ in FX.loader(dataset, np.arange(len(dataset)), transform, batch_size, workers=workers):
-        with FX.autocast(device):
-            out.append(model(x.to(device, non_blocking=True)).float().cpu())
-    return torch.cat(out)
-
-
-@dataclass
-class _Data:
-    """The two splits of one evaluation and the transforms that read them."""
-
-    train: object
-    val: object
-    image_size: int
-    crop_ratio: float
-    crop_scale: tuple[float, float]
-    eval_tf: Callable
-    train_tf: Callable
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.train.classes)
-
-
-def _load_data(req: EvalRequest, metadata: dict) -> _Data:
-    """Training split and evaluation set (the validation split, or images held out of training),
-    with the evaluation preprocessing of the checkpoint (``metadata``) on them."""
-    train = resolve_dataset(req.data, "train")
-    present = sorted(set(train.targets))
-    if len(present) < 2:
-        names = ", ".join(str(train.classes[c]) for c in present) or "none"
-        raise UserError(
-            f"--data {req.data}: {len(present)} class with images ({names}); an evaluation needs at least two"
-        )
-    if req.holdout:
-        train, val = carve_validation(train, int(req.holdout))
-    else:
-        val = resolve_dataset(req.data, "val")
-    kind = dataset_kind(train)
-    prep = eval_preprocessing(metadata, kind, req.image_size)
-    crop_scale = FX.SMALL_IMAGE_CROP_SCALE if kind == NATIVE else FX.STANDARD_CROP_SCALE
-    return _Data(
-        train=train,
-        val=val,
-        image_size=prep.image_size,
-        crop_ratio=prep.crop_pct,
-        crop_scale=crop_scale,
-        eval_tf=eval_transform(prep),
-        train_tf=FX.train_transform(prep.image_size, metadata.get("method"), crop_scale),
-    )
-
-
-def _describe(req: EvalRequest, data: _Data) -> str:
-    skipped = data.train.skipped + data.val.skipped
-    return (
-        f"data {req.data}: {len(data.train)} training / {len(data.val)} validation images, "
-        f"{data.num_classes} classes, {data.image_size} px"
-        + (f" ({skipped} unreadable files skipped)" if skipped else "")
-    )
+    if req.precision is not None:
+        check_precision(req.precision)
 
 
 @dataclass
@@ -194,20 +133,22 @@ class _Setup:
 
     req: EvalRequest
     device: torch.device
-    data: _Data
+    data: EvalData
     backbone: torch.nn.Module
     initial_state: dict | None  # semisup: the backbone's weights before each fine-tuning
+    precision: str = "fp32"  # of every forward pass through the backbone
 
     @property
     def loader_kwargs(self) -> dict:
-        return {"device": self.device, "workers": self.req.workers}
+        return {"device": self.device, "workers": self.req.workers, "precision": self.precision}
 
 
 def _frozen_features(setup: _Setup, ckpt: Checkpoint, subsets, cache: FX.FeatureCache, timings, log):
     """(validation features or None, bank of the labelled training images' features or {})."""
     req, data = setup.req, setup.data
     cache.bind(ckpt)
-    view = (data.image_size, data.crop_ratio, ckpt.method)  # what the features depend on besides the images
+    # what the features depend on besides the images
+    view = (data.image_size, data.crop_ratio, ckpt.method, setup.precision)
 
     def cached_features(split: str, dataset, indices):
         key = (split, dataset.identity(), *view)
@@ -231,55 +172,62 @@ def _frozen_features(setup: _Setup, ckpt: Checkpoint, subsets, cache: FX.Feature
     return val_feats, bank
 
 
+def _epoch_scores(setup: _Setup, cfg: ProtocolConfig, val_feats, target: torch.Tensor) -> EpochScores:
+    """The scoring of a classifier on the evaluation split after its scored epochs: a linear head on
+    the validation features (moved to the device once), a fine-tuned network on the images."""
+    epochs = frozenset(scored_epochs(cfg))
+    if setup.req.protocol == "linear":
+        on_device = val_feats.to(setup.device)
+        return EpochScores(lambda head: LIN.predict(head, on_device), target, epochs)
+    data, kwargs = setup.data, setup.loader_kwargs
+    return EpochScores(
+        lambda model: predict_images(model, data.val, data.eval_tf, batch_size=256, **kwargs), target, epochs
+    )
+
+
 def _seed_scores(
-    setup: _Setup, subset, cfg: ProtocolConfig, seed: int, val_feats, bank: dict
-) -> torch.Tensor:
-    """Validation scores of the classifier one seed trains on its labelled subset."""
+    setup: _Setup, subset, cfg: ProtocolConfig, seed: int, val_feats, bank: dict, target: torch.Tensor
+) -> tuple[torch.Tensor, EpochScores | None]:
+    """Final validation scores of the classifier one seed trains on its labelled subset, and the
+    top-1 of its scored epochs (``None`` for kNN, which has no epochs)."""
     req, data, kwargs = setup.req, setup.data, setup.loader_kwargs
     if bank:
         rows = torch.as_tensor([bank["pos"][int(i)] for i in subset.indices])
         xs, ys = bank["feats"][rows], bank["labels"][rows]
     if req.protocol == "knn":
-        return KNN.knn_scores(xs, ys, val_feats, data.num_classes, k=cfg.k, temperature=cfg.temperature)
+        scores = KNN.knn_scores(xs, ys, val_feats, data.num_classes, k=cfg.k, temperature=cfg.temperature)
+        return scores, None
+    track = _epoch_scores(setup, cfg, val_feats, target)
     if req.protocol == "linear" and req.mode == "cached":
-        head = LIN.train_on_features(xs, ys, data.num_classes, cfg, seed=seed, device=setup.device)
-        return LIN.predict(head, val_feats)
+        LIN.train_on_features(
+            xs, ys, data.num_classes, cfg, seed=seed, device=setup.device, after_epoch=track.after_epoch
+        )
+        return track.final_scores, track
     job = LIN.LabelledTraining(
         data.train, subset.indices, data.train_tf, data.num_classes, cfg, seed, **kwargs
     )
     if req.protocol == "linear":
-        return LIN.predict(LIN.train_standard(setup.backbone, job), val_feats)
-    setup.backbone.load_state_dict(setup.initial_state)
-    clf = SEMI.finetune(setup.backbone, job)
-    return predict_images(clf, data.val, data.eval_tf, batch_size=256, **kwargs)
+        LIN.train_standard(setup.backbone, job, after_epoch=track.after_epoch)
+    else:
+        setup.backbone.load_state_dict(setup.initial_state)
+        SEMI.finetune(setup.backbone, job, after_epoch=track.after_epoch)
+    return track.final_scores, track
 
 
-def _seed_row(seed: int, subset, cfg: ProtocolConfig, scores: torch.Tensor, target: torch.Tensor) -> dict:
-    return {
+def _seed_row(seed: int, subset, cfg: ProtocolConfig, scores, target, track: EpochScores | None) -> dict:
+    """One seed's results: the final epoch's top-1 / top-5 and, with epochs, the best epoch's."""
+    row = {
         "seed": seed,
-        "top1": float(LIN.topk_correct(scores, target, 1).mean() * 100),
-        "top5": float(LIN.topk_correct(scores, target, 5).mean() * 100),
+        "top1": top1_percent(scores, target),
+        "top5": float(topk_correct(scores, target, 5).mean() * 100),
         "train_size": int(len(subset.indices)),
         "epochs": cfg.epochs,
         "subset_sha256": subset.sha256,
     }
-
-
-def _dataset_record(req: EvalRequest, data: _Data) -> dict:
-    train, val = data.train, data.val
-    return {
-        "spec": str(req.data),
-        "evaluated_on": f"{req.holdout} images held out from the training split" if req.holdout else "val",
-        "num_classes": data.num_classes,
-        "train_size": len(train),
-        "val_size": len(val),
-        "train_sha256": train.identity(),
-        "val_sha256": val.identity(),
-        "skipped": {"train": int(train.skipped), "val": int(val.skipped)},
-        "image_size": data.image_size,
-        "crop_ratio": data.crop_ratio,
-        "train_crop_scale": list(data.crop_scale),
-    }
+    if track is not None:
+        epoch, top1 = track.best
+        row.update(best_top1=top1, best_epoch=epoch, epoch_top1=[list(pair) for pair in track.track])
+    return row
 
 
 def _record(setup: _Setup, labels: str, seeds, per_seed, subsets, cfg, ckpt, source, timings) -> dict:
@@ -287,6 +235,10 @@ def _record(setup: _Setup, labels: str, seeds, per_seed, subsets, cfg, ckpt, sou
     req = setup.req
     m1, se1 = mean_se([r["top1"] for r in per_seed])
     m5, se5 = mean_se([r["top5"] for r in per_seed])
+    best = None
+    if req.protocol != "knn":
+        mb, seb = mean_se([r["best_top1"] for r in per_seed])
+        best = {"mean": mb, "se": seb, "selected_on": setup.data.evaluated_on}
     return {
         "format": EVAL_FORMAT,
         "protocol": req.protocol,
@@ -297,7 +249,9 @@ def _record(setup: _Setup, labels: str, seeds, per_seed, subsets, cfg, ckpt, sou
         "results": per_seed,
         "top1": {"mean": m1, "se": se1},
         "top5": {"mean": m5, "se": se5},
-        "dataset": _dataset_record(req, setup.data),
+        "best_epoch_top1": best,
+        "precision": setup.precision,
+        "dataset": dataset_record(req.data, setup.data),
         "subsets": [s.describe() for s in subsets],
         "hyperparameters": cfg.to_dict(),
         "checkpoint": checkpoint_record(ckpt, source),
@@ -326,13 +280,14 @@ def run_eval(
     labels = parse_labels(req.labels)
     cfg: ProtocolConfig = resolve_config(req.protocol, ckpt.method, labels, **req.overrides)
     device = FX.pick_device(req.device)
+    precision = resolve_precision(req.precision, default_precision(ckpt.method), device)
     t_start = time.perf_counter()
     backbone = ckpt.build_model().backbone.to(device)  # a checkpoint that does not fit fails first
-    data = _load_data(req, ckpt.metadata)
-    log(_describe(req, data))
+    data = load_eval_data(req.data, ckpt.metadata, holdout=req.holdout, image_size=req.image_size)
+    log(describe(req.data, data))
 
     initial_state = copy.deepcopy(backbone.state_dict()) if req.protocol == "semisup" else None
-    setup = _Setup(req, device, data, backbone, initial_state)
+    setup = _Setup(req, device, data, backbone, initial_state, precision)
     seeds = list(req.seed_list) if req.seed_list is not None else list(range(req.seeds))
     subsets = [
         choose_subset(data.train, labels, s, subset_file=req.subset_file, out_dir=out_dir) for s in seeds
@@ -348,12 +303,15 @@ def run_eval(
     per_seed, preds = [], []
     for seed, subset, run_cfg in zip(seeds, subsets, configs):
         t = time.perf_counter()
-        scores = _seed_scores(setup, subset, run_cfg, seed, val_feats, bank)
+        scores, track = _seed_scores(setup, subset, run_cfg, seed, val_feats, bank, target)
         timings["train_s"] += time.perf_counter() - t
-        row = _seed_row(seed, subset, run_cfg, scores, target)
+        row = _seed_row(seed, subset, run_cfg, scores, target, track)
         per_seed.append(row)
         preds.append(scores.argmax(dim=1).numpy())
         top = f"top-1 {row['top1']:.2f}  top-5 {row['top5']:.2f}"
+        if track is not None:
+            best = f"best epoch {row['best_epoch']}: top-1 {row['best_top1']:.2f}"
+            top += f"; {best} (chosen on {data.evaluated_on})"
         log(f"seed {seed}: {top}  ({row['train_size']} labelled images)")
 
     timings["total_s"] = time.perf_counter() - t_start
