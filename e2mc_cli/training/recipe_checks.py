@@ -67,6 +67,7 @@ OPTIM_RULES = {
     "exclude_bias_and_norm": Rule("bool"),
     "trust_coefficient": Rule("number", low=0),
     "clip": Rule("bool"),
+    "keep_base_state": Rule("bool"),
 }
 VIEWS_RULES = {"image_size": Rule("integer", low=MIN_IMAGE_SIZE, high=MAX_IMAGE_SIZE)}
 FIXED_RULES = {"recipe": RECIPE_RULES, "run": RUN_RULES, "optim": OPTIM_RULES, "views": VIEWS_RULES}
