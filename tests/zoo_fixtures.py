@@ -153,8 +153,11 @@ class Official:
         self.optimizer, self.params = optimizer, params or []
 
 
-def vicreg_full(arch: str = "resnet-mini", mlp: str = "32-32-32", epoch: int = 1000) -> Official:
-    """{epoch, model, optimizer}: module.backbone.*, module.projector.*, pickled LARS state."""
+def vicreg_full(
+    arch: str = "resnet-mini", mlp: str = "32-32-32", epoch: int = 1000, edit_optimizer=None
+) -> Official:
+    """{epoch, model, optimizer}: module.backbone.*, module.projector.*, pickled LARS state
+    (changed in place by ``edit_optimizer`` before saving, when given)."""
     backbone = randomize_(official_backbone(arch))
     projector = randomize_(vicreg_projector(backbone_width(arch), mlp))
     model = {
@@ -164,6 +167,8 @@ def vicreg_full(arch: str = "resnet-mini", mlp: str = "32-32-32", epoch: int = 1
     named = [(f"module.{n}.{k}", p) for n, m in (("backbone", backbone), ("projector", projector))
              for k, p in m.named_parameters()]  # fmt: skip
     optimizer = lars_state([p for _, p in named])
+    if edit_optimizer is not None:
+        edit_optimizer(optimizer)
     data = save_with_main_reference({"epoch": epoch, "model": model, "optimizer": optimizer})
     modules = {"backbone": backbone, "projector": projector}
     return Official(data, model, modules, optimizer, [n for n, _ in named])
@@ -214,10 +219,11 @@ def simsiam_checkpoint(
     named = [(f"module.{n}.{k}", p) for n, m in (("encoder", encoder), ("predictor", predictor))
              for k, p in m.named_parameters()]  # fmt: skip
     params = [p for _, p in named]
+    encoder.fc[6].bias.requires_grad = False  # builder.py: the bias before the last BN is unused
     optimizer = torch.optim.SGD(params, lr=0.05, momentum=0.9, weight_decay=1e-4)
     for p in params:
-        p.grad = torch.randn_like(p)
-    optimizer.step()  # momentum buffers in the state, as in a real checkpoint
+        p.grad = torch.randn_like(p) if p.requires_grad else None
+    optimizer.step()  # momentum buffers in the state (none for the unused bias), as in a real checkpoint
     state = {
         **prefixed("module.encoder.", encoder.state_dict()),
         **prefixed("module.predictor.", predictor.state_dict()),
