@@ -171,7 +171,8 @@ def _refusal(text: str) -> str:
             f"refusing pickle opcode {opcode.group(1)}: not a torch.save file of tensors and plain values "
             "(a plain pickle, or not a pickle at all); loading never runs code from a checkpoint"
         )
-    return f"not a readable PyTorch checkpoint ({_detail(text.rsplit('WeightsUnpickler error:', 1)[-1])})"
+    detail = _detail(text.rsplit("WeightsUnpickler error:", 1)[-1])
+    return f"not a readable PyTorch checkpoint, truncated or corrupted ({detail})"
 
 
 # Where PyTorch's own advice starts in its messages: what follows is cut (it may advise loading
