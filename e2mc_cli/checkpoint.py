@@ -7,6 +7,13 @@ Keys are the model's state-dict keys (``backbone.*``, ``projector.*``, ``prototy
 The root ``model.safetensors`` of a run folder (or of a Hub repository written by ``sslboost push``)
 is the backbone alone, under timm's names, marked ``sslboost=sslboost-backbone/1`` in its metadata;
 :func:`load_checkpoint` reads the full checkpoint ``sslboost.safetensors`` beside it.
+
+The optimiser state of an official training checkpoint, when kept (``sslboost convert
+--optimizer-state``), is a file of its own beside the canonical one, ``NAME.optimizer.safetensors``
+for ``NAME.safetensors`` (:class:`OptimizerState`): the momentum of each parameter under the
+parameter's canonical key, metadata ``format=sslboost-optimizer/1``, ``slot`` (``mu``: LARS,
+``momentum_buffer``: SGD), ``method``, ``arch``, ``source``, ``epoch`` and ``param_groups`` (JSON:
+the numeric hyperparameters each saved group had). The checkpoint itself stays a model file.
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -29,6 +36,8 @@ from e2mc_cli.run_layout import CHECKPOINT_FILE
 
 FORMAT = "sslboost/1"
 BACKBONE_FORMAT = "sslboost-backbone/1"  # metadata ``sslboost`` of a run folder's root model.safetensors
+OPTIMIZER_FORMAT = "sslboost-optimizer/1"  # metadata ``format`` of a NAME.optimizer.safetensors
+OPTIMIZER_SUFFIX = ".optimizer.safetensors"
 
 
 class ModelMetadata:
@@ -73,11 +82,14 @@ def shape_mismatch(expected: Mapping[str, torch.Tensor], found: Mapping[str, tor
 
 @dataclass
 class Checkpoint(ModelMetadata):
-    """The tensors and string metadata of one canonical checkpoint (``path``: where it was read)."""
+    """The tensors and string metadata of one canonical checkpoint (``path``: where it was read,
+    or the official file it was converted from; ``optimizer_state``: the base's optimiser state
+    when the reader asked for it, never part of the model file)."""
 
     state_dict: dict[str, torch.Tensor]
     metadata: dict[str, str]
     path: str = "checkpoint"
+    optimizer_state: OptimizerState | None = field(default=None, repr=False)
 
     @property
     def heads(self) -> dict:
@@ -193,3 +205,60 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     except (SafetensorError, OSError) as exc:
         raise UserError(f"{p}: not a readable safetensors file ({exc})") from None
     return Checkpoint(tensors, metadata, str(p))
+
+
+# -- the optimiser state kept from an official training checkpoint --------------------------------
+
+
+@dataclass
+class OptimizerState(ModelMetadata):
+    """The momentum an official optimiser held for each parameter, by canonical parameter key.
+
+    ``slot`` is the optimiser's name for it (``mu`` in VICReg's LARS, ``momentum_buffer`` in
+    ``torch.optim.SGD``); ``metadata`` holds ``method``, ``arch``, ``source``, ``epoch`` and
+    ``param_groups`` (see the module docstring); ``path`` is where it was read.
+    """
+
+    tensors: dict[str, torch.Tensor]
+    metadata: dict[str, str]
+    path: str = "optimizer state"
+
+    @property
+    def slot(self) -> str:
+        return self.metadata["slot"]
+
+    @property
+    def param_groups(self) -> list[dict]:
+        """The numeric hyperparameters of each saved group (``lr``, ``momentum``, …)."""
+        groups = json.loads(self.metadata.get("param_groups") or "[]")
+        return groups if isinstance(groups, list) else []
+
+
+def optimizer_state_path(checkpoint: str | os.PathLike) -> Path:
+    """``NAME.optimizer.safetensors``, where the optimiser state of ``NAME.safetensors`` is kept."""
+    p = Path(checkpoint)
+    return p.with_name(p.name.removesuffix(".safetensors") + OPTIMIZER_SUFFIX)
+
+
+def save_optimizer_state(path: str | os.PathLike, state: OptimizerState) -> None:
+    """Write ``state`` atomically (its metadata with ``format`` set)."""
+    save_state_dict(path, state.tensors, {**state.metadata, "format": OPTIMIZER_FORMAT})
+
+
+def load_optimizer_state(path: str | os.PathLike) -> OptimizerState:
+    """Read a file written by :func:`save_optimizer_state`; anything else is a :class:`UserError`."""
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"{p}: no such optimiser state file")
+    metadata = read_metadata(p)
+    missing = [k for k in ("slot", "method", "arch") if not metadata.get(k)]
+    if metadata.get("format") != OPTIMIZER_FORMAT or missing:
+        raise UserError(
+            f"{p}: not an sslboost optimiser state (metadata format={metadata.get('format')!r}, "
+            f"expected {OPTIMIZER_FORMAT!r} with slot, method and arch)"
+        )
+    try:
+        tensors = load_file(str(p))
+    except (SafetensorError, OSError) as exc:
+        raise UserError(f"{p}: not a readable safetensors file ({exc})") from None
+    return OptimizerState(tensors, metadata, str(p))

@@ -138,23 +138,40 @@ def prefixed(prefix: str, state: dict) -> dict:
 
 
 class Official:
-    """One official file: its bytes, flat source state dict, the reference modules."""
+    """One official file: its bytes, flat source state dict, the reference modules and, for a
+    training checkpoint, its optimiser state dict and the parameters it lists, in its order."""
 
-    def __init__(self, data: bytes, source: dict[str, torch.Tensor], modules: dict[str, nn.Module]):
+    def __init__(
+        self,
+        data: bytes,
+        source: dict[str, torch.Tensor],
+        modules: dict[str, nn.Module],
+        optimizer: dict | None = None,
+        params: list[str] | None = None,
+    ):
         self.data, self.source, self.modules = data, source, modules
+        self.optimizer, self.params = optimizer, params or []
 
 
-def vicreg_full(arch: str = "resnet-mini", mlp: str = "32-32-32", epoch: int = 1000) -> Official:
-    """{epoch, model, optimizer}: module.backbone.*, module.projector.*, pickled LARS state."""
+def vicreg_full(
+    arch: str = "resnet-mini", mlp: str = "32-32-32", epoch: int = 1000, edit_optimizer=None
+) -> Official:
+    """{epoch, model, optimizer}: module.backbone.*, module.projector.*, pickled LARS state
+    (changed in place by ``edit_optimizer`` before saving, when given)."""
     backbone = randomize_(official_backbone(arch))
     projector = randomize_(vicreg_projector(backbone_width(arch), mlp))
     model = {
         **prefixed("module.backbone.", backbone.state_dict()),
         **prefixed("module.projector.", projector.state_dict()),
     }
-    params = [p for m in (backbone, projector) for p in m.parameters()]
-    data = save_with_main_reference({"epoch": epoch, "model": model, "optimizer": lars_state(params)})
-    return Official(data, model, {"backbone": backbone, "projector": projector})
+    named = [(f"module.{n}.{k}", p) for n, m in (("backbone", backbone), ("projector", projector))
+             for k, p in m.named_parameters()]  # fmt: skip
+    optimizer = lars_state([p for _, p in named])
+    if edit_optimizer is not None:
+        edit_optimizer(optimizer)
+    data = save_with_main_reference({"epoch": epoch, "model": model, "optimizer": optimizer})
+    modules = {"backbone": backbone, "projector": projector}
+    return Official(data, model, modules, optimizer, [n for n, _ in named])
 
 
 def vicreg_backbone_only(arch: str = "resnet-mini", with_fc: bool = False) -> Official:
@@ -199,22 +216,25 @@ def simsiam_checkpoint(
     encoder.fc = simsiam_encoder_fc(backbone_width(arch), dim)
     randomize_(encoder)
     predictor = randomize_(simsiam_predictor(dim, pred_dim))
-    params = [p for m in (encoder, predictor) for p in m.parameters()]
+    named = [(f"module.{n}.{k}", p) for n, m in (("encoder", encoder), ("predictor", predictor))
+             for k, p in m.named_parameters()]  # fmt: skip
+    params = [p for _, p in named]
+    encoder.fc[6].bias.requires_grad = False  # builder.py: the bias before the last BN is unused
     optimizer = torch.optim.SGD(params, lr=0.05, momentum=0.9, weight_decay=1e-4)
     for p in params:
-        p.grad = torch.randn_like(p)
-    optimizer.step()  # momentum buffers in the state, as in a real checkpoint
+        p.grad = torch.randn_like(p) if p.requires_grad else None
+    optimizer.step()  # momentum buffers in the state (none for the unused bias), as in a real checkpoint
     state = {
         **prefixed("module.encoder.", encoder.state_dict()),
         **prefixed("module.predictor.", predictor.state_dict()),
     }
     buf = io.BytesIO()
-    torch.save({"epoch": epoch, "arch": arch, "state_dict": state, "optimizer": optimizer.state_dict()}, buf)
+    saved = optimizer.state_dict()
+    torch.save({"epoch": epoch, "arch": arch, "state_dict": state, "optimizer": saved}, buf)
     backbone = official_backbone(arch)
     backbone.load_state_dict({k: v for k, v in encoder.state_dict().items() if not k.startswith("fc.")})
-    return Official(
-        buf.getvalue(), state, {"backbone": backbone.eval(), "projector": encoder.fc, "predictor": predictor}
-    )
+    modules = {"backbone": backbone.eval(), "projector": encoder.fc, "predictor": predictor}
+    return Official(buf.getvalue(), state, modules, saved, [n for n, _ in named])
 
 
 # --- a local HTTP server ----------------------------------------------------------------------

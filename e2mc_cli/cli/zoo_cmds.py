@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import typer
@@ -31,9 +32,30 @@ def _row(spec) -> dict:
         "sha256": spec.sha256,
         "heads": spec_heads(spec),
         "notes": spec.notes,
+        "paper_rows": list(spec.paper_rows),
         "cached": is_cached(spec),
         "path": str(base_path(spec)),
     }
+
+
+_PAPER_ROW = re.compile(r"(?P<paper>.+) Table (?P<table>\S+): (?P<row>.+)")
+
+
+def paper_cell(rows: list[str]) -> str:
+    """The paper rows of a base in one cell: ``E2MC Tables 1, 2: SwAV 400`` ("–" for none)."""
+    groups: dict[tuple[str, str], list[str]] = {}
+    for text in rows:
+        m = _PAPER_ROW.fullmatch(text)
+        paper, table, row = m.group("paper", "table", "row") if m else (text, "", "")
+        groups.setdefault((paper, row), []).append(table)
+    cells = []
+    for (paper, row), tables in groups.items():
+        if not row:
+            cells.append(paper)
+            continue
+        label = "Table" if len(tables) == 1 else "Tables"
+        cells.append(f"{paper} {label} {', '.join(tables)}: {row}")
+    return "; ".join(cells) or "–"
 
 
 @app.command()
@@ -41,7 +63,8 @@ def _row(spec) -> dict:
 def bases(
     as_json: bool = json_option("Print the registry as JSON to stdout instead of the table."),
 ) -> None:
-    """List the named bases: method, epochs, batch size, URL, licence, reported linear top-1.
+    """List the named bases: method, epochs, batch size, URL, licence, reported linear top-1, and the
+    rows of the E2MC paper's tables that start from each.
 
     Any of these names is a --base of `continue`, `eval`, `study`, `inspect` and `fetch`.
 
@@ -64,6 +87,7 @@ def bases(
         ("top-1", {"justify": "right"}),
         ("licence", {}),
         ("cached", {}),
+        ("paper", {}),
     ):
         table.add_column(column, no_wrap=True, **kw)
     table.add_column("URL", overflow="fold")
@@ -81,13 +105,15 @@ def bases(
             top1,
             r["licence"],
             cached,
+            escape(paper_cell(r["paper_rows"])),
             escape(r["url"] or r["builtin"]),
         )
     # Piped output is not folded to 80 columns: one base per line.
     out = console if console.is_terminal else Console(width=240)
     out.print(table)
     out.print(
-        "top-1: ImageNet linear probe (%) reported by the authors for that file; "
+        "top-1: ImageNet linear probe (%) reported by the authors for that file; paper: the rows of the "
+        "E2MC paper's tables (Chakraborty et al., AISTATS 2025) whose runs start from that file; "
         "fmnist-* bases are built in (pre-trained on Fashion-MNIST by sslboost, default --data fmnist)."
     )
 
@@ -127,24 +153,40 @@ def convert(
     allow_new_heads: bool = typer.Option(
         False, "--allow-new-heads", help="Initialise heads missing from the file with random weights."
     ),
+    optimizer_state: bool = typer.Option(
+        False,
+        "--optimizer-state",
+        help="Also keep the file's optimiser momentum, beside --out as NAME.optimizer.safetensors "
+        "(read by `continue --set optim.keep_base_state=true`).",
+    ),
 ) -> None:
     """Convert an official checkpoint into the canonical safetensors layout, with a report.
 
-    The report lists the keys renamed, dropped and (with --allow-new-heads) initialised.
+    The report lists the keys renamed, dropped and (with --allow-new-heads) initialised; with
+    --optimizer-state, the momentum of a training checkpoint's optimiser (VICReg's full checkpoint)
+    is kept too, mapped to the same canonical names.
 
     Example:
 
         sslboost convert --base-file resnet50_fullckpt.pth --method vicreg --out vicreg.safetensors
     """
-    from e2mc_cli.checkpoint import save_state_dict
+    from e2mc_cli.checkpoint import optimizer_state_path, save_optimizer_state, save_state_dict
     from e2mc_cli.zoo import convert_base
 
     if out.suffix != ".safetensors":
         raise UserError(f"--out {out}: the canonical checkpoint is a .safetensors file")
     if out.is_dir():
         raise UserError(f"--out {out}: is a folder")
-    ckpt, report = convert_base(base, base_file=base_file, method=method, allow_new_heads=allow_new_heads)
+    ckpt, report = convert_base(
+        base,
+        base_file=base_file,
+        method=method,
+        allow_new_heads=allow_new_heads,
+        optimizer_state=optimizer_state,
+    )
     save_state_dict(out, ckpt.state_dict, ckpt.metadata)
+    if ckpt.optimizer_state is not None:
+        save_optimizer_state(optimizer_state_path(out), ckpt.optimizer_state)
     if report is None:
         console.print(f"already canonical ({ckpt.method} {ckpt.arch}); copied {len(ckpt.state_dict)} tensors")
     else:
@@ -152,3 +194,6 @@ def convert(
             style = "bold red" if line.startswith("NEW HEADS") else None
             console.print(escape(line), style=style, highlight=False, soft_wrap=True)
     console.print(f"wrote {escape(str(out))} (base {escape(ckpt.metadata.get('base', ''))})", highlight=False)
+    if ckpt.optimizer_state is not None:
+        where = optimizer_state_path(out)
+        console.print(f"wrote {escape(str(where))} (its optimiser momentum)", highlight=False)

@@ -15,7 +15,8 @@ A recipe has the sections
   ``weight_decay``, ``schedule`` (``constant`` or ``cosine``), ``warmup_epochs``,
   ``final_lr_ratio`` and the optimiser's own keys (LARS ``eta``, ``exclude_bias_and_norm``;
   LARC ``trust_coefficient``, ``clip``; ``predictor_lr`` for groups a method keeps at a fixed
-  learning rate);
+  learning rate), ``keep_base_state`` (start from the momentum of the base's own optimiser,
+  :mod:`~e2mc_cli.training.base_state`);
 - ``[method]``: the base method's options (loss coefficients, SwAV's Sinkhorn and queue);
 - ``[criterion]``: ``name`` and the criterion's coefficients;
 - ``[views]``: ``image_size`` and the view options (crop sizes given at the 224-px reference,
@@ -72,6 +73,7 @@ OPTIM_KEYS: dict[str, object] = {
     "schedule": "cosine",
     "warmup_epochs": 0,
     "final_lr_ratio": 0.0,
+    "keep_base_state": False,
 }
 # Keys of one optimiser only, with their defaults (official values).
 OPTIMIZER_KEYS: dict[str, dict[str, object]] = {

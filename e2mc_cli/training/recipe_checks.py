@@ -72,6 +72,7 @@ OPTIM_RULES = {
     "exclude_bias_and_norm": Rule("bool"),
     "trust_coefficient": Rule("number", low=0),
     "clip": Rule("bool"),
+    "keep_base_state": Rule("bool"),
 }
 VIEWS_RULES = {"image_size": Rule("integer", low=MIN_IMAGE_SIZE, high=MAX_IMAGE_SIZE)}
 

@@ -40,6 +40,7 @@ from e2mc_cli.methods import Method, build_method, build_model
 from e2mc_cli.models import SSLModel
 from e2mc_cli.precision import grad_scaler
 from e2mc_cli.run_layout import STATE_FILE
+from e2mc_cli.training.base_state import keep_base_state
 from e2mc_cli.training.health import HealthMonitor
 from e2mc_cli.training.optim import build_optimizer
 from e2mc_cli.training.plan import RunPlan
@@ -348,6 +349,7 @@ def build_state(plan: RunPlan, say: Callable[[str], None]) -> TrainState:
     )
     if plan.saved is not None:
         state.restore(plan.saved, plan, say)
+    keep_base_state(state.optimizer, state.model, plan, say)  # optim.keep_base_state, new runs only
     if plan.compile:
         state.model.backbone.compile()
         state.model.projector.compile()

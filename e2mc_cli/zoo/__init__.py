@@ -8,6 +8,12 @@
 - ``hf://ORG/NAME[@REV]``: the ``sslboost.safetensors`` of a repository written by ``sslboost push``;
 - a canonical ``*.safetensors`` file;
 - an official file in any of the official layouts, with its ``method``.
+
+Asked for it (``optimizer_state=True``; ``sslboost convert --optimizer-state``, a run with
+``optim.keep_base_state``), the reader also returns the base's optimiser state: the momentum of an
+official training checkpoint mapped to canonical keys (:mod:`e2mc_cli.zoo.optimizer_state`), or
+the ``NAME.optimizer.safetensors`` kept beside a canonical ``NAME.safetensors``
+(:func:`~e2mc_cli.checkpoint.optimizer_state_path`); a base without one is a UserError.
 """
 
 from __future__ import annotations
@@ -17,13 +23,24 @@ import os
 from importlib import resources
 from pathlib import Path
 
-from e2mc_cli.checkpoint import FORMAT, Checkpoint, checkpoint_path, load_checkpoint, read_metadata
+from e2mc_cli.checkpoint import (
+    FORMAT,
+    OPTIMIZER_FORMAT,
+    Checkpoint,
+    OptimizerState,
+    checkpoint_path,
+    load_checkpoint,
+    load_optimizer_state,
+    optimizer_state_path,
+    read_metadata,
+)
 from e2mc_cli.downloads import download, mirror_url, sha256_file, verify_file
 from e2mc_cli.errors import UserError
 from e2mc_cli.io import cache_dir
 from e2mc_cli.methods import get_method_spec, method_names
 from e2mc_cli.zoo.convert import ConversionReport, convert_state_dict, detect_method
 from e2mc_cli.zoo.hf import download_hf, is_hf
+from e2mc_cli.zoo.optimizer_state import keep_optimizer_state, optimizer_entry
 from e2mc_cli.zoo.registry import BASES, BaseSpec, builtin_data, closest_names, get_spec
 from e2mc_cli.zoo.safe_load import looks_like_safetensors, safe_torch_load
 
@@ -105,8 +122,25 @@ def _check_method(found: str, method: str | None, what: str) -> None:
         raise UserError(f"{what} is a {found} checkpoint, not {method}")
 
 
+def _kept_beside(ckpt: Checkpoint, base: str) -> OptimizerState:
+    """The optimiser state kept beside the canonical file of ``ckpt`` (``NAME.optimizer.safetensors``)."""
+    side = optimizer_state_path(ckpt.path)
+    if not side.is_file():
+        raise UserError(
+            f"{base}: no optimiser state beside {ckpt.path} (no {side.name}); `sslboost convert "
+            "--optimizer-state` keeps the one of an official training checkpoint such as the base vicreg"
+        )
+    state = load_optimizer_state(side)
+    if (state.method, state.arch) != (ckpt.method, ckpt.arch):
+        raise UserError(
+            f"{side}: the optimiser state of a {state.arch} {state.method} model, beside a "
+            f"{ckpt.arch} {ckpt.method} checkpoint"
+        )
+    return state
+
+
 def _from_registry(
-    spec: BaseSpec, method: str | None, allow_new_heads: bool
+    spec: BaseSpec, method: str | None, allow_new_heads: bool, optimizer_state: bool
 ) -> tuple[Checkpoint, ConversionReport | None]:
     _check_method(spec.method, method, f"base {spec.name}")
     path = fetch_base(spec)
@@ -114,15 +148,16 @@ def _from_registry(
         ckpt = load_checkpoint(path)
         _check_method(ckpt.method, spec.method, str(path))
         ckpt.metadata.update(base=spec.name, licence=spec.licence or ckpt.metadata.get("licence", ""))
+        if optimizer_state:
+            ckpt.optimizer_state = _kept_beside(ckpt, f"base {spec.name}")
         return ckpt, None
     expected = spec_heads(spec)
+    obj = safe_torch_load(path)
+    source = f"{spec.name} ({path})"
+    if optimizer_state:
+        optimizer_entry(obj, source)  # before any conversion warning
     state, report = convert_state_dict(
-        safe_torch_load(path),
-        spec.method,
-        arch=spec.arch,
-        heads=expected,
-        allow_new_heads=allow_new_heads,
-        source=f"{spec.name} ({path})",
+        obj, spec.method, arch=spec.arch, heads=expected, allow_new_heads=allow_new_heads, source=source
     )
     if _normalised(report.heads) != _normalised(expected):
         raise UserError(
@@ -131,7 +166,11 @@ def _from_registry(
         )
     epoch = report.epoch if report.epoch is not None else spec.epochs
     meta = _metadata(report, spec.name, epoch, licence=spec.licence, source=spec.url or "")
-    return Checkpoint(state, meta), report
+    ckpt = Checkpoint(state, meta, str(path))
+    if optimizer_state:
+        ckpt.optimizer_state = keep_optimizer_state(obj, report)
+        ckpt.optimizer_state.metadata["base"] = spec.name
+    return ckpt, report
 
 
 def _from_safetensors(path: Path, method: str | None) -> Checkpoint:
@@ -139,6 +178,11 @@ def _from_safetensors(path: Path, method: str | None) -> Checkpoint:
     the ``sslboost.safetensors`` beside it); other safetensors files are named for what they are."""
     path = checkpoint_path(path)
     meta = read_metadata(path)
+    if meta.get("format") == OPTIMIZER_FORMAT:
+        raise UserError(
+            f"{path}: the optimiser state kept beside a canonical checkpoint, not a checkpoint; pass the "
+            f"checkpoint itself ({path.name.removesuffix('.optimizer.safetensors')}.safetensors)"
+        )
     if meta.get("format") != FORMAT and meta.get("source") == "sslboost":
         raise UserError(
             f"{path}: the backbone-only export of an sslboost run of the earlier layout (no heads); "
@@ -156,20 +200,29 @@ def _from_safetensors(path: Path, method: str | None) -> Checkpoint:
 
 
 def _from_file(
-    path: Path, method: str | None, allow_new_heads: bool
+    path: Path, method: str | None, allow_new_heads: bool, optimizer_state: bool
 ) -> tuple[Checkpoint, ConversionReport | None]:
     if not path.is_file():
         raise UserError(f"{path}: no such file")
     if path.suffix == ".safetensors" or looks_like_safetensors(path):
-        return _from_safetensors(path, method), None
+        ckpt = _from_safetensors(path, method)
+        if optimizer_state:
+            ckpt.optimizer_state = _kept_beside(ckpt, str(path))
+        return ckpt, None
     obj = safe_torch_load(path)
     if method is None:
         inner = obj.get("model", obj.get("state_dict", obj)) if isinstance(obj, dict) else {}
         looks, _ = detect_method(inner if isinstance(inner, dict) else {})
         guess = f" (it looks like a {looks} checkpoint)" if looks else ""
         raise UserError(f"{path}: pass --method {'|'.join(method_names())} for an official file{guess}")
+    if optimizer_state:
+        optimizer_entry(obj, str(path))  # before any conversion warning
     state, report = convert_state_dict(obj, method, allow_new_heads=allow_new_heads, source=str(path))
-    return Checkpoint(state, _metadata(report, str(path), report.epoch)), report
+    ckpt = Checkpoint(state, _metadata(report, str(path), report.epoch), str(path))
+    if optimizer_state:
+        ckpt.optimizer_state = keep_optimizer_state(obj, report)
+        ckpt.optimizer_state.metadata["base"] = str(path)
+    return ckpt, report
 
 
 def convert_base(
@@ -178,12 +231,14 @@ def convert_base(
     base_file: str | os.PathLike | None = None,
     method: str | None = None,
     allow_new_heads: bool = False,
+    optimizer_state: bool = False,
 ) -> tuple[Checkpoint, ConversionReport | None]:
-    """:func:`resolve_base` plus the conversion report (``None`` for canonical inputs)."""
+    """:func:`resolve_base` plus the conversion report (``None`` for canonical inputs); with
+    ``optimizer_state`` the checkpoint carries the base's optimiser state (see the module docstring)."""
     if base and base_file:
         raise UserError("pass either --base or --base-file, not both")
     if base_file:
-        return _from_file(Path(base_file), method, allow_new_heads)
+        return _from_file(Path(base_file), method, allow_new_heads, optimizer_state)
     if not base:
         raise UserError(
             "no base given: pass --base NAME (see `sslboost bases`), --base hf://ORG/NAME, "
@@ -193,11 +248,30 @@ def convert_base(
         ckpt = load_checkpoint(download_hf(base))
         _check_method(ckpt.method, method, base)
         ckpt.metadata["base"] = base
+        if optimizer_state:
+            ckpt.optimizer_state = _kept_beside(ckpt, base)
         return ckpt, None
     path = Path(base).expanduser()
     if base not in BASES and (path.suffix == ".safetensors" or path.is_file()):
-        return _from_file(path, method, allow_new_heads)
-    return _from_registry(get_spec(base), method, allow_new_heads)  # unknown names: closest ones
+        return _from_file(path, method, allow_new_heads, optimizer_state)
+    return _from_registry(get_spec(base), method, allow_new_heads, optimizer_state)  # unknown: closest
+
+
+def base_optimizer_state(ckpt: Checkpoint) -> OptimizerState:
+    """The optimiser state of the base ``ckpt`` was read from: the one it carries, else the one kept
+    beside its canonical file, else the official file it was converted from (``ckpt.path``) read
+    again; a base without one is a UserError."""
+    if ckpt.optimizer_state is not None:
+        return ckpt.optimizer_state
+    path = Path(ckpt.path)
+    base = f"base {ckpt.metadata.get('base') or path}"
+    if not path.is_file():
+        raise UserError(f"{base}: no optimiser state (the checkpoint was not read from a file)")
+    if path.suffix == ".safetensors" or looks_like_safetensors(path):
+        return _kept_beside(ckpt, base)
+    new_heads = bool(ckpt.metadata.get("new_heads"))
+    found, _ = _from_file(path, ckpt.method, new_heads, optimizer_state=True)
+    return found.optimizer_state
 
 
 def resolve_base(
@@ -216,6 +290,7 @@ __all__ = [
     "BASES",
     "BaseSpec",
     "ConversionReport",
+    "base_optimizer_state",
     "base_path",
     "builtin_data",
     "builtin_dir",

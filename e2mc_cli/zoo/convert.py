@@ -9,7 +9,8 @@ module names, which its spec maps to the canonical ones
 
 Every source tensor is either mapped to exactly one canonical key or named as dropped with a
 reason; every canonical tensor of the method's model is filled (heads may be freshly initialised
-only when asked). Anything else is a :class:`UserError`.
+only when asked). Anything else is a :class:`UserError`. The optimiser state is dropped unless
+asked for (:mod:`e2mc_cli.zoo.optimizer_state` maps it to the canonical keys, as strictly).
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ class ConversionReport:
     mapped: list[tuple[str, str]] = field(default_factory=list)  # (source key, canonical key)
     dropped: list[tuple[str, int, str]] = field(default_factory=list)  # (what, tensors, reason)
     new: list[str] = field(default_factory=list)  # canonical keys freshly initialised
+    kept: list[tuple[str, int, str]] = field(default_factory=list)  # (what, tensors, where) besides the model
 
     @property
     def new_modules(self) -> list[str]:
@@ -72,6 +74,8 @@ class ConversionReport:
         )
         for what, n, reason in self.dropped:
             out.append(f"dropped: {what} ({n} tensor{'s' if n != 1 else ''}): {reason}")
+        for what, n, where in self.kept:
+            out.append(f"kept: {what} ({n} tensor{'s' if n != 1 else ''}): {where}")
         total = len(self.mapped) + len(self.new)
         out.append(f"filled: {len(self.mapped)}/{total} canonical tensors from the file")
         if self.new:
@@ -92,20 +96,24 @@ def _count_tensors(obj) -> int:
     return 0
 
 
-def _listing(keys: list[str]) -> str:
+def listing(keys: list[str]) -> str:
+    """The first few of ``keys`` for an error message, and how many more there are."""
     shown = ", ".join(keys[:_SHOWN])
     return shown + (f" (+{len(keys) - _SHOWN} more)" if len(keys) > _SHOWN else "")
 
 
-def _unwrap(obj, source: str) -> tuple[str, dict[str, torch.Tensor], dict, list[tuple[str, int, str]]]:
-    """(layout, state dict, kept entries, dropped entries) of an official container."""
+def unwrap_official(
+    obj, source: str
+) -> tuple[str, dict[str, torch.Tensor], dict, list[tuple[str, int, str]]]:
+    """(layout, state dict, kept entries, dropped entries) of an official container (the state
+    dict in the file's order)."""
     if not isinstance(obj, Mapping) or not obj:
         raise UserError(f"{source}: not a state dict or a training checkpoint (found {type(obj).__name__})")
     if all(isinstance(v, torch.Tensor) for v in obj.values()):
         return "bare state dict", dict(obj), {}, []
     inner_key = next((k for k in ("model", "state_dict") if isinstance(obj.get(k), Mapping)), None)
     if inner_key is None:
-        entries = _listing(list(map(str, obj)))
+        entries = listing(list(map(str, obj)))
         raise UserError(
             f"{source}: not an official checkpoint layout (top-level entries {entries}; "
             "expected a state dict, {epoch, model, optimizer} or {epoch, arch, state_dict, optimizer})"
@@ -123,7 +131,7 @@ def _unwrap(obj, source: str) -> tuple[str, dict[str, torch.Tensor], dict, list[
     inner = obj[inner_key]
     foreign += [f"{inner_key}.{k}" for k, v in inner.items() if not isinstance(v, torch.Tensor)]
     if foreign:
-        raise UserError(f"{source}: foreign entries in the checkpoint: {_listing(foreign)}")
+        raise UserError(f"{source}: foreign entries in the checkpoint: {listing(foreign)}")
     layout = "{" + ", ".join(map(str, obj)) + "}"
     return layout, dict(inner), kept, dropped
 
@@ -215,7 +223,7 @@ def _missing_heads(
     foreign = [origin[k] for k in canonical if k not in target]
     if foreign:
         raise UserError(
-            f"{source}: {len(foreign)} tensor(s) foreign to a {arch} {method} checkpoint: {_listing(foreign)}"
+            f"{source}: {len(foreign)} tensor(s) foreign to a {arch} {method} checkpoint: {listing(foreign)}"
         )
     wrong = [
         f"{origin[k]} {tuple(v.shape)} (expected {tuple(target[k])})"
@@ -223,11 +231,11 @@ def _missing_heads(
         if v.shape != target[k]
     ]
     if wrong:
-        raise UserError(f"{source}: tensor shapes do not fit a {arch} {method} model: {_listing(wrong)}")
+        raise UserError(f"{source}: tensor shapes do not fit a {arch} {method} model: {listing(wrong)}")
     missing = [k for k in target if k not in canonical]
     missing_backbone = [k for k in missing if k.startswith("backbone.")]
     if missing_backbone:
-        raise UserError(f"{source}: backbone tensors missing for a {arch}: {_listing(missing_backbone)}")
+        raise UserError(f"{source}: backbone tensors missing for a {arch}: {listing(missing_backbone)}")
     return missing
 
 
@@ -267,7 +275,7 @@ def convert_state_dict(
     state dict (the source tensors themselves, unchanged) and the accounting report.
     """
     spec = get_method_spec(method)
-    layout, inner, kept, dropped = _unwrap(obj, source)
+    layout, inner, kept, dropped = unwrap_official(obj, source)
     looks, evidence = detect_method(inner)
     if looks is not None and looks != method:
         raise UserError(
@@ -277,7 +285,7 @@ def convert_state_dict(
     canonical, origin, dropped_keys = _canonical_keys(spec, inner, source)
     backbone = {k[len("backbone.") :]: v.shape for k, v in canonical.items() if k.startswith("backbone.")}
     if not backbone:
-        raise UserError(f"{source}: no backbone tensors found (keys: {_listing(list(inner))})")
+        raise UserError(f"{source}: no backbone tensors found (keys: {listing(list(inner))})")
     arch = arch or _pick_arch(backbone)
     heads = _heads_of(spec, canonical, heads or dict(spec.heads))
     target = _model_shapes(method, arch, json.dumps(heads, sort_keys=True))

@@ -6,6 +6,11 @@ checkpoint's reference to ``__main__.exclude_bias_and_norm`` (the LARS filter fu
 its optimiser's ``param_groups``). That name is allowlisted with an inert :class:`StandIn`:
 the real function is never looked up, defined or run. Any other global is refused.
 
+The allowlist is scoped to one load: ``torch.serialization.safe_globals`` (torch ≥ 2.5), else,
+on torch 2.4, ``add_safe_globals`` with the stand-ins taken out again afterwards
+(:func:`allowed_stand_ins`). torch 2.4 is the floor: earlier versions have no allowlist, so a
+weights-only load cannot read the VICReg full checkpoint at all.
+
 A refusal says what was refused and why, never PyTorch's advice to load without
 ``weights_only`` (that would run the file's code); files of another kind (safetensors, NumPy
 ``.npy`` / ``.npz``, text) are named as such.
@@ -19,6 +24,7 @@ import re
 import struct
 import warnings
 import zipfile
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -27,12 +33,17 @@ from e2mc_cli.errors import UserError
 
 
 class StandIn:
-    """An inert placeholder for a function referenced by name in a checkpoint's pickle."""
+    """An inert placeholder for a function referenced by name in a checkpoint's pickle.
 
-    __slots__ = ("qualified_name",)
+    It carries the ``__module__``, ``__name__`` and ``__qualname__`` of the name it stands for:
+    torch's weights-only unpickler keys an allowlisted object by them (``__name__`` up to torch
+    2.5, ``__qualname__`` from 2.6), so one object serves every supported version.
+    """
 
     def __init__(self, qualified_name: str):
+        module, _, name = qualified_name.rpartition(".")
         self.qualified_name = qualified_name
+        self.__module__, self.__name__, self.__qualname__ = module, name, name
 
     def __repr__(self) -> str:
         return f"<stand-in for {self.qualified_name} (not loaded)>"
@@ -43,7 +54,7 @@ class StandIn:
 
 # Globals the official checkpoints reference, each mapped to an inert stand-in.
 ALLOWED_REFERENCES: tuple[str, ...] = ("__main__.exclude_bias_and_norm",)
-_STAND_INS = [(StandIn(name), name) for name in ALLOWED_REFERENCES]
+_STAND_INS = [StandIn(name) for name in ALLOWED_REFERENCES]
 
 _GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
 _OPCODE = re.compile(r"Unsupported operand (\d+)")
@@ -100,6 +111,30 @@ def other_format(path: str | os.PathLike) -> str | None:
     return None
 
 
+@contextmanager
+def allowed_stand_ins():
+    """The stand-ins allowlisted for the duration of one load, whatever the torch version.
+
+    ``torch.serialization.safe_globals`` is a context manager from torch 2.5; torch 2.4 has only
+    the process-wide ``add_safe_globals``, so there the stand-ins are added and taken out again
+    afterwards (whatever else is on the list stays).
+    """
+    serialization = torch.serialization
+    if hasattr(serialization, "safe_globals"):
+        with serialization.safe_globals(_STAND_INS):
+            yield
+        return
+    listed = serialization.get_safe_globals()
+    added = [s for s in _STAND_INS if all(s is not g for g in listed)]
+    serialization.add_safe_globals(added)
+    try:
+        yield
+    finally:
+        remaining = [g for g in serialization.get_safe_globals() if all(g is not a for a in added)]
+        serialization.clear_safe_globals()
+        serialization.add_safe_globals(remaining)
+
+
 def safe_torch_load(path: str | os.PathLike):
     """``torch.load(path, map_location="cpu", weights_only=True)`` with the stand-ins allowed.
 
@@ -112,7 +147,7 @@ def safe_torch_load(path: str | os.PathLike):
     if kind:
         raise UserError(f"{p}: {kind}, not a PyTorch checkpoint")
     try:
-        with torch.serialization.safe_globals(_STAND_INS), warnings.catch_warnings():
+        with allowed_stand_ins(), warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Detected pickle protocol")  # advice for torch users
             return torch.load(p, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
@@ -136,7 +171,8 @@ def _refusal(text: str) -> str:
             f"refusing pickle opcode {opcode.group(1)}: not a torch.save file of tensors and plain values "
             "(a plain pickle, or not a pickle at all); loading never runs code from a checkpoint"
         )
-    return f"not a readable PyTorch checkpoint ({_detail(text.rsplit('WeightsUnpickler error:', 1)[-1])})"
+    detail = _detail(text.rsplit("WeightsUnpickler error:", 1)[-1])
+    return f"not a readable PyTorch checkpoint, truncated or corrupted ({detail})"
 
 
 # Where PyTorch's own advice starts in its messages: what follows is cut (it may advise loading
