@@ -6,7 +6,7 @@ On a folder of images (ImageNet layout), side by side in one run and on the same
   grayscale, blur, solarisation, float conversion and normalisation, per image with PIL;
 - ``split``: the split pipeline's worker part (``--augment split``): decode, crops, flips as
   uint8 and the drawn parameters; and the device stage that finishes its batches
-  (``device_ms_per_image``, on ``--device``);
+  (``device_ms_per_image``, on ``--device``; on the CPU with one thread too, per core);
 - ``decode_device`` (``--decode device``, where the device can): the workers only read the
   files and draw the parameters; the device decodes, crops and finishes the batch.
 
@@ -144,6 +144,21 @@ def _runs(pipelines: dict[str, ViewPipeline], base, workers: int):
     return {name: _InProcess(p, base) for name, p in pipelines.items()}
 
 
+def _pipelines(method: str, image_size: int, decode: str, device: torch.device, base) -> tuple[dict, list]:
+    """The pipelines to time (``decode_device`` only where the device can decode) and the notes."""
+    pipelines = {
+        "cpu": view_pipeline(method, image_size, "cpu"),
+        "split": view_pipeline(method, image_size, "split"),
+    }
+    if decode != "device":
+        return pipelines, []
+    dec = view_pipeline(method, image_size, "split", decode="device", device=device)
+    dec.dataset(base, SEED)
+    if dec.note:
+        return pipelines, [dec.note]
+    return {**pipelines, "decode_device": dec}, []
+
+
 def bench_data(
     data: str | os.PathLike,
     method: str,
@@ -160,25 +175,12 @@ def bench_data(
     spec = get_method_spec(method)
     if batch_size < 1 or rounds < 1:
         raise UserError("--batch-size and --rounds must be at least 1")
-    device = torch.device(device)
+    device, n_workers = torch.device(device), int(workers or 0)
     base = load_folder(data)
-    pipelines = {
-        "cpu": view_pipeline(spec.name, image_size, "cpu"),
-        "split": view_pipeline(spec.name, image_size, "split"),
-    }
-    notes = []
-    if decode == "device":
-        dec = view_pipeline(spec.name, image_size, "split", decode="device", device=device)
-        dec.dataset(base, SEED)
-        if dec.note:
-            notes.append(dec.note)
-        else:
-            pipelines["decode_device"] = dec
-    n_workers = int(workers or 0)
-    batches = _batches(len(base), batch_size, rounds + 1)
+    pipelines, notes = _pipelines(spec.name, image_size, decode, device, base)
     with _threads(1):
         runs = _runs(pipelines, base, n_workers)
-        for r, batch in enumerate(batches):  # round 0 warms up
+        for r, batch in enumerate(_batches(len(base), batch_size, rounds + 1)):  # round 0 warms up
             for run in runs.values():
                 run.round(batch, timed=r > 0)
             if progress is not None:
@@ -191,17 +193,15 @@ def bench_data(
         "batch_size": batch_size,
         "rounds": rounds,
         "workers": n_workers,
-        "device": device_description(device),
-        "cpu": _per_worker(runs["cpu"], n_workers),
-        "split": _per_worker(runs["split"], n_workers),
     }
-    out["split"]["device_ms_per_image"] = _device_ms(pipelines["split"], runs["split"].last, device, 5)
+    with _threads(1 if device.type == "cpu" else torch.get_num_threads()):
+        out["device"] = device_description(device)
+        for name, run in runs.items():
+            out[name] = _per_worker(run, n_workers)
+            if name != "cpu":
+                out[name]["device_ms_per_image"] = _device_ms(pipelines[name], run.last, device, 5)
     out["ratio"] = round(out["split"]["img_per_s_per_worker"] / out["cpu"]["img_per_s_per_worker"], 3)
-    out["decode_device"] = None
-    if "decode_device" in runs:
-        out["decode_device"] = _per_worker(runs["decode_device"], n_workers)
-        dev_ms = _device_ms(pipelines["decode_device"], runs["decode_device"].last, device, 5)
-        out["decode_device"]["device_ms_per_image"] = dev_ms
+    out.setdefault("decode_device", None)
     out["notes"] = notes
     out["load_average"] = [round(x, 2) for x in os.getloadavg()] if hasattr(os, "getloadavg") else None
     out["cpu_cores"] = os.cpu_count()

@@ -30,12 +30,17 @@ from pathlib import Path
 import torch
 from PIL import Image
 from torch.utils.data import Dataset
-from torchvision.io import ImageReadMode, encode_jpeg
+from torchvision.io import ImageReadMode
 from torchvision.transforms import InterpolationMode
 from torchvision.transforms.v2 import functional as F
 
 from e2mc_cli.data.views import P, ViewRecipe
 from e2mc_cli.errors import UserError
+
+try:  # deprecated in torchvision 0.29, to go in a later release
+    from torchvision.io import decode_jpeg, encode_jpeg
+except ImportError:  # pragma: no cover - a torchvision without its image decoders
+    decode_jpeg = encode_jpeg = None
 
 JPEG_SUFFIXES = (".jpg", ".jpeg")
 DEVICE_MODES = ("RGB", "L")  # what nvJPEG decodes to RGB; others (CMYK) are decoded on the workers
@@ -80,11 +85,16 @@ class EncodedImages(Dataset):
 
 
 def _decode_jpeg(data, device: torch.device):
-    from torchvision.io import decode_jpeg
-
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
         return decode_jpeg(data, mode=ImageReadMode.RGB, device=device)
+
+
+def _probe_jpeg() -> torch.Tensor:
+    """A tiny encoded JPEG, to ask a device's decoder whether it works."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return encode_jpeg(torch.zeros(3, 8, 8, dtype=torch.uint8))
 
 
 _PROBED: dict[str, str | None] = {}
@@ -93,6 +103,8 @@ _PROBED: dict[str, str | None] = {}
 def device_unsupported(device: torch.device | str | None) -> str | None:
     """Why ``device`` cannot decode JPEG batches (``None``: it can). ``None`` as the device: the
     batch is decoded wherever it is sent (torchvision's CPU decoder for a CPU tensor)."""
+    if decode_jpeg is None:
+        return "this torchvision has no JPEG decoder (torchvision.io.decode_jpeg)"
     if device is None:
         return None
     device = torch.device(device)
@@ -101,8 +113,7 @@ def device_unsupported(device: torch.device | str | None) -> str | None:
     key = str(device)
     if key not in _PROBED:
         try:
-            probe = encode_jpeg(torch.zeros(3, 8, 8, dtype=torch.uint8))
-            _decode_jpeg([probe], device)
+            _decode_jpeg([_probe_jpeg()], device)
             _PROBED[key] = None
         except (RuntimeError, ImportError, AttributeError, NotImplementedError) as exc:
             _PROBED[key] = f"this torchvision cannot decode JPEG on {device} ({str(exc).splitlines()[0]})"

@@ -55,15 +55,16 @@ def _rows(mask: torch.Tensor, device: torch.device) -> torch.Tensor | None:
 
 
 def _apply_to(x: torch.Tensor, rows: torch.Tensor | None, fn) -> torch.Tensor:
-    """``x`` (the stage's own tensor) with ``fn(x[rows], rows)`` written into the selected rows."""
+    """``x`` with ``fn(x[rows], rows)`` written into the selected rows, in place."""
     if rows is None:
         return x
     return x.index_copy_(0, rows, fn(x.index_select(0, rows), rows))
 
 
-def colour_jitter(x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
-    """Per-sample colour jitter of ``x`` (``N × 3 × H × W`` in [0, 1]) as torchvision's
-    ``ColorJitter`` with the factors and order of the host ``params`` (``N × P``)."""
+def colour_jitter_(x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+    """Per-sample colour jitter of ``x`` (``N × 3 × H × W`` in [0, 1], changed in place and
+    returned) as torchvision's ``ColorJitter`` with the factors and order of the host ``params``
+    (``N × P``)."""
     jitter = params[:, P["jitter"]] > 0.5
     raw = params[:, [P[name] for name in JITTER_OPS]]
     on = jitter[:, None] & ~torch.isnan(raw)
@@ -76,14 +77,15 @@ def colour_jitter(x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
     return x
 
 
-def grayscale(x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
-    """The samples whose grayscale flag is set, as three equal channels of their luma."""
+def grayscale_(x: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
+    """The samples whose grayscale flag is set, as three equal channels of their luma (in place)."""
     rows = _rows(params[:, P["grayscale"]] > 0.5, x.device)
     return _apply_to(x, rows, lambda sub, r: kornia.color.rgb_to_grayscale(sub).expand_as(sub))
 
 
-def gaussian_blur(x: torch.Tensor, params: torch.Tensor, kernel_size: int) -> torch.Tensor:
-    """The samples whose blur flag is set, blurred with their own σ (a ``kernel_size`` Gaussian)."""
+def gaussian_blur_(x: torch.Tensor, params: torch.Tensor, kernel_size: int) -> torch.Tensor:
+    """The samples whose blur flag is set, blurred with their own σ (a ``kernel_size`` Gaussian;
+    in place)."""
     chosen = params[:, P["blur"]] > 0.5
     sigma = params[chosen][:, P["sigma"]]
     rows = _rows(chosen, x.device)
@@ -95,8 +97,8 @@ def gaussian_blur(x: torch.Tensor, params: torch.Tensor, kernel_size: int) -> to
     return _apply_to(x, rows, blur)
 
 
-def solarize(x: torch.Tensor, params: torch.Tensor, threshold: float) -> torch.Tensor:
-    """The samples whose solarise flag is set, pixels ≥ ``threshold`` inverted (``1 − x``)."""
+def solarize_(x: torch.Tensor, params: torch.Tensor, threshold: float) -> torch.Tensor:
+    """The samples whose solarise flag is set, pixels ≥ ``threshold`` inverted (``1 − x``; in place)."""
     rows = _rows(params[:, P["solarize"]] > 0.5, x.device)
     return _apply_to(x, rows, lambda sub, r: kornia.enhance.solarize(sub, threshold))
 
@@ -125,13 +127,13 @@ class _Group:
     def __call__(self, crops: torch.Tensor, params: torch.Tensor) -> torch.Tensor:
         x = crops.permute(0, 3, 1, 2).contiguous().to(torch.float32).mul_(1.0 / 255)
         if self.jitter:
-            x = colour_jitter(x, params)
+            x = colour_jitter_(x, params)
         if self.grayscale:
-            x = grayscale(x, params)
+            x = grayscale_(x, params)
         if self.blur:
-            x = gaussian_blur(x, params, self.kernel_size)
+            x = gaussian_blur_(x, params, self.kernel_size)
         if self.solarize:
-            x = solarize(x, params, self.threshold)
+            x = solarize_(x, params, self.threshold)
         mean, std = self.stats(x.device)
         return x.sub_(mean).div_(std)
 

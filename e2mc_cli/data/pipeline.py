@@ -34,7 +34,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from e2mc_cli.data.decode import EncodedImages, decode_unsupported, decode_views, device_unsupported
+from e2mc_cli.data.decode import EncodedImages, dataset_unsupported, decode_views, device_unsupported
 from e2mc_cli.data.device_stage import PhotometricStage
 from e2mc_cli.data.split import Encoded, SplitViews
 from e2mc_cli.data.views import ViewRecipe
@@ -203,7 +203,7 @@ class ViewPipeline:
         if self.augment == "cpu":
             return SeededViews(base, self.transform, seed)
         if self.decode == "device" and not self.note:
-            self.note = decode_unsupported(base, None) or ""
+            self.note = dataset_unsupported(base) or ""
         self.decoding = self.decode == "device" and not self.note
         return SeededViews(EncodedImages(base) if self.decoding else base, self.worker, seed)
 
