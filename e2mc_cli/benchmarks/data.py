@@ -196,6 +196,7 @@ def bench_data(
     }
     with _threads(1 if device.type == "cpu" else torch.get_num_threads()):
         out["device"] = device_description(device)
+        out["device_threads"] = torch.get_num_threads() if device.type == "cpu" else None
         for name, run in runs.items():
             out[name] = _per_worker(run, n_workers)
             if name != "cpu":
