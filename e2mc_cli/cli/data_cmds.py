@@ -16,6 +16,30 @@ def _rate(part: dict | None, key: str, fmt: str) -> str:
     return "—" if not part or part.get(key) is None else format(part[key], fmt)
 
 
+def _print_table(result: dict) -> None:
+    per = f"per worker ({result['workers']} processes each)" if result["workers"] else "per core (one thread)"
+    title = f"{result['method']} views at {result['image_size']} px, {result['images']} images, {per}"
+    table = Table(title=title)
+    for col in ("pipeline", "img/s per worker", "ms per image", "device ms per image"):
+        table.add_column(col, justify="left" if col == "pipeline" else "right")
+    rows = [("cpu (official)", result["cpu"]), ("split", result["split"])]
+    if result["decode_device"]:
+        rows.append(("split, device decode", result["decode_device"]))
+    for name, part in rows:
+        table.add_row(
+            name,
+            _rate(part, "img_per_s_per_worker", ".1f"),
+            _rate(part, "ms_per_image", ".2f"),
+            _rate(part, "device_ms_per_image", ".3f"),
+        )
+    console.print(table)
+    console.print(
+        f"split / cpu: {result['ratio']:.2f}×   device: {result['device']}   load: {result['load_average']}"
+    )
+    for note in result["notes"]:
+        console.print(f"note: {note}")
+
+
 @bench_app.command("data")
 def bench_data_cmd(
     data: str = typer.Option(
@@ -63,24 +87,4 @@ def bench_data_cmd(
     if as_json:
         print_json(result)
         return
-    per = f"per worker ({result['workers']} processes each)" if result["workers"] else "per core (one thread)"
-    title = f"{result['method']} views at {result['image_size']} px, {result['images']} images, {per}"
-    table = Table(title=title)
-    for col in ("pipeline", "img/s per worker", "ms per image", "device ms per image"):
-        table.add_column(col, justify="left" if col == "pipeline" else "right")
-    rows = [("cpu (official)", result["cpu"]), ("split", result["split"])]
-    if result["decode_device"]:
-        rows.append(("split, device decode", result["decode_device"]))
-    for name, part in rows:
-        table.add_row(
-            name,
-            _rate(part, "img_per_s_per_worker", ".1f"),
-            _rate(part, "ms_per_image", ".2f"),
-            _rate(part, "device_ms_per_image", ".3f"),
-        )
-    console.print(table)
-    console.print(
-        f"split / cpu: {result['ratio']:.2f}×   device: {result['device']}   load: {result['load_average']}"
-    )
-    for note in result["notes"]:
-        console.print(f"note: {note}")
+    _print_table(result)

@@ -26,13 +26,14 @@ device. ``decode="device"`` (split only) leaves the JPEG decoding to the device 
 from __future__ import annotations
 
 import random
+import warnings
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, default_collate
 
 from e2mc_cli.data.decode import EncodedImages, dataset_unsupported, decode_views, device_unsupported
 from e2mc_cli.data.device_stage import PhotometricStage
@@ -153,9 +154,16 @@ def collate_split(items) -> Batch:
     if isinstance(parts[0], Encoded):
         boxes = torch.stack([p.boxes for p in parts])
         return Batch([], indices, failed, per_view, [p.payload for p in parts], boxes)
-    n_views = len(parts[0].views)
-    views = [torch.from_numpy(np.stack([p.views[v] for p in parts])) for v in range(n_views)]
+    views = [_stack_uint8([p.views[v] for p in parts]) for v in range(len(parts[0].views))]
     return Batch(views, indices, failed, per_view)
+
+
+def _stack_uint8(arrays: list[np.ndarray]) -> torch.Tensor:
+    """The crops stacked into one uint8 tensor by torch's default collate (in a loader worker it
+    stacks straight into shared memory, so the batch is not copied again to leave the worker)."""
+    with warnings.catch_warnings():  # PIL's arrays are read-only; the stack only reads them
+        warnings.filterwarnings("ignore", "The given NumPy array is not writable", UserWarning)
+        return default_collate([torch.from_numpy(a) for a in arrays])
 
 
 class ViewPipeline:

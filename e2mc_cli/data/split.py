@@ -17,8 +17,10 @@ workers apply it to the crop even where the official pipeline flips last (SimSia
 
 The crop is PIL's ``crop`` then ``resize`` (what torchvision runs on PIL images): resizing with
 ``box=`` instead reads pixels outside the box for the filter's support and gives other pixels.
-JPEG DCT-domain downscaling (``Image.draft``) is not used: it pays only when every view of the
-image is at most half its crop in both sides, which a 224 px view of a 500 × 375 image never is.
+JPEG DCT-domain downscaling (``Image.draft``, by 1/2, 1/4 or 1/8 while decoding) is not used:
+the image is decoded once for all its views, so it could only apply where every view's crop is
+at least twice the view in both sides, which no 224 px view of a 500 × 375 image is (375 < 448),
+and it would change the pixels the official antialiased resize sees.
 """
 
 from __future__ import annotations
