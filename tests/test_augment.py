@@ -170,7 +170,9 @@ def test_swav_blur_sigma_scales_with_image_size_not_crop_size():
 
 def _official_code_pipelines(method: str) -> list[v2.Compose]:
     """The official training transforms written out as the authors' code lists them (at 224 px)."""
-    from e2mc_cli.data.augment import _finish
+
+    def _finish(mean, std):  # ToTensor + Normalize of the official code
+        return [v2.PILToTensor(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
 
     bicubic = InterpolationMode.BICUBIC
     if method == "vicreg":  # facebookresearch/vicreg augmentations.py
