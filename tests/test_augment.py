@@ -166,3 +166,59 @@ def test_swav_blur_sigma_scales_with_image_size_not_crop_size():
     """Official SwAV blurs every crop, 224 px and 96 px alike, with radius 0.1-2."""
     assert _blur_sigmas("swav", 224) == {(0.1, 2.0)}
     assert _blur_sigmas("swav", 28) == {(0.0125, 0.25)}
+
+
+def _official_code_pipelines(method: str) -> list[v2.Compose]:
+    """The official training transforms written out as the authors' code lists them (at 224 px)."""
+
+    def _finish(mean, std):  # ToTensor + Normalize of the official code
+        return [v2.PILToTensor(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(list(mean), list(std))]
+
+    bicubic = InterpolationMode.BICUBIC
+    if method == "vicreg":  # facebookresearch/vicreg augmentations.py
+        def view(blur_p, solarize_p):
+            steps = [
+                v2.RandomResizedCrop(224, scale=(0.08, 1.0), interpolation=bicubic, antialias=True),
+                v2.RandomHorizontalFlip(p=0.5),
+                v2.RandomApply([v2.ColorJitter(0.4, 0.4, 0.2, 0.1)], p=0.8),  # b, c, s, h
+                v2.RandomGrayscale(p=0.2),
+                RandomGaussianBlur(blur_p, (0.1, 2.0)),
+            ]
+            steps += [v2.RandomSolarize(threshold=128, p=solarize_p)] if solarize_p else []
+            return v2.Compose(steps + _finish(IMAGENET_MEAN, IMAGENET_STD))
+
+        return [view(1.0, 0.0), view(0.1, 0.2)]
+    if method == "swav":  # facebookresearch/swav src/multicropdataset.py, 2x224 + 6x96
+        def crop(size, scale):
+            return v2.Compose([
+                v2.RandomResizedCrop(size, scale=scale, antialias=True),
+                v2.RandomHorizontalFlip(p=0.5),
+                v2.RandomApply([v2.ColorJitter(0.8, 0.8, 0.8, 0.2)], p=0.8),
+                v2.RandomGrayscale(p=0.2),
+                RandomGaussianBlur(0.5, (0.1, 2.0)),
+                *_finish(IMAGENET_MEAN, SWAV_STD),
+            ])
+
+        return [crop(224, (0.14, 1.0))] * 2 + [crop(96, (0.05, 0.14))] * 6
+    pipeline = v2.Compose([  # facebookresearch/simsiam main_simsiam.py
+        v2.RandomResizedCrop(224, scale=(0.2, 1.0), antialias=True),
+        v2.RandomApply([v2.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
+        v2.RandomGrayscale(p=0.2),
+        RandomGaussianBlur(0.5, (0.1, 2.0)),
+        v2.RandomHorizontalFlip(p=0.5),
+        *_finish(IMAGENET_MEAN, IMAGENET_STD),
+    ])
+    return [pipeline, pipeline]
+
+
+@pytest.mark.parametrize("method", ["vicreg", "swav", "simsiam"])
+def test_views_built_from_recipes_are_the_official_pipelines(method):
+    ours, official = view_transform(method), _official_code_pipelines(method)
+    img = rgb(300, 400)
+    for seed in range(3):
+        torch.manual_seed(seed)
+        a, next_a = ours(img), torch.rand(1)
+        torch.manual_seed(seed)
+        b, next_b = [t(img) for t in official], torch.rand(1)
+        assert all(torch.equal(x, y) for x, y in zip(a, b)), (method, seed)
+        assert torch.equal(next_a, next_b)  # the same number of random draws

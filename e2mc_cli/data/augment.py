@@ -1,64 +1,55 @@
-"""The methods' official view pipelines with ``torchvision.transforms.v2``.
+"""The methods' official view pipelines with ``torchvision.transforms.v2`` (``--augment cpu``).
 
-``vicreg_views``, ``swav_views`` and ``simsiam_views`` (``builder(image_size, **options)``, the
-options being a method spec's ``view_options``) return one pipeline per view, full-resolution
-views first; :func:`e2mc_cli.methods.view_transform` wraps them in a picklable :class:`MultiView`,
-``image -> list[Tensor]``, reproducing each official training pipeline:
-
-- **VICReg** (``augmentations.py``): 2 views, RandomResizedCrop(224, scale 0.08–1, bicubic),
-  flip, ColorJitter(0.4, 0.4, 0.2, 0.1) p = 0.8, grayscale p = 0.2, Gaussian blur σ ∈ [0.1, 2]
-  with p = 1.0 / 0.1, solarisation p = 0 / 0.2 (view 1 / view 2).
-- **SwAV** (``src/multicropdataset.py`` and the multi-crop scripts): 2 × 224 (scale 0.14–1)
-  + 6 × 96 (scale 0.05–0.14), flip, colour distortion of strength 1 (ColorJitter(0.8, 0.8, 0.8,
-  0.2) p = 0.8, grayscale p = 0.2), Gaussian blur σ ∈ [0.1, 2] p = 0.5; normalised with the
-  official std (0.228, 0.224, 0.225).
-- **SimSiam** (``main_simsiam.py``): 2 views, RandomResizedCrop(224, scale 0.2–1),
-  ColorJitter(0.4, 0.4, 0.4, 0.1) p = 0.8, grayscale p = 0.2, Gaussian blur σ ∈ [0.1, 2]
-  p = 0.5, flip.
+:func:`official_pipeline` builds the official per-image pipeline of one
+:class:`~e2mc_cli.data.views.ViewRecipe` (:mod:`e2mc_cli.data.views` lists the recipes and where
+each fact comes from): the same transforms in the same order as the official training code, so
+the same random draws. ``vicreg_views``, ``swav_views`` and ``simsiam_views``
+(``builder(image_size, **options)``, the options being a method spec's ``view_options``) return
+one pipeline per view, full-resolution views first; :func:`e2mc_cli.methods.view_transform` wraps
+them in a picklable :class:`MultiView`, ``image -> list[Tensor]``.
 
 The pipelines work on PIL images as the official ones, and blur as they do: a PIL Gaussian blur
-of standard deviation σ (an O(1)-per-pixel box-filter approximation, ~1.5 ms on a 224 px crop
-where a 23-tap convolution on a tensor takes ~45 ms). ``image_size`` PX scales every length of
-the recipe by PX / 224: crop sizes (224 → PX, 96 → round(PX·96/224)) and the blur σ range (so
-the blur's extent, its effective kernel, scales too). Non-RGB images (grayscale, palette, RGBA,
-CMYK) and tensors are converted to RGB PIL images first. All randomness comes from torch's
-generator, so seeded data-loader workers give repeatable views.
+of standard deviation σ (``ImageFilter.GaussianBlur``, an O(1)-per-pixel approximation by three
+box blurs, ~1.5 ms on a 224 px crop where a 23-tap convolution on a tensor takes ~45 ms).
+Non-RGB images (grayscale, palette, RGBA, CMYK) and tensors are converted to RGB PIL images
+first. All randomness comes from torch's generator, so seeded data-loader workers give
+repeatable views.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Sequence
 
 import torch
 from PIL import Image, ImageFilter
 from torchvision.transforms import InterpolationMode, v2
 
-from e2mc_cli.data.transforms import IMAGENET_MEAN, IMAGENET_STD, REFERENCE_SIZE, SWAV_STD, ToRGB
-from e2mc_cli.errors import UserError
+from e2mc_cli.data.transforms import ToRGB
+from e2mc_cli.data.views import (
+    BLUR_SIGMA,
+    ViewRecipe,
+    crop_scale,
+    gaussian_kernel_size,
+    scaled_size,
+    simsiam_recipes,
+    swav_recipes,
+    vicreg_recipes,
+)
 
-BLUR_SIGMA = (0.1, 2.0)
-
-def scaled_size(size: int, image_size: int) -> int:
-    """A length of the 224-px recipe at ``image_size`` px: round(size · image_size / 224), ≥ 1."""
-    return max(1, round(size * image_size / REFERENCE_SIZE))
-
-
-def crop_scale(scale, what: str = "views.scale") -> tuple[float, float]:
-    """A crop's ``(low, high)`` share of the image area, ``0 < low ≤ high ≤ 1``; anything else is a
-    :class:`UserError` naming the view option(s) ``what``."""
-    pair = tuple(scale) if isinstance(scale, (list, tuple)) else ()
-    numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in pair)
-    if len(pair) != 2 or not numbers or not 0 < pair[0] <= pair[1] <= 1:
-        got = list(pair) if pair else scale
-        raise UserError(f"{what} must be two numbers 0 < low ≤ high ≤ 1, got {got!r}")
-    return float(pair[0]), float(pair[1])
-
-
-def gaussian_kernel_size(sigma: float) -> int:
-    """Odd kernel covering ±3σ, at least 3 (for tensors; PIL images need no kernel size)."""
-    return max(3, 2 * math.ceil(3 * sigma) + 1)
-
+__all__ = [
+    "BLUR_SIGMA",
+    "MultiView",
+    "OfficialView",
+    "RandomGaussianBlur",
+    "crop_scale",
+    "gaussian_kernel_size",
+    "official_pipeline",
+    "official_views",
+    "scaled_size",
+    "simsiam_views",
+    "swav_views",
+    "vicreg_views",
+]
 
 class RandomGaussianBlur:
     """With probability ``p``, blur with σ ~ U(``sigma``) — the official PIL ``GaussianBlur(σ)``.
@@ -70,21 +61,23 @@ class RandomGaussianBlur:
     def __init__(self, p: float = 0.5, sigma: tuple[float, float] = BLUR_SIGMA):
         self.p, self.sigma = float(p), (float(sigma[0]), float(sigma[1]))
 
-    def __call__(self, img):
+    def draw(self) -> float | None:
+        """σ of this call, or ``None`` for no blur: one draw for p < 1, then one for σ (the
+        split pipeline's workers draw through this too)."""
         if self.p < 1.0 and torch.rand(()).item() >= self.p:
+            return None
+        return self.sigma[0] + (self.sigma[1] - self.sigma[0]) * torch.rand(()).item()
+
+    def __call__(self, img):
+        s = self.draw()
+        if s is None:
             return img
-        s = self.sigma[0] + (self.sigma[1] - self.sigma[0]) * torch.rand(()).item()
         if isinstance(img, Image.Image):
             return img.filter(ImageFilter.GaussianBlur(radius=s))
         return v2.functional.gaussian_blur(img, [gaussian_kernel_size(s)] * 2, [s, s])
 
     def __repr__(self) -> str:
         return f"RandomGaussianBlur(p={self.p}, sigma={self.sigma})"
-
-
-def _blur(p: float, image_size: int) -> RandomGaussianBlur:
-    f = image_size / REFERENCE_SIZE
-    return RandomGaussianBlur(p, (BLUR_SIGMA[0] * f, BLUR_SIGMA[1] * f))
 
 
 class _Plain:
@@ -103,12 +96,58 @@ def _finish(mean: Sequence[float], std: Sequence[float]) -> list:
     ]
 
 
+class OfficialView(v2.Compose):
+    """The official pipeline of one view: a ``v2.Compose`` that also names its :attr:`recipe`."""
+
+    def __init__(self, transforms: Sequence[Callable], recipe: ViewRecipe):
+        super().__init__(list(transforms))
+        self.recipe = recipe
+
+
+def official_pipeline(recipe: ViewRecipe) -> OfficialView:
+    """The official per-image pipeline of ``recipe``: crop, flip (or after the colour steps),
+    ColorJitter with probability, grayscale, blur, solarisation (when its p > 0), then uint8 →
+    float → normalised plain tensor."""
+    flip = v2.RandomHorizontalFlip(p=recipe.flip_p)
+    steps = [
+        v2.RandomResizedCrop(
+            recipe.size,
+            scale=recipe.scale,
+            ratio=recipe.ratio,
+            interpolation=InterpolationMode(recipe.interpolation),
+            antialias=True,
+        ),
+        *([] if recipe.flip_last else [flip]),
+        v2.RandomApply([v2.ColorJitter(*recipe.jitter)], p=recipe.jitter_p),
+        v2.RandomGrayscale(p=recipe.grayscale_p),
+        RandomGaussianBlur(recipe.blur_p, recipe.blur_sigma),
+        *([v2.RandomSolarize(recipe.solarize_threshold, p=recipe.solarize_p)] if recipe.solarize_p else []),
+        *([flip] if recipe.flip_last else []),
+    ]
+    return OfficialView(steps + _finish(recipe.mean, recipe.std), recipe)
+
+
+def official_views(recipes: Sequence[ViewRecipe]) -> list[OfficialView]:
+    """One official pipeline per recipe; equal recipes share one pipeline."""
+    built: dict[ViewRecipe, OfficialView] = {}
+    for r in recipes:
+        if r not in built:
+            built[r] = official_pipeline(r)
+    return [built[r] for r in recipes]
+
+
 class MultiView:
     """Apply each view pipeline to one image (converted to RGB once)."""
 
     def __init__(self, pipelines: Sequence[Callable]):
         self.pipelines = list(pipelines)
         self.to_rgb = ToRGB()
+
+    @property
+    def recipes(self) -> list[ViewRecipe] | None:
+        """The recipe of each view, or ``None`` where a pipeline was not built from one."""
+        recipes = [getattr(t, "recipe", None) for t in self.pipelines]
+        return None if any(r is None for r in recipes) else recipes
 
     def __len__(self) -> int:
         return len(self.pipelines)
@@ -122,23 +161,11 @@ class MultiView:
         return f"MultiView(\n{body}\n)"
 
 
-def vicreg_views(px: int, scale: Sequence[float]) -> list[Callable]:
-    """VICReg's two views (the second with less blur and some solarisation)."""
-    def view(blur_p: float, solarize_p: float) -> v2.Compose:
-        steps = [
-            v2.RandomResizedCrop(
-                px, scale=crop_scale(scale), interpolation=InterpolationMode.BICUBIC, antialias=True
-            ),
-            v2.RandomHorizontalFlip(p=0.5),
-            v2.RandomApply([v2.ColorJitter(brightness=0.4, contrast=0.4, saturation=0.2, hue=0.1)], p=0.8),
-            v2.RandomGrayscale(p=0.2),
-            _blur(blur_p, px),
-        ]
-        if solarize_p > 0:
-            steps.append(v2.RandomSolarize(threshold=128, p=solarize_p))
-        return v2.Compose(steps + _finish(IMAGENET_MEAN, IMAGENET_STD))
 
-    return [view(1.0, 0.0), view(0.1, 0.2)]
+
+def vicreg_views(px: int, scale: Sequence[float]) -> list[OfficialView]:
+    """VICReg's two official views (:func:`~e2mc_cli.data.views.vicreg_recipes`)."""
+    return official_views(vicreg_recipes(px, scale))
 
 
 def swav_views(
@@ -147,42 +174,11 @@ def swav_views(
     size_crops: Sequence[int],
     min_scale_crops: Sequence[float],
     max_scale_crops: Sequence[float],
-) -> list[Callable]:
-    """SwAV's multi-crop views: ``nmb_crops[i]`` crops of ``size_crops[i]`` px (at 224) each."""
-    if not len(nmb_crops) == len(size_crops) == len(min_scale_crops) == len(max_scale_crops):
-        raise UserError(
-            "swav views: nmb_crops, size_crops, min_scale_crops and max_scale_crops need equal lengths"
-        )
-    out: list[Callable] = []
-    for i, (n, size, lo, hi) in enumerate(zip(nmb_crops, size_crops, min_scale_crops, max_scale_crops)):
-        crop_px = scaled_size(int(size), px)
-        scale = crop_scale((lo, hi), f"views.min_scale_crops[{i}] and views.max_scale_crops[{i}]")
-        pipeline = v2.Compose(
-            [
-                v2.RandomResizedCrop(crop_px, scale=scale, antialias=True),
-                v2.RandomHorizontalFlip(p=0.5),
-                v2.RandomApply([v2.ColorJitter(0.8, 0.8, 0.8, 0.2)], p=0.8),
-                v2.RandomGrayscale(p=0.2),
-                _blur(0.5, px),  # official SwAV: radius 0.1-2 for every crop size
-                *_finish(IMAGENET_MEAN, SWAV_STD),
-            ]
-        )
-        out += [pipeline] * int(n)
-    return out
+) -> list[OfficialView]:
+    """SwAV's official multi-crop views (:func:`~e2mc_cli.data.views.swav_recipes`)."""
+    return official_views(swav_recipes(px, nmb_crops, size_crops, min_scale_crops, max_scale_crops))
 
 
-def simsiam_views(px: int, scale: Sequence[float]) -> list[Callable]:
-    """SimSiam's two views, one pipeline applied twice."""
-    pipeline = v2.Compose(
-        [
-            v2.RandomResizedCrop(px, scale=crop_scale(scale), antialias=True),
-            v2.RandomApply([v2.ColorJitter(0.4, 0.4, 0.4, 0.1)], p=0.8),
-            v2.RandomGrayscale(p=0.2),
-            _blur(0.5, px),
-            v2.RandomHorizontalFlip(p=0.5),
-            *_finish(IMAGENET_MEAN, IMAGENET_STD),
-        ]
-    )
-    return [pipeline, pipeline]
-
-
+def simsiam_views(px: int, scale: Sequence[float]) -> list[OfficialView]:
+    """SimSiam's two official views (:func:`~e2mc_cli.data.views.simsiam_recipes`)."""
+    return official_views(simsiam_recipes(px, scale))

@@ -4,7 +4,8 @@ Each method is one module — its :class:`~e2mc_cli.methods.base.Method` (loss a
 over the views) and its :class:`~e2mc_cli.methods.spec.MethodSpec` (heads, views, official
 layout, paper, licence) — and one :func:`register_method` line below. The rest of the package
 asks the registry: :func:`get_method_spec`, :func:`method_names`, :func:`build_model` (backbone +
-the method's heads), :func:`build_method`, :func:`view_transform`.
+the method's heads), :func:`build_method`, :func:`view_recipes`, :func:`view_transform`,
+:func:`view_pipeline`.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from collections.abc import Mapping
 
 from e2mc_cli.data.augment import MultiView
 from e2mc_cli.data.pipeline import ViewPipeline
+from e2mc_cli.data.views import ViewRecipe
 from e2mc_cli.errors import UserError, unknown_choice
 from e2mc_cli.methods import simsiam, swav, vicreg
 from e2mc_cli.methods.base import Method, MethodOutput
@@ -71,16 +73,33 @@ def view_options(name: str) -> dict[str, object]:
     return dict(get_method_spec(name).view_options)
 
 
+def view_recipes(method: str, image_size: int = 224, **overrides) -> list[ViewRecipe]:
+    """The recipe of each training view of ``method`` at ``image_size`` px
+    (:meth:`MethodSpec.view_recipes`)."""
+    return get_method_spec(method).view_recipes(image_size, **overrides)
+
+
 def view_transform(method: str, image_size: int = 224, **overrides) -> MultiView:
     """The official training views of ``method`` at ``image_size`` px, a picklable
     ``image -> list[Tensor]`` (:meth:`MethodSpec.view_transform`)."""
     return get_method_spec(method).view_transform(image_size, **overrides)
 
 
-def view_pipeline(method: str, image_size: int = 224, augment: str = "cpu", **overrides) -> ViewPipeline:
+def view_pipeline(
+    method: str,
+    image_size: int = 224,
+    augment: str = "cpu",
+    *,
+    decode: str = "cpu",
+    device=None,
+    **overrides,
+) -> ViewPipeline:
     """How ``method``'s training views at ``image_size`` px are made for the loader and the
-    device (:class:`~e2mc_cli.data.pipeline.ViewPipeline`); ``augment`` picks the pipeline."""
-    return ViewPipeline(view_transform(method, image_size, **overrides), augment)
+    device (:class:`~e2mc_cli.data.pipeline.ViewPipeline`): ``augment`` ``"cpu"`` (official
+    per-image views) or ``"split"``; ``decode`` ``"device"`` decodes JPEG folders on ``device``
+    (the training device), else the workers decode; ``overrides`` are view options."""
+    transform = view_transform(method, image_size, **overrides)
+    return ViewPipeline(transform, augment, decode=decode, device=device)
 
 
 def method_config(method: str, options: Mapping[str, object], views: Mapping[str, object]) -> dict:
@@ -132,6 +151,7 @@ __all__ = [
     "swav_loss",
     "view_options",
     "view_pipeline",
+    "view_recipes",
     "view_transform",
     "vicreg_loss",
 ]

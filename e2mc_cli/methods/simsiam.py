@@ -7,7 +7,7 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-from e2mc_cli.data.augment import simsiam_views
+from e2mc_cli.data.views import simsiam_recipes
 from e2mc_cli.methods.base import Method, MethodOutput, check_views
 from e2mc_cli.methods.functional import simsiam_loss
 from e2mc_cli.methods.spec import MethodSpec
@@ -84,7 +84,7 @@ SPEC = MethodSpec(
     head_builder=_heads,
     head_reader=_read_heads,
     head_scaler=_scaled_heads,
-    view_builder=simsiam_views,
+    view_builder=simsiam_recipes,
     view_options={"scale": (0.2, 1.0)},
     paper="simsiam",
     code="https://github.com/facebookresearch/simsiam",

@@ -15,14 +15,24 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from e2mc_cli.data.augment import MultiView
+from e2mc_cli.data.augment import MultiView, official_views
+from e2mc_cli.data.views import ViewRecipe
 from e2mc_cli.errors import UserError
 from e2mc_cli.methods.base import Method
 from e2mc_cli.models.heads import check_size, parse_dims
 
 HeadBuilder = Callable[[int, Mapping[str, object]], dict[str, nn.Module]]
 HeadReader = Callable[[Mapping[str, torch.Tensor]], dict]
-ViewBuilder = Callable[..., list[Callable]]
+ViewBuilder = Callable[..., list[ViewRecipe]]
+
+
+def _recipe_of(view) -> ViewRecipe:
+    """A view builder's item as a recipe: a :class:`ViewRecipe`, or an official pipeline built
+    from one (:class:`~e2mc_cli.data.augment.OfficialView`)."""
+    recipe = view if isinstance(view, ViewRecipe) else getattr(view, "recipe", None)
+    if not isinstance(recipe, ViewRecipe):
+        raise TypeError(f"a view builder returns ViewRecipe objects, got {type(view).__name__}")
+    return recipe
 
 
 def _reject_unknown(given, known, what: str) -> None:
@@ -45,10 +55,11 @@ class MethodSpec:
       order (``projector`` first); ``head_reader(state_dict)``: the sizes read off the tensors
       (a ``KeyError`` for a missing tensor); ``head_scaler(width)``: the official shapes scaled
       to a backbone of ``width`` features (``sslboost bench train``).
-    - ``view_builder(image_size, **view_options)``: one pipeline per view, full-resolution views
-      first (:mod:`e2mc_cli.data.augment`); ``view_options``: its defaults (lengths at 224 px), the
-      keys a recipe's ``[views]`` section may set besides ``image_size``; ``shared_view_options``:
-      those of them the method's forward pass takes too (SwAV's ``nmb_crops``);
+    - ``view_builder(image_size, **view_options)``: one :class:`~e2mc_cli.data.views.ViewRecipe`
+      per view, full-resolution views first (:mod:`e2mc_cli.data.views`; official pipelines built
+      from recipes, :mod:`e2mc_cli.data.augment`, are taken too); ``view_options``: its defaults
+      (lengths at 224 px), the keys a recipe's ``[views]`` section may set besides ``image_size``;
+      ``shared_view_options``: those of them the method's forward pass takes too (SwAV's ``nmb_crops``);
       ``options_check(options)``: the method's checks of its options against each other (every
       option present, defaults filled in), a UserError for a mistake (SwAV's ``crops_for_assign``).
     - ``backbone_calls``: how the method batches the backbone, ``"view"`` (one call per view, so
@@ -135,13 +146,19 @@ class MethodSpec:
         if self.options_check is not None:
             self.options_check({**self.options(), **options})
 
-    def view_transform(self, image_size: int = 224, **overrides) -> MultiView:
-        """The method's training views at ``image_size`` px; ``overrides`` replace entries of
+    def view_recipes(self, image_size: int = 224, **overrides) -> list[ViewRecipe]:
+        """The recipe of each training view at ``image_size`` px; ``overrides`` replace entries of
         ``view_options`` (lengths at the 224-px reference, scaled like the defaults)."""
         if int(image_size) < 8:
             raise UserError(f"image size must be at least 8 px, got {image_size}")
         _reject_unknown(overrides, self.view_options, f"unknown {self.name} view option(s)")
-        return MultiView(self.view_builder(int(image_size), **{**self.view_options, **overrides}))
+        built = self.view_builder(int(image_size), **{**self.view_options, **overrides})
+        return [_recipe_of(v) for v in built]
+
+    def view_transform(self, image_size: int = 224, **overrides) -> MultiView:
+        """The method's official training views at ``image_size`` px (:meth:`view_recipes`), each
+        through its official per-image pipeline."""
+        return MultiView(official_views(self.view_recipes(image_size, **overrides)))
 
     def canonical_key(self, key: str) -> tuple[str | None, str]:
         """``(canonical key, "")`` of an official key (``module.`` already stripped), or

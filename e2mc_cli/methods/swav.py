@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from e2mc_cli.data.augment import swav_views
+from e2mc_cli.data.views import swav_recipes
 from e2mc_cli.distributed import world_size
 from e2mc_cli.errors import UserError
 from e2mc_cli.methods.base import Method, MethodOutput, check_views, resolution_groups
@@ -206,7 +206,7 @@ SPEC = MethodSpec(
     head_builder=_heads,
     head_reader=_read_heads,
     head_scaler=_scaled_heads,
-    view_builder=swav_views,
+    view_builder=swav_recipes,
     view_options={
         "nmb_crops": (2, 6),
         "size_crops": (224, 96),

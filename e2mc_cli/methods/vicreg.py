@@ -7,7 +7,7 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-from e2mc_cli.data.augment import vicreg_views
+from e2mc_cli.data.views import vicreg_recipes
 from e2mc_cli.methods.base import Method, MethodOutput, check_views
 from e2mc_cli.methods.functional import vicreg_loss
 from e2mc_cli.methods.spec import MethodSpec
@@ -80,7 +80,7 @@ SPEC = MethodSpec(
     head_builder=_heads,
     head_reader=_read_heads,
     head_scaler=_scaled_heads,
-    view_builder=vicreg_views,
+    view_builder=vicreg_recipes,
     view_options={"scale": (0.08, 1.0)},
     paper="vicreg",
     code="https://github.com/facebookresearch/vicreg",
