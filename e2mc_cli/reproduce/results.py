@@ -1,9 +1,10 @@
 """The results of a reproduction beside the paper's: read from the evaluations on disk, written
 as ``OUT/table<N>.json`` and ``OUT/table<N>.md``.
 
-Each cell of a row is the mean ± standard error (``s/√n``) over seeds of the final-epoch top-1
-(%) of its evaluations (:mod:`e2mc_cli.evaluate.records`): for a base row the seeds of the base's
-evaluation, for a trained row one evaluation per training seed. An evaluation not made yet (or
+Each cell of a row is the mean ± standard error (``s/√n``) over seeds of the best-epoch top-1
+(%) of its evaluations (:mod:`e2mc_cli.evaluate.records`), selected on the evaluation split as the
+paper's figures are, with the final-epoch top-1 beside it (``final``): for a base row the seeds
+of the base's evaluation, for a trained row one evaluation per training seed. An evaluation not made yet (or
 made under an older protocol, or a linear probe of the other mode) is left out; ``complete``
 says whether every cell has all its seeds.
 """
@@ -38,31 +39,48 @@ def _read(folder: Path, protocol: str):
     return record
 
 
-def row_values(plan: Plan, row: PlannedRow) -> dict[str, list[float]]:
-    """``{column: [top-1 of each seed found]}`` of one row."""
+def _figures(result) -> tuple[float, float]:
+    """``(best-epoch top-1, final-epoch top-1)`` of one seed's result (the final one where the
+    record has no best epoch)."""
+    best = result.best_top1 if result.best_top1 is not None else result.top1
+    return best, result.top1
+
+
+def row_values(plan: Plan, row: PlannedRow) -> dict[str, list[tuple[float, float]]]:
+    """``{column: [(best-epoch, final-epoch) top-1 of each seed found]}`` of one row."""
     seeds = range(plan.options.seeds)
-    out: dict[str, list[float]] = {}
+    out: dict[str, list[tuple[float, float]]] = {}
     for col in row.evaluations:
         protocol = col.split(" ")[0]
         if not row.paper.trained:
             record = _read(eval_folder(plan, row, col, 0), protocol)
-            found = {r.seed: r.top1 for r in record.results} if record else {}
+            found = {r.seed: _figures(r) for r in record.results} if record else {}
             out[col] = [found[s] for s in seeds if s in found]
             continue
         values = []
         for s in seeds:
             record = _read(eval_folder(plan, row, col, s), protocol)
             if record is not None and record.results:
-                values.append(record.results[0].top1)
+                values.append(_figures(record.results[0]))
         out[col] = values
     return out
 
 
-def _cell(paper, values: list[float]) -> dict:
+def _summary(values: list[float]) -> dict:
     mean, se = mean_se(values) if values else (None, None)
-    ours = {"values": values, "mean": mean, "se": se, "n": len(values)}
-    diff = None if paper is None or mean is None else mean - paper.mean
-    return {"paper": paper.to_dict() if paper else None, "ours": ours, "difference": diff}
+    return {"values": values, "mean": mean, "se": se, "n": len(values)}
+
+
+def _cell(paper, figures: list[tuple[float, float]]) -> dict:
+    ours = _summary([best for best, _ in figures])
+    ours["selected_on"] = "evaluation split"
+    diff = None if paper is None or ours["mean"] is None else ours["mean"] - paper.mean
+    return {
+        "paper": paper.to_dict() if paper else None,
+        "ours": ours,
+        "final": _summary([final for _, final in figures]),
+        "difference": diff,
+    }
 
 
 def tabulate(plan: Plan, *, status: str = "complete", cannot_run: dict | None = None, meta=None) -> dict:
@@ -118,7 +136,8 @@ def render_markdown(doc: dict) -> str:
         f"# {doc['paper']}, Table {doc['table']}: {doc['title']}, paper / ours",
         "",
         f"Top-1 (%) on {doc.get('data') or 'the data'}'s validation split; paper: {doc['link']}. Ours: "
-        f"mean ± standard error over {doc['seeds']} seed(s) of the final-epoch top-1; linear probe "
+        f"mean ± standard error over {doc['seeds']} seed(s) of the best-epoch top-1, selected on the "
+        "evaluation split as the paper's (the final epoch's is in the json); linear probe "
         "with augmented crops every epoch (the paper's protocol). `–`: not reported (paper) or not "
         "evaluated yet (ours).",
         "",
