@@ -180,4 +180,5 @@ def run_loader(plan, start: int, end: int) -> DataLoader:
     sampler = StepBatches(
         len(plan.dataset), plan.batch_size, plan.seed, start, end, rank=plan.rank, world_size=plan.world
     )
-    return make_loader(plan.dataset, sampler, plan.pipeline, plan.workers, pin_memory=plan.cuda, seed=plan.seed)
+    pipeline, workers = plan.pipeline, plan.workers
+    return make_loader(plan.dataset, sampler, pipeline, workers, pin_memory=plan.cuda, seed=plan.seed)
