@@ -234,3 +234,24 @@ def test_the_augment_mode_is_saved_and_a_resume_keeps_it(cli, env, tmp_path):
     r = cli("continue", "--out", out, "--resume", "--max-steps", "2")
     assert r.exit_code == 0, r.stderr
     assert json.loads((out / "summary.json").read_text())["loader"]["augment"] == "cpu"
+
+
+def test_a_step_failing_on_what_a_nonfinite_step_left_names_that_step(cli, env, tmp_path, monkeypatch):
+    from e2mc_cli.criteria import CRITERIA
+
+    cls = CRITERIA["e2mc"]
+    original = cls.compute
+    calls = {"n": 0}
+
+    def poisoned(self, views):
+        calls["n"] += 1
+        if not all(bool(torch.isfinite(v).all()) for v in views):  # as a decomposition refuses NaN
+            raise RuntimeError("linalg.eigh: the input is not finite")
+        loss, terms = original(self, views)
+        return (loss * float("nan"), terms) if calls["n"] == 3 else (loss, terms)
+
+    monkeypatch.setattr(cls, "compute", poisoned)
+    out = tmp_path / "run"
+    r = run_cli(cli, env, out, "--epochs", "3")
+    assert r.exit_code == 1 and "non-finite loss at step 3 (epoch 2): e2mc.loss = nan" in r.stderr
+    assert load_training_state_step(out) == 2

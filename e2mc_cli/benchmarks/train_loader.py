@@ -12,9 +12,12 @@ which is what the step costs when the loader is never waited for.
 
 Both are timed over ``steps`` steps after ``warmup`` untimed ones (the workers start during the
 warm-up), from the first timed step to the device finishing the last. ``wait_share`` is the share
-of the loader run's time the training process spent waiting for a batch; a step with
-``wait_share`` ≥ :data:`LOADER_BOUND_SHARE` is **loader-bound** (more workers, or the split
-pipeline, would speed it up), else **compute-bound**.
+of the loader run's time the training process spent waiting for a batch, ``ratio`` the loader
+run's images/s over the pre-loaded run's. The step is **loader-bound** when the training process
+waits for batches :data:`LOADER_BOUND_SHARE` of the time or more, or when the loader costs the
+step that share of its speed without making it wait (workers that share the training process's
+CPU cores: on a CPU-only machine the views are made on the cores the step computes on); else
+**compute-bound**: more workers or a cheaper pipeline would not speed it up.
 """
 
 from __future__ import annotations
@@ -90,6 +93,13 @@ def _timed_run(batches: Iterator, step: Callable, pipeline, steps: int, warmup: 
     return time.perf_counter() - t0, waited, list(kept)
 
 
+def bound(wait_share: float, ratio: float) -> str:
+    """``"loader"`` when the step waits for batches :data:`LOADER_BOUND_SHARE` of the time or more,
+    or runs that much slower through the loader than on pre-loaded batches; else ``"compute"``."""
+    loader = wait_share >= LOADER_BOUND_SHARE or ratio <= 1.0 - LOADER_BOUND_SHARE
+    return "loader" if loader else "compute"
+
+
 def _cycle(batches: list) -> Iterator:
     while True:
         yield from batches
@@ -124,7 +134,7 @@ def bench_loader_method(
         "ratio": preloaded_s / loader_s,
         "wait_s_per_step": waited / cfg.steps,
         "wait_share": share,
-        "bound": "loader" if share >= LOADER_BOUND_SHARE else "compute",
+        "bound": bound(share, preloaded_s / loader_s),
     }
 
 
@@ -170,6 +180,6 @@ def bench_train_loader(
         "loss terms read one step late; pre-loaded = the same step on batches already in memory. "
         f"{steps} timed steps after {warmup} warm-up steps each, on {device_description(dev)}; "
         f"loader-bound when the training process waits for batches {LOADER_BOUND_SHARE:.0%} of the time "
-        "or more."
+        "or more, or the loader costs the step that share of its speed."
     )
     return {"config": config, "results": results, "note": note}

@@ -383,6 +383,6 @@ def _loader_table(report: dict) -> Table:
             f"{r['preloaded_img_s']:.1f}",
             f"{r['ratio']:.3f}",
             f"{r['wait_share']:.0%}",
-            f"{r['bound']}-bound",
+            r["bound"],
         )
     return table

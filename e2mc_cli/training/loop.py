@@ -158,6 +158,17 @@ class Loop:
         """Whether optimiser step ``step`` gets a metrics line (and the health monitor)."""
         return step % self.plan.log_every == 0 or step == self.plan.end_step
 
+    def step(self, views: list[torch.Tensor]) -> StepRecord:
+        """Queue the next step; if it fails, the step before it is read first: a non-finite step
+        (which made the weights NaN, say, for a decomposition to refuse) is named rather than the
+        error it caused."""
+        epoch = self.state.step // self.plan.steps_per_epoch
+        try:
+            return train_step(self.state, self.plan, views, epoch)
+        except RuntimeError:
+            self.settle()
+            raise
+
     def queue(self, record: StepRecord) -> None:
         """The step just queued becomes the pending one, once the one before it is read (its
         embeddings are kept only for a logging step's health monitor)."""
@@ -201,8 +212,7 @@ class Loop:
             return False
         for batch in run_loader(plan, state.step, plan.end_step):
             state.failed_indices.update(int(i) for i in batch.failed)
-            epoch = state.step // plan.steps_per_epoch
-            self.queue(train_step(state, plan, plan.pipeline.to_device(batch, plan.device), epoch))
+            self.queue(self.step(plan.pipeline.to_device(batch, plan.device)))
             if signals.requested(plan.device, state.step):
                 return True
             if state.step >= plan.end_step:
