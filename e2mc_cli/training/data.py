@@ -26,6 +26,7 @@ from collections.abc import Iterator
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from e2mc_cli import distributed as D
 from e2mc_cli.data import pipeline as P
 from e2mc_cli.errors import UserError
 
@@ -123,8 +124,7 @@ def default_workers(cores: int | None = None, local_processes: int | None = None
     training processes (``LOCAL_WORLD_SIZE`` under torchrun), one core of each share left to the
     process itself, at least 1."""
     cores = usable_cores() if cores is None else cores
-    if local_processes is None:
-        local_processes = int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)
+    local_processes = D.local_world_size() if local_processes is None else local_processes
     return max(1, cores // max(local_processes, 1) - 1)
 
 

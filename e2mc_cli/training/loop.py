@@ -8,10 +8,10 @@ started once), one :func:`~e2mc_cli.training.step.train_step` per batch, metrics
 and at the end ``sslboost.safetensors`` and ``summary.json``. Exporting the run folder (root
 ``model.safetensors``, config, model card) is the command's business, after the run.
 
-The host never waits for the device in the steps between two checkpoints: each step's loss terms
-are read once the next step is queued (:mod:`~e2mc_cli.training.terms`), and the progress display,
-the metrics lines and the non-finite check use them then; the health monitor's statistics are
-computed on logging steps only. Under DDP the stop signals are agreed every
+The host does not stop the device's queue to look at a step: each step's loss terms are read
+once the next step is queued (:mod:`~e2mc_cli.training.terms`), and the progress display, the
+metrics lines and the non-finite check use them then; the health monitor's statistics (which do
+read the device) are computed on logging steps only. Under DDP the stop signals are agreed every
 :data:`STOP_CHECK_EVERY` steps (every step in one process: a flag of the host).
 
 Never losing a run: the state written when the run stops lets ``--resume`` continue bit for bit
