@@ -26,6 +26,14 @@ def rank() -> int:
     return dist.get_rank() if is_distributed() else 0
 
 
+def local_world_size() -> int:
+    """The training processes on this node (torchrun's ``LOCAL_WORLD_SIZE``; 1 without torchrun)."""
+    try:
+        return max(int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1), 1)
+    except ValueError:
+        return 1
+
+
 def pick_device(device: str) -> torch.device:
     """``--device auto|cpu|cuda|cuda:N`` as this process's device.
 

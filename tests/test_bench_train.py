@@ -1,4 +1,4 @@
-"""`sslboost bench train`: head scaling and the reported figures."""
+"""`sslboost bench train`: head scaling and the reported figures, and the step through the loader."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import json
 import pytest
 
 from e2mc_cli.benchmarks.train import view_sizes
+from e2mc_cli.benchmarks.train_loader import bound
 from e2mc_cli.methods import get_method_spec
 
 
@@ -65,3 +66,49 @@ def test_bench_train_unknown_method_is_one_line_error(cli):
     r = cli("bench", "train", "--method", "byol")
     assert r.exit_code == 2
     assert r.stderr.strip().startswith("error:") and len(r.stderr.strip().splitlines()) == 1
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    from test_train import make_data
+
+    return make_data(tmp_path_factory.mktemp("bench-data") / "data")
+
+
+@pytest.mark.parametrize("workers", ["0", "1"])
+def test_bench_train_with_data_times_the_step_through_the_loader(cli, images, workers):
+    args = ["--method", "vicreg", "--batch-size", "4", "--image-size", "16", "--steps", "3", "--warmup", "1"]
+    r = cli("bench", "train", "--data", images, *args, "--workers", workers, "--device", "cpu", "--json")
+    assert r.exit_code == 0, r.stderr
+    report = json.loads(r.stdout)
+    cfg, row = report["config"], report["results"][0]
+    assert (cfg["data"], cfg["n_images"], cfg["workers"]) == (str(images), 20, int(workers))
+    assert cfg["prefetch_factor"] == (None if workers == "0" else 4) and cfg["pin_memory"] is False
+    assert cfg["augment"] in ("cpu", "split") and cfg["pipeline"]
+    assert row["method"] == "vicreg" and row["views"] == "2×16"
+    assert row["loader_img_s"] == pytest.approx(4 / row["loader_step_s"])
+    assert row["preloaded_img_s"] == pytest.approx(4 / row["preloaded_step_s"])
+    assert row["ratio"] == pytest.approx(row["preloaded_step_s"] / row["loader_step_s"])
+    assert 0 <= row["wait_share"] <= 1
+    assert row["wait_share"] == pytest.approx(row["wait_s_per_step"] / row["loader_step_s"])
+    assert row["bound"] == bound(row["wait_share"], row["ratio"])
+
+
+def test_the_step_is_loader_bound_when_it_waits_or_slows_down_through_the_loader():
+    assert bound(0.0, 1.0) == "compute" and bound(0.09, 0.95) == "compute"
+    assert bound(0.1, 1.0) == "loader"  # waits for batches a tenth of the time
+    assert bound(0.0, 0.9) == "loader"  # workers on the step's own cores: slower without waiting
+
+
+def test_bench_train_with_data_prints_which_bounds_the_step(cli, images):
+    args = ["--method", "simsiam", "--batch-size", "4", "--image-size", "16", "--steps", "1", "--warmup", "0"]
+    r = cli("bench", "train", "--data", images, *args, "--workers", "0", "--device", "cpu")
+    assert r.exit_code == 0, r.stderr
+    assert "through the loader vs pre-loaded" in r.stdout and "simsiam" in r.stdout
+    assert "loader-bound when the training process waits for batches 10% of the time" in r.stdout
+
+
+def test_bench_train_with_too_little_data_is_one_line_error(cli, images):
+    r = cli("bench", "train", "--data", images, "--method", "vicreg", "--batch-size", "64", "--device", "cpu")
+    assert r.exit_code == 2 and "fewer than one batch of 64" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1

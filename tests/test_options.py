@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from e2mc_cli.cli.options import parse_device, resolve_device, workers_option
+from e2mc_cli.cli.options import augment_option, parse_augment, parse_device, resolve_device, workers_option
 from e2mc_cli.errors import UserError, close_matches, did_you_mean, unknown_choice
 from e2mc_cli.evaluate.stats import format_mean_se
 
@@ -73,6 +73,32 @@ def test_device_in_the_help_of_every_command(cli):
 def test_workers_option_leaves_the_default_to_the_library():
     option = workers_option()
     assert option.default is None and option.min == 0 and option.param_decls == ("--workers",)
+
+
+# Every command that trains, with the other options it needs to get as far as the --augment check.
+AUGMENT_COMMANDS = (
+    ("continue",),
+    ("pretrain", "--recipe", "fmnist-vicreg"),
+    ("study", "--base", "fmnist-vicreg", "--out", "unused"),
+    ("bench", "train"),
+)
+
+
+@pytest.mark.parametrize("command", AUGMENT_COMMANDS, ids=" ".join)
+def test_every_training_command_checks_augment_the_same_way(cli, command, tmp_path):
+    r = cli(*command, "--augment", "cpux")
+    lines = r.stderr.strip().splitlines()
+    assert r.exit_code == 2 and len(lines) == 1, r.stderr
+    assert lines[0].startswith("error: unknown --augment 'cpux' (did you mean 'cpu'?); valid names: cpu")
+    assert not (tmp_path / "unused").exists()
+    help_text = cli(*command[:2] if command[0] == "bench" else command[:1], "--help").stdout
+    assert "--augment" in help_text
+
+
+def test_augment_option_leaves_the_default_to_the_library():
+    option = augment_option()
+    assert option.default is None and option.param_decls == ("--augment",)
+    assert parse_augment(None) is None and parse_augment("cpu") == "cpu"
 
 
 def test_suggestions():

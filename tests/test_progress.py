@@ -19,6 +19,8 @@ from test_train import SMALL, make_bases, make_data
 from e2mc_cli.data.synthetic import ColourImages, write_image_folder
 from e2mc_cli.evaluate import progress as EP
 from e2mc_cli.evaluate.features import extract_features
+from e2mc_cli.methods import view_pipeline
+from e2mc_cli.training.data import DEFAULT_AUGMENT, loader_settings
 from e2mc_cli.training.progress import TrainProgress, format_epoch, metrics_interval
 
 TERMS = {
@@ -66,6 +68,9 @@ def test_piped_output_has_the_header_then_a_line_from_the_first_step(cli, env, t
     assert f"data {env['data']}: 20 images; batch 8 (1 process), 2 steps per epoch" in header
     assert "0.5 epochs = 1 steps (new run)" in header
     assert "device cpu, fp32, 0 data-loading workers per process" in header
+    described = view_pipeline("vicreg", 16, augment=DEFAULT_AUGMENT).describe()
+    loading = "data loading: batches loaded by the training process itself, no pinned memory"
+    assert f"{loading}; views: {described}" in header
     assert f"output {out} (metrics every step" in header
     step = lines[first]
     assert "epoch 0.50/0.5 " in step and " lr " in step and " elapsed " in step and " eta " in step
@@ -84,6 +89,7 @@ def fake_plan(**changes) -> SimpleNamespace:
         arch="resnet-mini", criterion_name="e2mc", data="fmnist", dataset=range(60000), batch_size=256,
         world=1, resuming=False, warmup_steps=0, schedule="cosine", device=torch.device("cpu"), cuda=False,
         compile=False, precision="fp32", workers=2, out=Path("runs/x"), log_every=1, checkpoint_every=100,
+        loader=loader_settings(2, False, "cpu"), pipeline=view_pipeline("vicreg", 28),
     )  # fmt: skip
     plan.update(changes)
     return SimpleNamespace(**plan)
@@ -116,6 +122,7 @@ def test_the_live_display_shows_every_term_wrapped_to_a_narrow_terminal():
         assert f"{name} {value:.4g}" in text, name
     assert all(len(line) <= 60 for line in last.splitlines())
     assert "device cpu, fp32, 2 data-loading workers per process" in text  # the header first
+    assert "data loading: 2 batches prefetched per worker, no pinned memory; views: official" in text
 
 
 def test_eval_stages_print_plain_lines_with_their_size():

@@ -137,3 +137,108 @@ def test_global_batchnorm_is_batchnorm_without_a_process_group():
     x = torch.randn(5, 3, 6, 6)
     assert torch.equal(ref(x), net(x))
     assert math.isclose(float(ref[1].num_batches_tracked), 2.0)  # shared buffers: both forwards counted
+
+
+# -- the multi-tensor LARS and LARC against per-tensor references of the official formulas ---------
+
+
+@torch.no_grad()
+def _reference_lars_step(params, state, lr, wd, momentum, eta):
+    """VICReg's ``main_vicreg.py`` LARS, one tensor at a time: 1-d tensors get neither the weight
+    decay nor the trust ratio (``exclude_bias_and_norm`` as both filters)."""
+    for p in params:
+        if p.grad is None:
+            continue
+        dp = p.grad
+        if p.ndim != 1:
+            dp = dp.add(p, alpha=wd)
+            param_norm, update_norm = torch.norm(p), torch.norm(dp)
+            one = torch.ones_like(param_norm)
+            ratio = torch.where(update_norm > 0, eta * param_norm / update_norm, one)
+            q = torch.where(param_norm > 0.0, ratio, one)
+            dp = dp.mul(q)
+        mu = state.setdefault(p, torch.zeros_like(p))
+        mu.mul_(momentum).add_(dp)
+        p.add_(mu, alpha=-lr)
+
+
+@torch.no_grad()
+def _reference_larc_rescale(params, lr, wd, trust, clip, eps=1e-8):
+    """Apex's ``LARC.step`` before the wrapped step: the norms compared on the host, per tensor."""
+    for p in params:
+        if p.grad is None:
+            continue
+        param_norm, grad_norm = torch.norm(p), torch.norm(p.grad)
+        if param_norm != 0 and grad_norm != 0:
+            adaptive_lr = trust * param_norm / (grad_norm + param_norm * wd + eps)
+            if clip:
+                adaptive_lr = min(adaptive_lr / lr, 1)
+            p.grad += wd * p
+            p.grad *= adaptive_lr
+
+
+def _tiny_params(seed: int) -> list[torch.Tensor]:
+    """Tensors of every kind a model has: conv and linear weights, biases and norm weights (1-d),
+    an all-zero weight (‖w‖ = 0), a float64 weight (its own dtype group), one without gradient."""
+    g = torch.Generator().manual_seed(seed)
+    shapes = [(4, 3, 3, 3), (5, 4), (5,), (4,), (2, 2), (3, 3), (6,)]
+    params = [torch.randn(s, generator=g) for s in shapes]
+    params[4] = torch.zeros(2, 2)
+    params[5] = params[5].double()
+    return [nn.Parameter(p) for p in params]
+
+
+def _grads(params, step: int) -> None:
+    g = torch.Generator().manual_seed(100 + step)
+    for i, p in enumerate(params):
+        p.grad = None if i == 6 else torch.randn(p.shape, generator=g, dtype=p.dtype) * (0.1 + i)
+    params[3].grad.zero_()  # ‖g‖ = 0 for one tensor
+
+
+def _copies(params):
+    return [nn.Parameter(p.detach().clone()) for p in params]
+
+
+def test_multi_tensor_lars_equals_the_per_tensor_vicreg_lars():
+    ours = _tiny_params(0)
+    ref = _copies(ours)
+    opt = LARS([{"params": ours[:4]}, {"params": ours[4:], "lr": 0.3}], lr=0.7, weight_decay=1e-3, eta=0.02)
+    state_a, state_b = {}, {}
+    for step in range(6):
+        _grads(ours, step)
+        _grads(ref, step)
+        opt.step()
+        _reference_lars_step(ref[:4], state_a, lr=0.7, wd=1e-3, momentum=0.9, eta=0.02)
+        _reference_lars_step(ref[4:], state_b, lr=0.3, wd=1e-3, momentum=0.9, eta=0.02)
+    moved = 0.0
+    for a, b, start in zip(ours, ref, _tiny_params(0), strict=True):
+        assert a.dtype == b.dtype
+        torch.testing.assert_close(a.detach(), b.detach(), rtol=1e-6, atol=1e-6)
+        moved = max(moved, float((a.detach() - start.detach()).abs().max()))
+    assert moved > 1e-2  # the steps moved the weights far beyond the tolerance
+    assert torch.equal(ours[6].detach(), _tiny_params(0)[6].detach())  # no gradient: untouched
+    assert set(opt.state_dict()["state"][0]) == {"mu"}  # the momentum buffer a saved state holds
+
+
+@pytest.mark.parametrize("clip", [False, True])
+def test_multi_tensor_larc_equals_the_per_tensor_apex_larc(clip):
+    ours = _tiny_params(1)
+    ref = _copies(ours)
+    groups = lambda ps: [{"params": ps[:4]}, {"params": ps[4:], "lr": 0.05}]  # noqa: E731
+    opt = LARC(torch.optim.SGD(groups(ours), lr=0.2, momentum=0.9, weight_decay=1e-2), 0.01, clip=clip)
+    sgd = torch.optim.SGD(groups(ref), lr=0.2, momentum=0.9, weight_decay=1e-2)
+    for step in range(6):
+        _grads(ours, step)
+        _grads(ref, step)
+        opt.step()
+        for group in sgd.param_groups:
+            _reference_larc_rescale(group["params"], group["lr"], 1e-2, 0.01, clip)
+            group["weight_decay"] = 0.0
+        sgd.step()
+        for group in sgd.param_groups:
+            group["weight_decay"] = 1e-2
+    moved = 0.0
+    for a, b, start in zip(ours, ref, _tiny_params(1), strict=True):
+        torch.testing.assert_close(a.detach(), b.detach(), rtol=1e-6, atol=1e-6)
+        moved = max(moved, float((a.detach() - start.detach()).abs().max()))
+    assert moved > 1e-3

@@ -42,7 +42,8 @@ from e2mc_cli.methods.spec import MethodSpec
 from e2mc_cli.models import build_backbone
 from e2mc_cli.training.optim import build_optimizer
 from e2mc_cli.training.recipe import resolve_recipe
-from e2mc_cli.training.step import backward_step, collect_terms, forward_step
+from e2mc_cli.training.step import backward_step, forward_step
+from e2mc_cli.training.terms import LateRead, term_vector
 
 HEADS = ("scaled", "official")
 
@@ -68,16 +69,24 @@ def view_sizes(method: str, image_size: int) -> list[int]:
     return [int(v.shape[-1]) for v in views]
 
 
-def _sync(device: torch.device) -> None:
+def view_counts(sizes: list[int]) -> str:
+    """``2×28 + 6×12``: how many views of each side."""
+    counts: dict[int, int] = {}
+    for s in sizes:
+        counts[s] = counts.get(s, 0) + 1
+    return " + ".join(f"{n}×{s}" for s, n in counts.items())
+
+
+def synchronize(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
 
 def _timed(fn, device: torch.device) -> float:
-    _sync(device)
+    synchronize(device)
     t0 = time.perf_counter()
     fn()
-    _sync(device)
+    synchronize(device)
     return time.perf_counter() - t0
 
 
@@ -93,7 +102,7 @@ def _median_times(full, bare, steps: int, warmup: int, device: torch.device) -> 
     return statistics.median(t_full), statistics.median(t_bare)
 
 
-def _build(
+def build_training(
     spec: MethodSpec, cfg: BenchConfig, device: torch.device
 ) -> tuple[Method, Criterion, torch.optim.Optimizer, dict, dict]:
     """(method, criterion, optimiser, recipe, head sizes) as ``sslboost continue`` builds them."""
@@ -122,7 +131,7 @@ def _random_views(sizes: list[int], batch_size: int, device: torch.device) -> li
 
 def bench_method(spec: MethodSpec, cfg: BenchConfig, device: torch.device) -> dict:
     """One row of the report: full training step against the bare backbone for one method."""
-    method, crit, optimizer, recipe, head_sizes = _build(spec, cfg, device)
+    method, crit, optimizer, recipe, head_sizes = build_training(spec, cfg, device)
     sizes = view_sizes(spec.name, cfg.image_size)
     views = _random_views(sizes, cfg.batch_size, device)
     step = {"n": 0}
@@ -130,8 +139,9 @@ def bench_method(spec: MethodSpec, cfg: BenchConfig, device: torch.device) -> di
     def full() -> None:
         method.on_step_start(step["n"], 0)
         loss, out, cout = forward_step(method, crit, views, device)
-        collect_terms(spec.name, cfg.criterion, loss, out, cout)
+        read = LateRead(term_vector(spec.name, cfg.criterion, loss, out, cout)[1])
         backward_step(method, optimizer, loss, step["n"])
+        read.values()
         step["n"] += 1
 
     backbone = method.model.backbone
@@ -150,12 +160,9 @@ def bench_method(spec: MethodSpec, cfg: BenchConfig, device: torch.device) -> di
 
     method.train()
     full_s, bare_s = _median_times(full, bare, cfg.steps, cfg.warmup, device)
-    counts: dict[int, int] = {}
-    for s in sizes:
-        counts[s] = counts.get(s, 0) + 1
     return {
         "method": spec.name,
-        "views": " + ".join(f"{n}×{s}" for s, n in counts.items()),
+        "views": view_counts(sizes),
         "heads": head_sizes,
         "optimizer": recipe["optim"]["name"],
         "criterion_coefficients": {k: v for k, v in recipe["criterion"].items() if k != "name"},
@@ -166,6 +173,35 @@ def bench_method(spec: MethodSpec, cfg: BenchConfig, device: torch.device) -> di
         "ratio": bare_s / full_s,
         "overhead_pct": (full_s / bare_s - 1.0) * 100.0,
     }
+
+
+def resolve_methods(methods: str) -> list[str]:
+    """``all`` or a comma-separated list of method names, checked."""
+    names = list(method_names()) if methods == "all" else [m.strip() for m in methods.split(",")]
+    unknown = [m for m in names if m not in method_names()]
+    if unknown:
+        raise UserError(
+            f"--method {', '.join(unknown)}: expected all or some of: {', '.join(method_names())}"
+        )
+    return names
+
+
+def bench_setup(methods: str, heads: str, device: str) -> tuple[list[str], torch.device]:
+    """The checked method names and the device (cuDNN picks its fastest kernels for the fixed
+    shapes on CUDA, as in a training run)."""
+    names = resolve_methods(methods)
+    if heads not in HEADS:
+        raise UserError(f"--heads {heads!r}: expected one of: {', '.join(HEADS)}")
+    dev = pick_device(device)
+    if dev.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    return names, dev
+
+
+def bench_config(cfg: BenchConfig, dev: torch.device) -> dict:
+    """The report's ``config``: the shared settings, the device, mixed precision and torch."""
+    amp = dev.type == "cuda"
+    return {**asdict(cfg), "device": device_description(dev), "amp": amp, "torch": torch.__version__}
 
 
 def bench_train(
@@ -181,17 +217,7 @@ def bench_train(
     device: str = "auto",
 ) -> dict:
     """Measure every requested method; return the configuration, one row per method and a note."""
-    names = list(method_names()) if methods == "all" else [m.strip() for m in methods.split(",")]
-    unknown = [m for m in names if m not in method_names()]
-    if unknown:
-        raise UserError(
-            f"--method {', '.join(unknown)}: expected all or some of: {', '.join(method_names())}"
-        )
-    if heads not in HEADS:
-        raise UserError(f"--heads {heads!r}: expected one of: {', '.join(HEADS)}")
-    dev = pick_device(device)
-    if dev.type == "cuda":
-        torch.backends.cudnn.benchmark = True
+    names, dev = bench_setup(methods, heads, device)
     cfg = BenchConfig(arch, heads, image_size, batch_size, steps, warmup, criterion)
     results = [bench_method(get_method_spec(m), cfg, dev) for m in names]
     note = (
@@ -200,10 +226,4 @@ def bench_train(
         f"Images/s count images (each with all its views); median of {steps} alternating timed steps "
         f"after {warmup} warm-up steps, on {device_description(dev)}."
     )
-    config = {
-        **asdict(cfg),
-        "device": device_description(dev),
-        "amp": dev.type == "cuda",
-        "torch": torch.__version__,
-    }
-    return {"config": config, "results": results, "note": note}
+    return {"config": bench_config(cfg, dev), "results": results, "note": note}

@@ -7,8 +7,14 @@ device this machine does not have, is one ``error:`` line and exit code 2. In a 
 ``LOCAL_RANK``.
 
 ``--workers`` defaults to ``None``: the library picks the number for the data at hand (training:
-:func:`e2mc_cli.training.data.default_workers`; evaluation:
-:func:`e2mc_cli.evaluate.features.default_workers`).
+:func:`e2mc_cli.training.data.default_workers`, the node's usable cores shared out over its
+training processes, one left to each; evaluation: :func:`e2mc_cli.evaluate.features.default_workers`).
+
+``--augment`` picks where a training run makes its views (:func:`parse_augment`, checked against
+:data:`e2mc_cli.training.data.AUGMENT_MODES`): ``cpu`` is the official per-image pipeline on the
+loader's workers; ``split`` leaves only decoding and the crops to the workers and does the colour
+work batched on the training device. ``None`` (not given): the library's default for a new run
+(:data:`e2mc_cli.training.data.DEFAULT_AUGMENT`), the run's own mode on ``--resume``.
 
 ``--base`` is checked while the line is parsed too (:func:`parse_base`), before any other
 option is looked at: a misspelt registry name is reported with the closest names.
@@ -41,7 +47,7 @@ from pathlib import Path
 import typer
 
 from e2mc_cli import trackers
-from e2mc_cli.errors import UserError
+from e2mc_cli.errors import UserError, unknown_choice
 
 DEVICE_HELP = "auto, cpu, cuda or cuda:N."
 _DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
@@ -121,6 +127,27 @@ def device_option(help: str = DEVICE_HELP):
 def workers_option(help: str = "Data-loading worker processes (default: chosen for the data and machine)."):
     """``--workers N`` (N ≥ 0); the default ``None`` lets the library choose (see the module docstring)."""
     return typer.Option(None, "--workers", min=0, help=help)
+
+
+def parse_augment(value: str | None) -> str | None:
+    """``value`` if it names a view pipeline (:data:`e2mc_cli.training.data.AUGMENT_MODES`), else a
+    :class:`UserError` naming the valid ones; ``None`` (not given) passes."""
+    if value is None:
+        return None
+    from e2mc_cli.training.data import AUGMENT_MODES  # imports torch: only when the option is given
+
+    if value not in AUGMENT_MODES:
+        raise unknown_choice("--augment", value, AUGMENT_MODES)
+    return value
+
+
+def augment_option(
+    help: str = "Where the training views are made: cpu (the official per-image pipeline on the loader's "
+    "workers) or split (decoding and crops on the workers, the colour work batched on the training "
+    "device). Default: the library's for a new run, the run's own on --resume.",
+):
+    """``--augment MODE`` (default ``None``), checked by :func:`parse_augment` when the line is parsed."""
+    return typer.Option(None, "--augment", metavar="MODE", help=help, callback=parse_augment)
 
 
 def parse_base(value: str | None) -> str | None:

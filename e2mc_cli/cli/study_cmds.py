@@ -13,6 +13,7 @@ from e2mc_cli.cli.app import app, console, err_console
 from e2mc_cli.cli.options import (
     DATA_ENV,
     ENVIRONMENT,
+    augment_option,
     base_option,
     device_option,
     epochs_option,
@@ -85,6 +86,7 @@ def study(
     workers: int = workers_option(
         "Data-loading processes of each training run (default: chosen for the data and machine)."
     ),
+    augment: str = augment_option(),
     device: str = device_option(),
 ) -> None:
     """Continue a base with each criterion and seed, evaluate, and tabulate with significance.
@@ -102,7 +104,8 @@ def study(
     cfg = StudyConfig(
         base=base, out=out, criteria=criteria, seeds=seeds, labels=labels, knn=knn, data=data, epochs=epochs,
         batch_size=batch_size, max_steps=max_steps, sets=list(sets or []), eval_epochs=eval_epochs,
-        image_size=image_size, workers=workers, device=device, holdout=holdout, probe_mode=probe_mode,
+        image_size=image_size, workers=workers, augment=augment, device=device, holdout=holdout,
+        probe_mode=probe_mode,
     )  # fmt: skip
 
     def log(msg: str) -> None:
@@ -141,8 +144,11 @@ def pretrain(
         None, "--set", help="Override a recipe key (section.key=value). Repeatable."
     ),
     max_steps: int = typer.Option(None, "--max-steps", min=1, help="Stop after N optimiser steps."),
-    workers: int = workers_option("Data-loading worker processes (default: CPU cores, at most 4)."),
+    workers: int = workers_option(
+        "Data-loading worker processes (default: the usable CPU cores, one left to the training process)."
+    ),
     precision: str = precision_option(),
+    augment: str = augment_option(),
     device: str = device_option(),
     resume: bool = typer.Option(
         False, "--resume", help="Continue the run in --out from its last checkpoint."
@@ -178,6 +184,7 @@ def pretrain(
         max_steps=max_steps,
         workers=workers,
         precision=precision,
+        augment=augment,
         resume=resume,
         overwrite=overwrite,
         device=device,

@@ -12,6 +12,7 @@ from rich.table import Table
 from e2mc_cli.cli.app import app, bench_app, call_with_options, console, err_console
 from e2mc_cli.cli.options import (
     ENVIRONMENT,
+    augment_option,
     base_option,
     device_option,
     epochs_option,
@@ -82,8 +83,10 @@ def continue_(
         None, "--checkpoint-every", min=1, help="Override run.checkpoint_every."
     ),
     workers: int = workers_option(
-        "Data-loading worker processes per training process (default: CPU cores, at most 4)."
+        "Data-loading worker processes per training process (default: the usable CPU cores shared "
+        "out over the node's training processes, one left to each)."
     ),
+    augment: str = augment_option(),
     compile_: bool = typer.Option(False, "--compile", help="torch.compile the backbone and heads."),
     precision: str = precision_option(),
     device: str = device_option(),
@@ -230,6 +233,7 @@ _FLAGS = {
     "checkpoint_every": "--checkpoint-every",
     "workers": "--workers",
     "precision": "--precision",
+    "augment": "--augment",
     "device": "--device",
 }
 
@@ -319,31 +323,54 @@ def bench_train(
     heads: str = typer.Option(
         "scaled", "--heads", help="scaled (official shapes × backbone width / 2048) or official."
     ),
+    data: str = typer.Option(
+        None,
+        "--data",
+        help="Images (an ImageFolder root, or fmnist): time the full step through the run's real loader "
+        "against the same step on pre-loaded batches, and say which of the two bounds it.",
+    ),
+    workers: int = workers_option("Data-loading workers with --data (default: as `sslboost continue`)."),
+    augment: str = augment_option("Where the views are made with --data: cpu or split (as a new run's)."),
     device: str = device_option(),
     json_: bool = json_option(),
 ) -> None:
     """Images/s of a full training step vs a bare backbone forward+backward on the same views.
 
-    The difference is what the method's heads, its loss and the criterion cost.
+    The difference is what the method's heads, its loss and the criterion cost. With --data, the
+    full step through the real loader (its workers, the views finished on the device) vs the same
+    step on batches already in memory: loader-bound or compute-bound.
 
     Example:
 
         sslboost bench train --method vicreg --arch resnet50 --image-size 224 --device cuda
-    """
-    from e2mc_cli.benchmarks.train import bench_train as run_bench
 
-    report = call_with_options(run_bench, locals(), methods=method)
+        sslboost bench train --data ~/imagenet --method vicreg --arch resnet50 --image-size 224
+    """
+    if data is not None:
+        from e2mc_cli.benchmarks.train_loader import bench_train_loader
+
+        report = call_with_options(bench_train_loader, locals(), methods=method)
+    else:
+        from e2mc_cli.benchmarks.train import bench_train as run_bench
+
+        report = call_with_options(run_bench, locals(), methods=method)
     if json_:
         print_json(report)
         return
-    cfg = report["config"]
-    table = Table(
-        title=escape(
-            f"training step vs bare backbone ({cfg['arch']}, {cfg['image_size']} px, "
-            f"batch {cfg['batch_size']}, {cfg['device']}{', bf16 + channels_last' if cfg['amp'] else ''}, "
-            f"criterion {cfg['criterion']})"
-        )
+    console.print(_loader_table(report) if data is not None else _step_table(report))
+    console.print(escape(report["note"]), highlight=False, soft_wrap=True)
+
+
+def _title(cfg: dict, what: str) -> str:
+    amp = ", bf16 + channels_last" if cfg["amp"] else ""
+    return escape(
+        f"{what} ({cfg['arch']}, {cfg['image_size']} px, batch {cfg['batch_size']}, {cfg['device']}{amp}, "
+        f"criterion {cfg['criterion']})"
     )
+
+
+def _step_table(report: dict) -> Table:
+    table = Table(title=_title(report["config"], "training step vs bare backbone"))
     for col in ("method", "views", "full step img/s", "bare backbone img/s", "full / bare", "overhead"):
         table.add_column(col, justify="right")
     for r in report["results"]:
@@ -355,5 +382,27 @@ def bench_train(
             f"{r['ratio']:.3f}",
             f"{r['overhead_pct']:+.1f} %",
         )
-    console.print(table)
-    console.print(escape(report["note"]), highlight=False, soft_wrap=True)
+    return table
+
+
+def _loader_table(report: dict) -> Table:
+    cfg = report["config"]
+    table = Table(title=_title(cfg, f"training step through the loader vs pre-loaded, {cfg['data']}"))
+    table.caption = escape(
+        f"{cfg['workers']} workers, prefetch {cfg['prefetch_factor']}, "
+        f"{'pinned memory' if cfg['pin_memory'] else 'no pinned memory'}; views: {cfg['pipeline']}"
+    )
+    columns = ("method", "views", "loader img/s", "pre-loaded img/s", "loader / pre-loaded", "waiting")
+    for col in (*columns, "bound"):
+        table.add_column(col, justify="right")
+    for r in report["results"]:
+        table.add_row(
+            r["method"],
+            r["views"],
+            f"{r['loader_img_s']:.1f}",
+            f"{r['preloaded_img_s']:.1f}",
+            f"{r['ratio']:.3f}",
+            f"{r['wait_share']:.0%}",
+            r["bound"],
+        )
+    return table

@@ -197,6 +197,7 @@ def train_cell(cfg: StudyConfig, data: str, criterion: str, seed: int, run_dir: 
         sets=[] if resume else sets,
         max_steps=cfg.max_steps,
         workers=cfg.workers,
+        augment=cfg.augment,
         resume=resume,
         overwrite=not resume,
         device=cfg.device,

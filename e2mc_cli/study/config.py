@@ -39,6 +39,7 @@ class StudyConfig:
     eval_epochs: int | None = None
     image_size: int | None = None
     workers: int | None = None  # None: chosen for the data and machine
+    augment: str | None = None  # where the training views are made (None: the library's default)
     device: str = "auto"
     holdout: int = 0  # > 0: evaluate on this many training images held out, not on the test split
     probe_mode: str = "cached"  # the linear probe: "cached" (features once) or "standard" (the paper's)

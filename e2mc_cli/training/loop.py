@@ -2,17 +2,26 @@
 
 :func:`run` plans the run (:mod:`~e2mc_cli.training.setup`), builds its state
 (:mod:`~e2mc_cli.training.state`), prepares the run folder (:mod:`~e2mc_cli.training.outputs`) and
-iterates: the loader of each epoch, one :func:`~e2mc_cli.training.step.train_step` per batch,
-metrics every ``log_every`` steps, the training state every ``checkpoint_every`` steps and at
-every epoch end, and at the end ``sslboost.safetensors`` and ``summary.json``. Exporting the run
-folder (root ``model.safetensors``, config, model card) is the command's business, after the run.
+iterates: one loader for the whole run (:func:`~e2mc_cli.training.data.run_loader`, its workers
+started once), one :func:`~e2mc_cli.training.step.train_step` per batch, metrics every
+``log_every`` steps, the training state every ``checkpoint_every`` steps and at every epoch end,
+and at the end ``sslboost.safetensors`` and ``summary.json``. Exporting the run folder (root
+``model.safetensors``, config, model card) is the command's business, after the run.
+
+The host does not stop the device's queue to look at a step: each step's loss terms are read
+once the next step is queued (:mod:`~e2mc_cli.training.terms`), and the progress display, the
+metrics lines and the non-finite check use them then; the health monitor's statistics (which do
+read the device) are computed on logging steps only. Under DDP the stop signals are agreed every
+:data:`STOP_CHECK_EVERY` steps (every step in one process: a flag of the host).
 
 Never losing a run: the state written when the run stops lets ``--resume`` continue bit for bit
 (data order and augmentations depend only on seed, epoch and index). SIGINT/SIGTERM finish the
 current step, save and return ``"interrupted"``; a fault of the machine (a full disk) or a second
 Ctrl-C keeps the last checkpoint and records the step to continue from on the exception. A
-non-finite loss raises :class:`~e2mc_cli.training.step.NonFiniteLoss` before the bad step changes
-anything; the last checkpoint stays as it was.
+non-finite loss raises :class:`~e2mc_cli.training.step.NonFiniteLoss` naming the step that went
+bad and its bad terms, when that step's terms are read: by then the bad step (and the one queued
+after it) may have changed the weights, but the terms of every step are read before a checkpoint
+is written, so no bad step is ever saved and the last checkpoint stays as it was.
 
 Under ``torchrun`` (``WORLD_SIZE`` > 1) the method runs in DistributedDataParallel (NCCL on
 GPU, gloo on CPU) with every BatchNorm synchronised over the global batch, as the official code;
@@ -21,6 +30,7 @@ only rank 0 writes files.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import time
@@ -32,21 +42,22 @@ import torch
 import torch.distributed as dist
 from rich.console import Console
 from rich.markup import escape
-from torch.utils.data import DataLoader
 
 from e2mc_cli import distributed as D
 from e2mc_cli.errors import add_next_step
 from e2mc_cli.run_layout import STATE_FILE
 from e2mc_cli.trackers import Trackers
-from e2mc_cli.training.data import EpochBatches
+from e2mc_cli.training.data import run_loader
 from e2mc_cli.training.outputs import append_metrics, prepare_folder, write_final
 from e2mc_cli.training.plan import RunPlan, TrainOptions
 from e2mc_cli.training.progress import TrainProgress
 from e2mc_cli.training.setup import plan_run
 from e2mc_cli.training.state import TrainState, build_state
-from e2mc_cli.training.step import NonFiniteLoss, StepRecord, train_step
+from e2mc_cli.training.step import NonFiniteLoss, StepRecord, nonfinite_message, train_step
 
-__all__ = ["Loop", "RunResult", "StopSignals", "epoch_loader", "how_to_continue", "run"]
+__all__ = ["STOP_CHECK_EVERY", "Loop", "RunResult", "StopSignals", "how_to_continue", "run"]
+
+STOP_CHECK_EVERY = 10  # steps between two agreements on the stop signals under DDP
 
 
 @dataclass
@@ -58,29 +69,6 @@ class RunResult:
     summary: dict
     resume_command: str
     is_main: bool  # whether this process wrote the files (rank 0)
-
-
-def epoch_loader(plan: RunPlan, epoch: int, start: int) -> DataLoader:
-    """This process's :class:`~e2mc_cli.data.pipeline.Batch` list of ``epoch`` from batch ``start`` on."""
-    sampler = EpochBatches(
-        len(plan.dataset),
-        plan.batch_size,
-        plan.seed,
-        epoch,
-        rank=plan.rank,
-        world_size=plan.world,
-        start=start,
-    )
-    return DataLoader(
-        plan.pipeline.dataset(plan.dataset, plan.seed),
-        batch_sampler=sampler,
-        num_workers=plan.workers,
-        collate_fn=plan.pipeline.collate,
-        pin_memory=plan.cuda,
-        prefetch_factor=4 if plan.workers else None,
-        # its own generator: creating a loader must not draw from the global torch RNG
-        generator=torch.Generator().manual_seed(plan.seed + epoch),
-    )
 
 
 class StopSignals:
@@ -116,14 +104,19 @@ class StopSignals:
             "(press Ctrl-C again to quit at once)"
         )
 
-    def requested(self, device: torch.device) -> bool:
-        """Whether any process got a signal (agreed by every process: a collective under DDP)."""
+    def requested(self, device: torch.device, step: int = 0) -> bool:
+        """Whether to stop after optimiser step ``step``: in one process, whether a signal came;
+        under DDP, whether any process got one, agreed by all of them (a collective, so every
+        process calls this after every step) on the steps that are multiples of
+        :data:`STOP_CHECK_EVERY`, and ``False`` on the others."""
         stop = self.signum is not None
-        if D.is_distributed():
-            t = torch.tensor([float(stop)], device=device)
-            dist.all_reduce(t, op=dist.ReduceOp.MAX)
-            return bool(t[0])
-        return stop
+        if not D.is_distributed():
+            return stop
+        if step % STOP_CHECK_EVERY:
+            return False
+        t = torch.tensor([float(stop)], device=device)
+        dist.all_reduce(t, op=dist.ReduceOp.MAX)
+        return bool(t[0])
 
 
 class Loop:
@@ -142,60 +135,90 @@ class Loop:
         self.saved_step = state.step
         self.last_log = (self.t_start, state.step)
         self.progress = TrainProgress(console, plan)
+        self.pending: StepRecord | None = None  # the last step queued, its terms not read yet
 
     def wall(self) -> float:
         """Training seconds so far, earlier invocations of a resumed run included."""
         return self.state.wall_before + (time.perf_counter() - self.t_start)
 
     def save(self) -> None:
+        """Read the pending step's terms (a bad step is never saved), then write the state."""
+        self.settle()
         self.state.save(self.plan.out / STATE_FILE, self.plan, self.wall())
         self.saved_step = self.state.step
 
-    def step(self, views: list[torch.Tensor], epoch: int) -> StepRecord:
-        """One step; a non-finite loss names the checkpoint that stays."""
+    def kept(self) -> str:
+        """Which checkpoint a failed run leaves."""
+        path = self.plan.out / STATE_FILE
+        if path.exists():
+            return f"the last good checkpoint is {path} (step {self.saved_step})"
+        return "no checkpoint was written yet"
+
+    def logging_step(self, step: int) -> bool:
+        """Whether optimiser step ``step`` gets a metrics line (and the health monitor)."""
+        return step % self.plan.log_every == 0 or step == self.plan.end_step
+
+    def step(self, views: list[torch.Tensor]) -> StepRecord:
+        """Queue the next step; if it fails, the step before it is read first: a non-finite step
+        (which made the weights NaN, say, for a decomposition to refuse) is named rather than the
+        error it caused."""
+        epoch = self.state.step // self.plan.steps_per_epoch
         try:
             return train_step(self.state, self.plan, views, epoch)
-        except NonFiniteLoss as exc:
-            kept = self.plan.out / STATE_FILE
-            where = (
-                f"the last good checkpoint is {kept} (step {self.saved_step})"
-                if kept.exists()
-                else "no checkpoint was written yet"
-            )
-            raise NonFiniteLoss(f"{exc}; {where}") from None
+        except RuntimeError:
+            self.settle()
+            raise
 
-    def log(self, record: StepRecord) -> None:
+    def queue(self, record: StepRecord) -> None:
+        """The step just queued becomes the pending one, once the one before it is read (its
+        embeddings are kept only for a logging step's health monitor)."""
+        if not self.logging_step(record.step):
+            record = dataclasses.replace(record, embeddings=())
+        self.settle()
+        self.pending = record
+
+    def settle(self) -> None:
+        """Read the pending step's terms: a non-finite loss raises :class:`NonFiniteLoss` naming the
+        step and its bad terms; else the step is logged (:meth:`log`)."""
+        record, self.pending = self.pending, None
+        if record is None:
+            return
+        nonfinite, terms = record.read()
+        if nonfinite:
+            raise NonFiniteLoss(f"{nonfinite_message(terms, record.step, record.epoch + 1)}; {self.kept()}")
+        self.log(record, terms)
+
+    def log(self, record: StepRecord, terms: dict[str, float]) -> None:
         """The progress display after every step; a metrics line (and health) on logging steps."""
         plan, state = self.plan, self.state
-        state.last_terms = dict(record.terms)
+        state.last_terms = terms
         now = time.perf_counter()
-        img_s = (state.step - self.last_log[1]) * plan.batch_size / max(now - self.last_log[0], 1e-9)
-        self.progress.update(state.step, record.lr, state.last_terms, img_s)
-        if state.step % plan.log_every and state.step != plan.end_step:
+        img_s = (record.step - self.last_log[1]) * plan.batch_size / max(now - self.last_log[0], 1e-9)
+        self.progress.update(record.step, record.lr, terms, img_s)
+        if not self.logging_step(record.step):
             return
-        line = {"step": state.step, "epoch": round(state.step / plan.steps_per_epoch, 6)}
-        line.update({**record.terms, "lr": record.lr, "img_s": round(img_s, 3)})
+        line = {"step": record.step, "epoch": round(record.step / plan.steps_per_epoch, 6)}
+        line.update({**terms, "lr": record.lr, "img_s": round(img_s, 3)})
         if plan.is_main:
-            line.update(state.health.update(state.step, [e.float() for e in record.embeddings]))
+            line.update(state.health.update(record.step, [e.float() for e in record.embeddings]))
             append_metrics(plan.out, line)
             self.trackers.log_metrics(line)
-        self.last_log = (now, state.step)
+        self.last_log = (now, record.step)
 
     def iterate(self, signals: StopSignals) -> bool:
-        """Train up to the plan's end step; ``True`` when a signal stopped it."""
+        """Train up to the plan's end step through one loader; ``True`` when a signal stopped it."""
         plan, state = self.plan, self.state
-        while state.step < plan.end_step:
-            epoch, pos = divmod(state.step, plan.steps_per_epoch)
-            for batch in epoch_loader(plan, epoch, pos):
-                state.failed_indices.update(int(i) for i in batch.failed)
-                self.log(self.step(plan.pipeline.to_device(batch, plan.device), epoch))
-                if signals.requested(plan.device):
-                    return True
-                if state.step >= plan.end_step:
-                    break
-                if state.step % plan.checkpoint_every == 0 or state.step % plan.steps_per_epoch == 0:
-                    self.save()
-            # the loader is exhausted at each epoch end
+        if state.step >= plan.end_step:
+            return False
+        for batch in run_loader(plan, state.step, plan.end_step):
+            state.failed_indices.update(int(i) for i in batch.failed)
+            self.queue(self.step(plan.pipeline.to_device(batch, plan.device)))
+            if signals.requested(plan.device, state.step):
+                return True
+            if state.step >= plan.end_step:
+                break
+            if state.step % plan.checkpoint_every == 0 or state.step % plan.steps_per_epoch == 0:
+                self.save()
         return False
 
     def run(self) -> tuple[str, dict]:
@@ -203,6 +226,7 @@ class Loop:
         with StopSignals(self.say) as signals:
             with self.progress:
                 stopped = self.iterate(signals)
+                self.settle()
             if stopped:
                 status = "interrupted"
             elif self.state.step < self.plan.total_steps:
@@ -256,6 +280,8 @@ def run(opts: TrainOptions, console: Console | None = None, trackers: Trackers |
     trackers = trackers or Trackers()
     console = console or Console(emoji=False)
     device = D.pick_device(opts.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True  # every step has the same shapes
     started = D.join_process_group(device)
     try:
         plan = plan_run(opts, device, D.rank(), D.world_size())

@@ -31,12 +31,54 @@ def exclude_bias_and_norm(p: torch.Tensor) -> bool:
     return p.ndim == 1
 
 
+def by_device_and_dtype(*lists: list[torch.Tensor]) -> list[tuple[list[torch.Tensor], ...]]:
+    """The parallel tensor ``lists`` split into groups of one device and dtype each (the unit a
+    multi-tensor ``torch._foreach_*`` kernel takes), in their order within each group."""
+    groups: dict[tuple, tuple[list[torch.Tensor], ...]] = {}
+    for items in zip(*lists, strict=True):
+        key = (items[0].device, items[0].dtype)
+        for into, t in zip(groups.setdefault(key, tuple([] for _ in lists)), items, strict=True):
+            into.append(t)
+    return list(groups.values())
+
+
+def lars_trust_ratio(param_norm: torch.Tensor, update_norm: torch.Tensor, eta: float) -> torch.Tensor:
+    """VICReg's LARS factor per tensor: ``η‖w‖/‖d‖`` where both norms are positive, else 1."""
+    one = torch.ones_like(param_norm)
+    return torch.where(
+        param_norm > 0.0, torch.where(update_norm > 0, eta * param_norm / update_norm, one), one
+    )
+
+
+def larc_factors(
+    param_norm: torch.Tensor,
+    grad_norm: torch.Tensor,
+    weight_decay: float,
+    trust_coefficient: float,
+    eps: float,
+    clip: bool,
+    lr: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Apex LARC's ``(scale, decay)`` per tensor: where ``‖w‖ ≠ 0`` and ``‖g‖ ≠ 0``,
+    ``scale = η‖w‖ / (‖g‖ + wd‖w‖ + ε)`` (with ``clip``: ``min(scale / lr, 1)``) and ``decay = wd``;
+    elsewhere 1 and 0 (the gradient is left as it is)."""
+    adapt = (param_norm != 0) & (grad_norm != 0)
+    adaptive = trust_coefficient * param_norm / (grad_norm + param_norm * weight_decay + eps)
+    if clip:
+        adaptive = torch.clamp(adaptive / lr, max=1.0)
+    scale = torch.where(adapt, adaptive, torch.ones_like(adaptive))
+    decay = torch.where(adapt, torch.full_like(param_norm, weight_decay), torch.zeros_like(param_norm))
+    return scale, decay
+
+
 class LARS(torch.optim.Optimizer):
     """Layer-wise adaptive rate scaling as in VICReg's ``main_vicreg.py``.
 
     For each tensor ``w`` with gradient ``g``: ``d = g + wd·w`` (unless excluded),
     ``q = η‖w‖/‖d‖`` when both norms are positive (else 1; not for excluded tensors),
-    ``μ ← momentum·μ + q·d``, ``w ← w − lr·μ``.
+    ``μ ← momentum·μ + q·d``, ``w ← w − lr·μ``. The step runs on all tensors of one device and
+    dtype at once (``torch._foreach_*`` norms, scaling and momentum update): the same numbers as
+    the official per-tensor loop, without a Python loop over the parameters on the device.
     """
 
     def __init__(
@@ -57,6 +99,12 @@ class LARS(torch.optim.Optimizer):
         )
         super().__init__(params, defaults)
 
+    def _momentum(self, p: torch.Tensor) -> torch.Tensor:
+        state = self.state[p]
+        if "mu" not in state:
+            state["mu"] = torch.zeros_like(p)
+        return state["mu"]
+
     @torch.no_grad()
     def step(self, closure=None):
         loss = None
@@ -64,29 +112,28 @@ class LARS(torch.optim.Optimizer):
             with torch.enable_grad():
                 loss = closure()
         for g in self.param_groups:
-            for p in g["params"]:
-                if p.grad is None:
-                    continue
-                excluded = g["exclude_bias_and_norm"] and exclude_bias_and_norm(p)
-                dp = p.grad
-                if not excluded:
-                    dp = dp.add(p, alpha=g["weight_decay"])
-                    param_norm = torch.linalg.vector_norm(p)
-                    update_norm = torch.linalg.vector_norm(dp)
-                    one = torch.ones_like(param_norm)
-                    q = torch.where(
-                        param_norm > 0.0,
-                        torch.where(update_norm > 0, g["eta"] * param_norm / update_norm, one),
-                        one,
-                    )
-                    dp = dp.mul(q)
-                state = self.state[p]
-                if "mu" not in state:
-                    state["mu"] = torch.zeros_like(p)
-                mu = state["mu"]
-                mu.mul_(g["momentum"]).add_(dp)
-                p.add_(mu, alpha=-g["lr"])
+            params = [p for p in g["params"] if p.grad is not None]
+            adapted = [not (g["exclude_bias_and_norm"] and exclude_bias_and_norm(p)) for p in params]
+            for adapt in (True, False):
+                chosen = [p for p, a in zip(params, adapted, strict=True) if a == adapt]
+                grads, mus = [p.grad for p in chosen], [self._momentum(p) for p in chosen]
+                for ps, gs, ms in by_device_and_dtype(chosen, grads, mus):
+                    self._update(g, ps, gs, ms, adapt=adapt)
         return loss
+
+    @staticmethod
+    def _update(g: dict, params: list, grads: list, mus: list, *, adapt: bool) -> None:
+        """One device's and dtype's tensors of group ``g``: LARS direction, momentum, update."""
+        updates = grads
+        if adapt:
+            updates = torch._foreach_add(grads, params, alpha=g["weight_decay"])
+            param_norm = torch.stack(torch._foreach_norm(params))
+            update_norm = torch.stack(torch._foreach_norm(updates))
+            q = lars_trust_ratio(param_norm, update_norm, g["eta"])
+            torch._foreach_mul_(updates, list(q.unbind()))
+        torch._foreach_mul_(mus, g["momentum"])
+        torch._foreach_add_(mus, updates)
+        torch._foreach_add_(params, mus, alpha=-g["lr"])
 
 
 class LARC:
@@ -95,7 +142,9 @@ class LARC:
     Before the wrapped step, each gradient with ``‖w‖ > 0`` and ``‖g‖ > 0`` becomes
     ``(g + wd·w) · η‖w‖ / (‖g‖ + wd‖w‖ + ε)``; with ``clip=True`` the factor is capped at 1/lr so
     the effective rate is ``min(η‖w‖/(…), lr)``. The wrapped optimiser steps with its weight
-    decay set to 0 (it has already been folded into the gradient), then gets it back.
+    decay set to 0 (it has already been folded into the gradient), then gets it back. Norms and
+    rescaling run on all tensors of one device and dtype at once (``torch._foreach_*``), with no
+    host synchronisation (apex compares the norms on the host, one transfer per tensor).
     """
 
     def __init__(
@@ -128,27 +177,30 @@ class LARC:
         self.optim.zero_grad(set_to_none=set_to_none)
 
     @torch.no_grad()
+    def _rescale(self, group: dict, wd: float) -> None:
+        """Fold the weight decay into the gradients of ``group`` and rescale them (in place)."""
+        params = [p for p in group["params"] if p.grad is not None]
+        for ps, gs in by_device_and_dtype(params, [p.grad for p in params]):
+            scale, decay = larc_factors(
+                torch.stack(torch._foreach_norm(ps)),
+                torch.stack(torch._foreach_norm(gs)),
+                wd,
+                self.trust_coefficient,
+                self.eps,
+                self.clip,
+                group["lr"],
+            )
+            torch._foreach_add_(gs, torch._foreach_mul(ps, list(decay.unbind())))
+            torch._foreach_mul_(gs, list(scale.unbind()))
+
+    @torch.no_grad()
     def step(self) -> None:
         saved = []
         for group in self.optim.param_groups:
             wd = group.get("weight_decay", 0.0)
             saved.append(wd)
             group["weight_decay"] = 0.0
-            params = [p for p in group["params"] if p.grad is not None]
-            if not params:
-                continue
-            grads = [p.grad for p in params]
-            # All norms in two batched calls, no host synchronisation (one per tensor on a GPU).
-            param_norm = torch.stack(torch._foreach_norm(params))
-            grad_norm = torch.stack(torch._foreach_norm(grads))
-            adapt = (param_norm != 0) & (grad_norm != 0)
-            adaptive = self.trust_coefficient * param_norm / (grad_norm + param_norm * wd + self.eps)
-            if self.clip:
-                adaptive = torch.clamp(adaptive / group["lr"], max=1.0)
-            scale = torch.where(adapt, adaptive, torch.ones_like(adaptive))
-            decay = torch.where(adapt, torch.full_like(param_norm, wd), torch.zeros_like(param_norm))
-            torch._foreach_add_(grads, torch._foreach_mul(params, list(decay.unbind())))
-            torch._foreach_mul_(grads, list(scale.unbind()))
+            self._rescale(group, wd)
         try:
             self.optim.step()
         finally:

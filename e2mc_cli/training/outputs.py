@@ -122,7 +122,8 @@ def append_metrics(out: Path, record: dict) -> None:
 
 
 def run_summary(plan: RunPlan, state: TrainState, status: str, wall: float) -> dict:
-    """``summary.json``: how the run ended, its size and speed, and the last loss terms."""
+    """``summary.json``: how the run ended, its size and speed, how its batches were loaded
+    (``loader``: workers, prefetch_factor, pin_memory, augment) and the last loss terms."""
     images = state.step * plan.batch_size
     epochs_done = state.step / plan.steps_per_epoch
     return {
@@ -142,6 +143,7 @@ def run_summary(plan: RunPlan, state: TrainState, status: str, wall: float) -> d
         "world_size": plan.world,
         "device": str(plan.device),
         "precision": plan.precision,
+        "loader": plan.loader,
         "final_terms": state.last_terms,
     }
 

@@ -12,6 +12,7 @@ from torch.utils.data import Dataset
 
 from e2mc_cli.checkpoint import Checkpoint
 from e2mc_cli.data.pipeline import ViewPipeline
+from e2mc_cli.training.data import loader_settings
 
 
 @dataclass
@@ -32,7 +33,8 @@ class TrainOptions:
     image_size: int | None = None
     sets: list[str] = field(default_factory=list)
     max_steps: int | None = None
-    workers: int | None = None  # None: default_workers(), the CPU cores up to 4
+    workers: int | None = None  # None: training.data.default_workers(), the node's cores shared out
+    augment: str | None = None  # None: training.data.DEFAULT_AUGMENT for a new run, the saved one on --resume
     compile: bool = False
     precision: str | None = None  # --precision; None: the recipe's run.precision (see RunPlan)
     resume: bool = False
@@ -104,3 +106,14 @@ class RunPlan:
     @property
     def cuda(self) -> bool:
         return self.device.type == "cuda"
+
+    @property
+    def augment(self) -> str:
+        """Where the views are made (``--augment``): the pipeline's mode."""
+        return self.pipeline.augment
+
+    @property
+    def loader(self) -> dict:
+        """How the batches are loaded: workers, prefetch, pinned memory, augment mode
+        (:func:`~e2mc_cli.training.data.loader_settings`)."""
+        return loader_settings(self.workers, self.cuda, self.augment)

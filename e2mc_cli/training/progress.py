@@ -2,7 +2,10 @@
 or plain log lines elsewhere, and the cadence of ``metrics.jsonl``.
 
 - **Header**, printed before the first step: base, method and criterion; data and its size; batch
-  and steps; device, precision and data-loading workers; output folder and cadences.
+  and steps; device, precision and data-loading workers; how the batches are loaded (prefetch,
+  pinned memory) and where the views are made (``--augment``); output folder and cadences.
+- The loss terms a step shows are read from the device one step late
+  (:mod:`~e2mc_cli.training.terms`): the display follows the training by at most one step.
 - **Live display** (a terminal): a bar with the epoch as the recipe counts it (``epoch 0.25/0.5``
   for a half-epoch recipe), step, elapsed time, ETA, learning rate and images/s, and below it
   every loss term (the method's and the criterion's) in as many lines as the terminal's width needs.
@@ -66,6 +69,17 @@ def precision(plan: RunPlan) -> str:
     return ", ".join(parts)
 
 
+def loading(plan: RunPlan) -> str:
+    """How the batches are loaded and where the views are made, for the header."""
+    loader = plan.loader
+    if loader["workers"]:
+        ahead = f"{loader['prefetch_factor']} batches prefetched per worker"
+    else:
+        ahead = "batches loaded by the training process itself"
+    pinned = "pinned memory" if loader["pin_memory"] else "no pinned memory"
+    return f"data loading: {ahead}, {pinned}; views: {plan.pipeline.describe()}"
+
+
 def _every(steps: int) -> str:
     return "every step" if steps == 1 else f"every {steps} steps"
 
@@ -84,6 +98,7 @@ def header_lines(plan: RunPlan) -> list[str]:
         f"{epochs:g} epochs = {plan.total_steps} steps ({start}{until}); "
         f"{plan.warmup_steps} warm-up steps, {plan.schedule} schedule",
         f"device {plan.device}, {precision(plan)}, {plan.workers} data-loading workers per process",
+        loading(plan),
         f"output {plan.out} (metrics {_every(plan.log_every)}, checkpoint {_every(plan.checkpoint_every)} "
         "and at each epoch end)",
     ]

@@ -8,7 +8,8 @@ point (``--max-steps``) and its command line included, unless a new ``--max-step
 ``--base`` on a resume's command line must be the run's own base (a note says it is not read
 again); ``--overwrite`` contradicts it. A run stopped before its first checkpoint is started again
 (without ``--overwrite``, or from its base on ``--resume``). ``--overwrite`` never deletes the base
-it starts from. From there both take the same path: batch and step counts, the view transform,
+it starts from. From there both take the same path: batch and step counts, the view pipeline
+(``--augment``; a resume keeps the run's own, and another mode on its command line is an error),
 the method and criterion options. Every check happens here, before anything is built or written;
 the only side effects are reading files (recipe, data listing, base, saved state) and removing
 the temporary files of a killed run that ``--resume`` cannot continue.
@@ -30,7 +31,7 @@ from e2mc_cli.methods import method_config, view_pipeline
 from e2mc_cli.precision import check_precision, resolve_precision
 from e2mc_cli.run_layout import RECIPE_FILE, STATE_FILE
 from e2mc_cli.training import recipe as R
-from e2mc_cli.training.data import EpochBatches, default_workers
+from e2mc_cli.training.data import DEFAULT_AUGMENT, default_workers, steps_per_epoch
 from e2mc_cli.training.outputs import earlier_outputs, never_checkpointed, remove_temporaries, resume_command
 from e2mc_cli.training.plan import RunPlan, TrainOptions
 from e2mc_cli.training.progress import metrics_interval
@@ -282,7 +283,7 @@ def _steps(start: _Start, world: int) -> _Steps:
     if batch_size % world:
         raise UserError(f"batch size {batch_size} is not divisible by the {world} processes")
     n = len(start.dataset)
-    per_epoch = EpochBatches.steps_per_epoch(n, batch_size)
+    per_epoch = steps_per_epoch(n, batch_size)
     if per_epoch == 0:
         raise UserError(
             f"--data {start.data}: {n} images, fewer than one batch of {batch_size}; lower --batch-size"
@@ -322,6 +323,22 @@ def run_precision(opts: TrainOptions, start: _Start, device: torch.device) -> st
     return kept
 
 
+def _augment(opts: TrainOptions, start: _Start) -> str:
+    """Where the run's views are made: a new run's ``--augment`` (else
+    :data:`~e2mc_cli.training.data.DEFAULT_AUGMENT`); a resumed run's saved mode, so that it goes on
+    with the images it started with (a state saved without one was made by the per-image pipeline,
+    ``cpu``). Another mode on a resume's command line is a UserError."""
+    if start.saved is None:
+        return opts.augment or DEFAULT_AUGMENT
+    saved = str(start.saved.get("augment", "cpu"))
+    if opts.augment is not None and opts.augment != saved:
+        raise UserError(
+            f"--augment {opts.augment}: {start.out} trains with --augment {saved}; resume it without "
+            "--augment (or with the same one), or start a new run with another --out"
+        )
+    return saved
+
+
 def plan_run(opts: TrainOptions, device: torch.device, rank: int = 0, world: int = 1) -> RunPlan:
     """The :class:`RunPlan` of ``opts`` for process ``rank`` of ``world`` on ``device``.
 
@@ -349,7 +366,7 @@ def plan_run(opts: TrainOptions, device: torch.device, rank: int = 0, world: int
         checkpoint_every=int(recipe["run"]["checkpoint_every"]),
         seed=int(recipe["run"]["seed"]),
         workers=default_workers() if opts.workers is None else max(int(opts.workers), 0),
-        pipeline=view_pipeline(start.method_name, image_size, **views),
+        pipeline=view_pipeline(start.method_name, image_size, augment=_augment(opts, start), **views),
         method_options=method_config(start.method_name, recipe["method"], recipe["views"]),
         criterion_options={k: v for k, v in recipe["criterion"].items() if k != "name"},
         compile=opts.compile,

@@ -53,9 +53,9 @@ STATE_VERSION = 1
 class NonFiniteLoss(RuntimeError):
     """Training met a NaN or an infinity; the message names where, and the checkpoint kept.
 
-    :func:`~e2mc_cli.training.step.train_step` raises it for a non-finite loss, before the step
-    changes anything; :meth:`TrainState.save` raises :class:`NonFiniteState` for a state it
-    refuses to save.
+    The training loop raises it for a non-finite loss term when it reads the step's terms (one step
+    late, and always before a checkpoint is written: a bad step is never saved);
+    :meth:`TrainState.save` raises :class:`NonFiniteState` for a state it refuses to save.
     """
 
 
@@ -264,6 +264,7 @@ class TrainState:
             "max_steps": plan.max_steps,
             "model_info": self.model_info,
             "data": str(plan.data),
+            "augment": plan.augment,
             "n_items": len(plan.dataset),
             "wall_time": wall,
             "failed_indices": sorted(self.failed_indices),

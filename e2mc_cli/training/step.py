@@ -3,40 +3,61 @@
 The method's views of a global batch (each process its contiguous slice), ``out = method(views)``
 (under the run's ``--precision`` autocast, :mod:`e2mc_cli.precision`; channels_last on CUDA), the
 criterion on ``out.embeddings`` (criteria with ``views = "all"``: ``out.all_embeddings``) —
-criteria all-gather across processes themselves — ``loss = out.loss + criterion_out.loss``, a
-finiteness check of every term, ``backward``, the method's ``on_after_backward`` hook, the
-optimiser step. In ``fp16`` a gradient scaler scales the loss before ``backward`` and unscales the
-gradients before the hook (which sees true gradients), then steps the optimiser unless a gradient
-overflowed (as ``torch.amp.GradScaler`` does), and adapts its scale. The learning rate follows the
-recipe's schedule per step. A non-finite loss raises :class:`NonFiniteLoss` before the step changes
-anything.
+criteria all-gather across processes themselves — ``loss = out.loss + criterion_out.loss``, every
+term gathered into one device vector with a non-finite flag (:mod:`~e2mc_cli.training.terms`;
+all-reduced under DDP) whose copy to the host starts without waiting, ``backward``, the method's
+``on_after_backward`` hook, the optimiser step. In ``fp16`` a gradient scaler scales the loss
+before ``backward`` and unscales the gradients before the hook (which sees true gradients), then
+steps the optimiser unless a gradient overflowed (as ``torch.amp.GradScaler`` does), and adapts its
+scale. The learning rate follows the recipe's schedule per step. Nothing here waits for the device
+(beyond the fp16 scaler's own overflow check): the loop reads the terms one step later and stops
+on a non-finite loss then (:class:`NonFiniteLoss`), before any checkpoint is written.
 
-:func:`forward_step`, :func:`collect_terms` and :func:`backward_step` are also the pieces
-``sslboost bench train`` times.
+:func:`forward_step`, :func:`~e2mc_cli.training.terms.term_vector` and :func:`backward_step` are
+also the pieces ``sslboost bench train`` times.
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
-import torch.distributed as dist
 
 from e2mc_cli.precision import autocast, resolve_precision
 from e2mc_cli.training.optim import apply_lr, lr_factor
 from e2mc_cli.training.plan import RunPlan
 from e2mc_cli.training.state import NonFiniteLoss, TrainState
+from e2mc_cli.training.terms import LateRead, agree_on_terms, nonfinite_message, read_terms, term_vector
+
+__all__ = [
+    "NonFiniteLoss",
+    "StepRecord",
+    "agree_on_terms",
+    "backward_step",
+    "forward_step",
+    "nonfinite_message",
+    "term_vector",
+    "train_step",
+]
 
 
 @dataclass(frozen=True)
 class StepRecord:
-    """What one step leaves for the loop: the loss terms, the learning rate it used, and the
-    embeddings of the views (detached, on the device) for the health monitor."""
+    """What one step leaves for the loop: which step it was, the learning rate it used, its loss
+    terms on their way to the host (read them with :meth:`read`), and the embeddings of the views
+    (detached, on the device) for the health monitor."""
 
-    terms: dict[str, float]  # every term, prefixed by its source; means over processes under DDP
+    step: int  # 1-based: the optimiser steps done after it
+    epoch: int  # 0-based
     lr: float
+    names: tuple[str, ...]  # every term, prefixed by its source (terms.term_vector)
+    terms: LateRead  # [non-finite flag, *terms]; means over processes under DDP
     embeddings: tuple[torch.Tensor, ...]
+
+    def read(self) -> tuple[bool, dict[str, float]]:
+        """``(the loss was non-finite on some process, the terms by name)``; waits for the device
+        only if it has not computed them yet."""
+        return read_terms(self.names, self.terms.values())
 
 
 def forward_step(
@@ -60,20 +81,6 @@ def forward_step(
     return out.loss.float() + cout.loss.float(), out, cout
 
 
-def collect_terms(method_name: str, criterion_name: str, loss, out, cout) -> dict[str, float]:
-    """Every loss term as a float, prefixed by its source, read from the device in one transfer."""
-    tensors = {
-        "loss": loss.detach(),
-        f"{method_name}.loss": out.loss.detach().float(),
-        **{f"{method_name}.{k}": torch.as_tensor(v).detach().float() for k, v in out.terms.items()},
-        f"{criterion_name}.loss": cout.loss.detach().float(),
-    }
-    values = torch.stack([t.to(loss.device).reshape(()) for t in tensors.values()]).tolist()
-    terms = dict(zip(tensors, values))
-    terms.update({f"{criterion_name}.{k}": float(v) for k, v in cout.terms.items()})
-    return terms
-
-
 def backward_step(method, optimizer, loss: torch.Tensor, step: int, scaler=None) -> None:
     """``backward``, the method's ``on_after_backward`` hook, the optimiser step; with a gradient
     ``scaler`` (``torch.amp.GradScaler``, fp16) the scaled loss's ``backward``, ``unscale_`` (the
@@ -92,45 +99,15 @@ def backward_step(method, optimizer, loss: torch.Tensor, step: int, scaler=None)
     scaler.update()
 
 
-def agree_on_terms(
-    terms: dict[str, float], world: int, device: torch.device
-) -> tuple[bool, dict[str, float]]:
-    """``(any process's loss is non-finite, the terms' means over processes)``: one all-reduce
-    under DDP (the global batch's values for mean-type losses); the terms as they are otherwise."""
-    nonfinite = not math.isfinite(terms["loss"])
-    if world > 1:
-        vec = torch.tensor([float(nonfinite), *terms.values()], dtype=torch.float64, device=device)
-        dist.all_reduce(vec)
-        nonfinite = bool(vec[0] > 0)
-        terms = dict(zip(terms, (vec[1:] / world).tolist()))
-    return nonfinite, terms
-
-
-def _bad_terms(terms: dict[str, float]) -> list[str]:
-    return [f"{k} = {v}" for k, v in terms.items() if not math.isfinite(v)]
-
-
-def nonfinite_message(terms: dict[str, float], step: int, epoch: int) -> str:
-    """``non-finite loss at step S (epoch E): <the non-finite terms>; …`` (1-based step and epoch)."""
-    bad = _bad_terms({k: v for k, v in terms.items() if k != "loss"}) or _bad_terms(terms)
-    if not bad:
-        bad = ["the loss on another process"]
-    return (
-        f"non-finite loss at step {step} (epoch {epoch}): {', '.join(bad)}; "
-        "stopped without applying this step"
-    )
-
-
 def train_step(state: TrainState, plan: RunPlan, views: list[torch.Tensor], epoch: int) -> StepRecord:
-    """One optimiser step of ``state`` (``state.step`` counts it). Raises :class:`NonFiniteLoss`."""
+    """Queue one optimiser step of ``state`` (``state.step`` counts it) and return its record, with
+    its loss terms still on their way to the host (no host synchronisation)."""
     factor = lr_factor(state.step, plan.total_steps, plan.warmup_steps, plan.schedule, plan.final_lr_ratio)
     lr = apply_lr(state.optimizer, factor)
     state.method.on_step_start(state.step, epoch)
     loss, out, cout = forward_step(state.module, state.criterion, views, plan.device, plan.precision)
-    terms = collect_terms(plan.method_name, plan.criterion_name, loss, out, cout)
-    nonfinite, terms = agree_on_terms(terms, plan.world, plan.device)
-    if nonfinite:
-        raise NonFiniteLoss(nonfinite_message(terms, state.step + 1, epoch + 1))
+    names, vector = term_vector(plan.method_name, plan.criterion_name, loss, out, cout)
+    terms = LateRead(agree_on_terms(vector, plan.world))
     backward_step(state.method, state.optimizer, loss, state.step, state.scaler)
     state.step += 1
-    return StepRecord(terms, lr, tuple(e.detach() for e in out.embeddings))
+    return StepRecord(state.step, epoch, lr, names, terms, tuple(e.detach() for e in out.embeddings))
