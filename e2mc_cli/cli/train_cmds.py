@@ -11,7 +11,6 @@ from rich.table import Table
 
 from e2mc_cli.cli.app import app, bench_app, call_with_options, console, err_console
 from e2mc_cli.cli.options import (
-    DATA_ENV,
     ENVIRONMENT,
     augment_option,
     base_option,
@@ -289,7 +288,6 @@ def recipes(json_: bool = json_option()) -> None:
 
 
 @bench_app.command("train")
-@reads_environment(*DATA_ENV)
 def bench_train(
     method: str = typer.Option("all", "--method", help="vicreg, swav, simsiam or all."),
     arch: str = typer.Option("resnet-mini", "--arch", help="Backbone: resnet-mini, resnet18 or resnet50."),
