@@ -255,3 +255,25 @@ def test_a_step_failing_on_what_a_nonfinite_step_left_names_that_step(cli, env, 
     r = run_cli(cli, env, out, "--epochs", "3")
     assert r.exit_code == 1 and "non-finite loss at step 3 (epoch 2): e2mc.loss = nan" in r.stderr
     assert load_training_state_step(out) == 2
+
+
+def test_a_loader_iterated_twice_keeps_its_workers_and_its_batches(env):
+    from e2mc_cli.data.datasets import resolve_dataset
+    from e2mc_cli.methods import view_pipeline
+    from e2mc_cli.training.data import make_loader
+
+    dataset = resolve_dataset(str(env["data"]), "train")
+    pipeline = view_pipeline("simsiam", 16, augment="cpu")
+    sampler = StepBatches(len(dataset), 8, seed=1, start=1, end=3)
+    loader = make_loader(dataset, sampler, pipeline, 1, pin_memory=False, seed=1, persistent=True)
+    assert loader.persistent_workers and loader.prefetch_factor == 4
+    first = list(loader)
+    workers = loader._iterator._workers  # the worker processes of the first pass …
+    second = list(loader)
+    assert loader._iterator._workers == workers and all(w.is_alive() for w in workers)  # … serve the second
+    once = list(make_loader(dataset, sampler, pipeline, 0, pin_memory=False, seed=1))
+    for batches in (first, second):
+        assert [b.indices.tolist() for b in batches] == [b.indices.tolist() for b in once]
+        assert all(torch.equal(a, b) for x, y in zip(batches, once) for a, b in zip(x.views, y.views))
+    in_process = make_loader(dataset, sampler, pipeline, 0, pin_memory=False, seed=1, persistent=True)
+    assert not in_process.persistent_workers  # no workers to keep
