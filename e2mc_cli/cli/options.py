@@ -150,6 +150,26 @@ def augment_option(
     return typer.Option(None, "--augment", metavar="MODE", help=help, callback=parse_augment)
 
 
+def parse_decode(value: str | None) -> str | None:
+    """``value`` if it names where JPEG files are decoded (:data:`e2mc_cli.data.pipeline.DECODE_MODES`),
+    else a :class:`UserError` naming the valid ones; ``None`` (not given) passes."""
+    if value is None:
+        return None
+    from e2mc_cli.data.pipeline import DECODE_MODES  # imports torch: only when the option is given
+
+    if value not in DECODE_MODES:
+        raise unknown_choice("--decode", value, DECODE_MODES)
+    return value
+
+
+def decode_option(
+    help: str = "Where JPEG files are decoded with --augment split: cpu (the loader's workers) or device "
+    "(nvJPEG on the training GPU, in batches; falls back to the workers, with a note, where it cannot).",
+):
+    """``--decode MODE`` (default ``None``: ``cpu``), checked by :func:`parse_decode`."""
+    return typer.Option(None, "--decode", metavar="MODE", help=help, callback=parse_decode)
+
+
 def parse_base(value: str | None) -> str | None:
     """``value`` if it can name a base: ``hf://ORG/NAME[@REV]``, an existing file, a
     ``.safetensors`` path, or a registry name; a misspelt registry name is a :class:`UserError`

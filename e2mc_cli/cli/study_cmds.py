@@ -15,6 +15,7 @@ from e2mc_cli.cli.options import (
     ENVIRONMENT,
     augment_option,
     base_option,
+    decode_option,
     device_option,
     epochs_option,
     log_option,
@@ -149,6 +150,7 @@ def pretrain(
     ),
     precision: str = precision_option(),
     augment: str = augment_option(),
+    decode: str = decode_option(),
     device: str = device_option(),
     resume: bool = typer.Option(
         False, "--resume", help="Continue the run in --out from its last checkpoint."
@@ -185,6 +187,7 @@ def pretrain(
         workers=workers,
         precision=precision,
         augment=augment,
+        decode=decode,
         resume=resume,
         overwrite=overwrite,
         device=device,

@@ -14,6 +14,7 @@ from e2mc_cli.cli.options import (
     ENVIRONMENT,
     augment_option,
     base_option,
+    decode_option,
     device_option,
     epochs_option,
     json_option,
@@ -87,6 +88,7 @@ def continue_(
         "out over the node's training processes, one left to each)."
     ),
     augment: str = augment_option(),
+    decode: str = decode_option(),
     compile_: bool = typer.Option(False, "--compile", help="torch.compile the backbone and heads."),
     precision: str = precision_option(),
     device: str = device_option(),
@@ -234,6 +236,7 @@ _FLAGS = {
     "workers": "--workers",
     "precision": "--precision",
     "augment": "--augment",
+    "decode": "--decode",
     "device": "--device",
 }
 

@@ -35,6 +35,7 @@ class TrainOptions:
     max_steps: int | None = None
     workers: int | None = None  # None: training.data.default_workers(), the node's cores shared out
     augment: str | None = None  # None: training.data.DEFAULT_AUGMENT for a new run, the saved one on --resume
+    decode: str | None = None  # --decode: where JPEG files are decoded (None: cpu, the loader's workers)
     compile: bool = False
     precision: str | None = None  # --precision; None: the recipe's run.precision (see RunPlan)
     resume: bool = False
