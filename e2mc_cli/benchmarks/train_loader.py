@@ -119,7 +119,7 @@ def bench_loader_method(
     loader_s, waited, kept = _timed_run(iter(loader), step, pipeline, cfg.steps, cfg.warmup, device)
     del loader  # its workers end here, before the pre-loaded run
     preloaded_s, _, _ = _timed_run(_cycle(kept), step, pipeline, cfg.steps, cfg.warmup, device)
-    sizes = [int(v.shape[-1]) for v in kept[0].views]
+    sizes = [int(v.shape[-1]) for v in pipeline.to_device(kept[0], device)]  # the views the step sees
     share = waited / loader_s if loader_s > 0 else 0.0
     images = cfg.steps * cfg.batch_size
     return {
