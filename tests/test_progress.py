@@ -89,7 +89,8 @@ def fake_plan(**changes) -> SimpleNamespace:
         arch="resnet-mini", criterion_name="e2mc", data="fmnist", dataset=range(60000), batch_size=256,
         world=1, resuming=False, warmup_steps=0, schedule="cosine", device=torch.device("cpu"), cuda=False,
         compile=False, precision="fp32", workers=2, out=Path("runs/x"), log_every=1, checkpoint_every=100,
-        loader=loader_settings(2, False, "cpu"), pipeline=view_pipeline("vicreg", 28),
+        loader=loader_settings(2, False, "cpu"),
+        pipeline=view_pipeline("vicreg", 28, augment="cpu"),
     )  # fmt: skip
     plan.update(changes)
     return SimpleNamespace(**plan)

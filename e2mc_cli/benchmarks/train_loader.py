@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import torch
 
@@ -56,24 +56,27 @@ LOADER_BOUND_SHARE = 0.1  # waiting for batches this share of the time or more: 
 KEPT_BATCHES = 2  # batches the pre-loaded run cycles through
 
 
-def _stepper(name: str, method, crit, optimizer, cfg: BenchConfig, device: torch.device) -> Callable:
+class _Step:
     """The training step of ``sslboost continue`` on one list of views; the terms of each step are
-    read after the next one is queued."""
-    state = {"n": 0, "pending": None}
+    read after the next one is queued. ``sizes``: the sides of the views the method last took."""
 
-    def step(views: list[torch.Tensor]) -> None:
-        method.on_step_start(state["n"], 0)
-        loss, out, cout = forward_step(method, crit, views, device)
-        read = LateRead(term_vector(name, cfg.criterion, loss, out, cout)[1])
-        backward_step(method, optimizer, loss, state["n"])
-        if state["pending"] is not None:
-            state["pending"].values()
-        state["pending"], state["n"] = read, state["n"] + 1
+    def __init__(self, name: str, method, crit, optimizer, criterion: str, device: torch.device):
+        self.name, self.method, self.crit, self.optimizer = name, method, crit, optimizer
+        self.criterion, self.device = criterion, device
+        self.n, self.pending, self.sizes = 0, None, []
 
-    return step
+    def __call__(self, views: list[torch.Tensor]) -> None:
+        self.sizes = [int(v.shape[-1]) for v in views]  # B × C × H × W, as the method takes them
+        self.method.on_step_start(self.n, 0)
+        loss, out, cout = forward_step(self.method, self.crit, views, self.device)
+        read = LateRead(term_vector(self.name, self.criterion, loss, out, cout)[1])
+        backward_step(self.method, self.optimizer, loss, self.n)
+        if self.pending is not None:
+            self.pending.values()
+        self.pending, self.n = read, self.n + 1
 
 
-def _timed_run(batches: Iterator, step: Callable, pipeline, steps: int, warmup: int, device) -> tuple:
+def _timed_run(batches: Iterator, step: _Step, pipeline, steps: int, warmup: int, device) -> tuple:
     """``(seconds, seconds waiting for batches)`` of ``steps`` steps after ``warmup``, and the
     last :data:`KEPT_BATCHES` batches."""
     kept: deque = deque(maxlen=KEPT_BATCHES)
@@ -114,12 +117,12 @@ def bench_loader_method(
     sampler = StepBatches(len(dataset), cfg.batch_size, seed=0, start=0, end=cfg.warmup + cfg.steps)
     cuda = device.type == "cuda"
     loader = make_loader(dataset, sampler, pipeline, workers, pin_memory=cuda, seed=0)
-    step = _stepper(spec.name, method, crit, optimizer, cfg, device)
+    step = _Step(spec.name, method, crit, optimizer, cfg.criterion, device)
     method.train()
     loader_s, waited, kept = _timed_run(iter(loader), step, pipeline, cfg.steps, cfg.warmup, device)
     del loader  # its workers end here, before the pre-loaded run
     preloaded_s, _, _ = _timed_run(_cycle(kept), step, pipeline, cfg.steps, cfg.warmup, device)
-    sizes = [int(v.shape[-1]) for v in pipeline.to_device(kept[0], device)]  # the views the step sees
+    sizes = step.sizes
     share = waited / loader_s if loader_s > 0 else 0.0
     images = cfg.steps * cfg.batch_size
     return {
