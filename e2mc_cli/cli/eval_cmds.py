@@ -18,6 +18,7 @@ from e2mc_cli.cli.options import (
     device_option,
     json_option,
     log_option,
+    precision_option,
     print_json,
     reads_environment,
     workers_option,
@@ -27,7 +28,7 @@ from e2mc_cli.io import write_json_atomic
 from e2mc_cli.trackers import Trackers, eval_config, eval_records, eval_results
 
 DEFAULT_BENCH_BASE = "fmnist-vicreg"
-PRECISION_HELP = (
+EVAL_PRECISION_HELP = (
     "bf16, fp16 or fp32: the arithmetic of the backbone's forward passes (default: the authors' "
     "evaluations', fp32)."
 )
@@ -106,7 +107,7 @@ def eval_cmd(
         "the test split is not read).",
     ),
     device: str = device_option(),
-    precision: str | None = typer.Option(None, "--precision", help=PRECISION_HELP),
+    precision: str | None = precision_option(EVAL_PRECISION_HELP),
     workers: int | None = workers_option(
         "Data-loading worker processes (default: none for in-memory data or under 1,024 images, "
         "else up to 8)."
@@ -132,12 +133,9 @@ def eval_cmd(
     from e2mc_cli.evaluate.progress import EvalDisplay, showing
     from e2mc_cli.evaluate.records import parse_record
     from e2mc_cli.evaluate.run import EvalRequest, run_eval
-    from e2mc_cli.precision import check_precision
 
     if (weights is None) == (base is None):
         raise UserError("give exactly one of --weights model.safetensors or --base NAME")
-    if precision is not None:
-        check_precision(precision)
     labels = parse_labels(labels)
     if weights is not None:
         ckpt, source = load_checkpoint(weights), str(weights)
@@ -234,7 +232,7 @@ def bench_eval_cmd(
         help="Checkpoint to probe (default: fmnist-vicreg if installed, else a fresh resnet-mini)."
     ),
     device: str = device_option(),
-    precision: str | None = typer.Option(None, "--precision", help=PRECISION_HELP),
+    precision: str | None = precision_option(EVAL_PRECISION_HELP),
     as_json: bool = json_option(),
 ) -> None:
     """Linear probe: wall time and top-1 of --mode cached against --mode standard (same everything else).

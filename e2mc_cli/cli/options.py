@@ -129,6 +129,13 @@ def workers_option(help: str = "Data-loading worker processes (default: chosen f
     return typer.Option(None, "--workers", min=0, help=help)
 
 
+def one_of(option: str, value: str, choices) -> str:
+    """``value`` if it is one of ``choices``, else a :class:`UserError` naming the closest."""
+    if value not in choices:
+        raise unknown_choice(option, value, choices)
+    return value
+
+
 def parse_augment(value: str | None) -> str | None:
     """``value`` if it names a view pipeline (:data:`e2mc_cli.training.data.AUGMENT_MODES`), else a
     :class:`UserError` naming the valid ones; ``None`` (not given) passes."""
@@ -136,9 +143,7 @@ def parse_augment(value: str | None) -> str | None:
         return None
     from e2mc_cli.training.data import AUGMENT_MODES  # imports torch: only when the option is given
 
-    if value not in AUGMENT_MODES:
-        raise unknown_choice("--augment", value, AUGMENT_MODES)
-    return value
+    return one_of("--augment", value, AUGMENT_MODES)
 
 
 def augment_option(
@@ -150,6 +155,25 @@ def augment_option(
     return typer.Option(None, "--augment", metavar="MODE", help=help, callback=parse_augment)
 
 
+PRECISION_HELP = (
+    "Forward-pass arithmetic: bf16, fp16 (with a gradient scaler) or fp32; heads' last layers and "
+    "losses stay fp32. Default: the recipe's run.precision on CUDA (the authors' choice), fp32 on the CPU."
+)
+
+
+def parse_precision(value: str | None) -> str | None:
+    if value is None:
+        return None
+    from e2mc_cli.precision import check_precision
+
+    return check_precision(value)
+
+
+def precision_option(help: str = PRECISION_HELP):
+    """``--precision bf16|fp16|fp32`` (default ``None``: the recipe's, see :mod:`e2mc_cli.precision`)."""
+    return typer.Option(None, "--precision", help=help, callback=parse_precision)
+
+
 def parse_decode(value: str | None) -> str | None:
     """``value`` if it names where JPEG files are decoded (:data:`e2mc_cli.data.pipeline.DECODE_MODES`),
     else a :class:`UserError` naming the valid ones; ``None`` (not given) passes."""
@@ -157,9 +181,7 @@ def parse_decode(value: str | None) -> str | None:
         return None
     from e2mc_cli.data.pipeline import DECODE_MODES  # imports torch: only when the option is given
 
-    if value not in DECODE_MODES:
-        raise unknown_choice("--decode", value, DECODE_MODES)
-    return value
+    return one_of("--decode", value, DECODE_MODES)
 
 
 def decode_option(

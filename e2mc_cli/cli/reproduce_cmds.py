@@ -22,6 +22,7 @@ from e2mc_cli.cli.options import (
     without_secrets,
     workers_option,
 )
+from e2mc_cli.cli.study_cmds import report_unfinished
 from e2mc_cli.errors import UserError
 
 _DEVICE_NAME = re.compile(r"auto|cpu|cuda(:\d+)?")
@@ -187,9 +188,4 @@ def _run(plan, as_json: bool) -> None:
             highlight=False,
             soft_wrap=True,
         )
-    for cell, why in result.cannot_run.items():
-        err_console.print(
-            f"warning: {escape(cell)} cannot run: {escape(why)}", highlight=False, soft_wrap=True
-        )
-    if result.status == "interrupted":
-        err_console.print("interrupted: run the same command again to resume", highlight=False)
+    report_unfinished(result)

@@ -19,11 +19,12 @@ from e2mc_cli.cli.options import (
     device_option,
     epochs_option,
     log_option,
+    precision_option,
     reads_environment,
     without_secrets,
     workers_option,
 )
-from e2mc_cli.cli.train_cmds import precision_option, run_and_report
+from e2mc_cli.cli.train_cmds import run_and_report
 from e2mc_cli.trackers import Trackers
 
 
@@ -31,6 +32,16 @@ def _command(name: str) -> str:
     if sys.argv[1:2] == [name]:
         return shlex.join(["sslboost", *without_secrets(sys.argv[1:])])
     return f"sslboost {name}"
+
+
+def report_unfinished(result) -> None:
+    """The cells a study could not run, and how to resume an interrupted one (on stderr)."""
+    for cell, why in result.cannot_run.items():
+        err_console.print(
+            f"warning: {escape(cell)} cannot run: {escape(why)}", highlight=False, soft_wrap=True
+        )
+    if result.status == "interrupted":
+        err_console.print("interrupted: run the same command again to resume", highlight=False)
 
 
 @app.command()
@@ -120,12 +131,7 @@ def study(
         highlight=False,
         soft_wrap=True,
     )
-    for cell, why in result.cannot_run.items():
-        err_console.print(
-            f"warning: {escape(cell)} cannot run: {escape(why)}", highlight=False, soft_wrap=True
-        )
-    if result.status == "interrupted":
-        err_console.print("interrupted: run the same command again to resume", highlight=False)
+    report_unfinished(result)
 
 
 @app.command()

@@ -19,6 +19,7 @@ from e2mc_cli.cli.options import (
     epochs_option,
     json_option,
     log_option,
+    precision_option,
     print_json,
     reads_environment,
     without_secrets,
@@ -26,24 +27,6 @@ from e2mc_cli.cli.options import (
 )
 from e2mc_cli.run_layout import MODEL_FILE
 from e2mc_cli.trackers import Trackers, before_after_results, run_results
-
-PRECISION_HELP = (
-    "Forward-pass arithmetic: bf16, fp16 (with a gradient scaler) or fp32; heads' last layers and "
-    "losses stay fp32. Default: the recipe's run.precision on CUDA (the authors' choice), fp32 on the CPU."
-)
-
-
-def _parse_precision(value: str | None) -> str | None:
-    if value is None:
-        return None
-    from e2mc_cli.precision import check_precision
-
-    return check_precision(value)
-
-
-def precision_option(help: str = PRECISION_HELP):
-    """``--precision bf16|fp16|fp32`` (default ``None``: the recipe's, see :mod:`e2mc_cli.precision`)."""
-    return typer.Option(None, "--precision", help=help, callback=_parse_precision)
 
 
 @app.command("continue")
