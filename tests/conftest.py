@@ -48,3 +48,13 @@ def cli():
         return runner.invoke(app, [str(a) for a in args], catch_exceptions=False, **kwargs)
 
     return run
+
+
+@pytest.fixture(scope="module")
+def colours(tmp_path_factory):
+    """An ImageFolder of 12 px colour images: 3 classes, 6 training and 4 validation images each."""
+    from e2mc_cli.data.synthetic import ColourImages, write_image_folder
+
+    root = tmp_path_factory.mktemp("colours")
+    write_image_folder(root, {"train": ColourImages(6, 3, 12, seed=0), "val": ColourImages(4, 3, 12, seed=1)})
+    return root

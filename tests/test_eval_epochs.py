@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from e2mc_cli.checkpoint import load_checkpoint, save_checkpoint
-from e2mc_cli.data.synthetic import ColourImages, gaussian_features, random_feature_space, write_image_folder
+from e2mc_cli.data.synthetic import gaussian_features, random_feature_space
 from e2mc_cli.evaluate import linear as L
 from e2mc_cli.evaluate import scoring as S
 from e2mc_cli.evaluate import semisup as SEMI
@@ -104,13 +104,6 @@ def test_the_probe_is_scored_after_each_epoch_without_changing_it(features):
 
 
 @pytest.fixture(scope="module")
-def colour_data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("colours")
-    write_image_folder(root, {"train": ColourImages(6, 3, 12, seed=0), "val": ColourImages(4, 3, 12, seed=1)})
-    return root
-
-
-@pytest.fixture(scope="module")
 def weights(tmp_path_factory):
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("ckpt") / "model.safetensors"
@@ -118,12 +111,12 @@ def weights(tmp_path_factory):
     return path
 
 
-def test_fine_tuning_is_scored_in_eval_mode_and_continues_in_training_mode(colour_data, weights):
+def test_fine_tuning_is_scored_in_eval_mode_and_continues_in_training_mode(colours, weights):
     from e2mc_cli.data.datasets import resolve_dataset
     from e2mc_cli.data.transforms import NATIVE, eval_preprocessing, eval_transform
     from e2mc_cli.evaluate import features as FX
 
-    train, val = resolve_dataset(str(colour_data), "train"), resolve_dataset(str(colour_data), "val")
+    train, val = resolve_dataset(str(colours), "train"), resolve_dataset(str(colours), "val")
     prep = eval_preprocessing({}, NATIVE, 12)
     cfg = resolve_config("semisup", "vicreg", "100%", epochs=2, batch_size=6)
     job = L.LabelledTraining(train, np.arange(len(train)), FX.train_transform(prep), 3, cfg, workers=0)
@@ -151,9 +144,9 @@ def test_fine_tuning_is_scored_in_eval_mode_and_continues_in_training_mode(colou
 
 
 @pytest.mark.parametrize("protocol, mode", [("linear", "cached"), ("linear", "standard"), ("semisup", None)])
-def test_eval_records_the_final_and_the_best_epoch(tmp_path, colour_data, weights, protocol, mode):
+def test_eval_records_the_final_and_the_best_epoch(tmp_path, colours, weights, protocol, mode):
     req = EvalRequest(
-        data=str(colour_data), protocol=protocol, mode=mode or "standard", labels="100%", seeds=2,
+        data=str(colours), protocol=protocol, mode=mode or "standard", labels="100%", seeds=2,
         image_size=12, workers=0, overrides={"epochs": 3, "batch_size": 6, "lr": 0.05},
     )  # fmt: skip
     result = run_eval(load_checkpoint(weights), req)
@@ -167,9 +160,9 @@ def test_eval_records_the_final_and_the_best_epoch(tmp_path, colour_data, weight
     assert rec.best_selected_on == "val" and rec.precision == "fp32"
 
 
-def test_eval_cli_shows_the_best_epoch_marked_as_chosen_on_the_split(cli, tmp_path, colour_data, weights):
+def test_eval_cli_shows_the_best_epoch_marked_as_chosen_on_the_split(cli, tmp_path, colours, weights):
     out = tmp_path / "ev"
-    r = cli("eval", "--weights", weights, "--data", colour_data, "--labels", "100%", "--mode", "cached",
+    r = cli("eval", "--weights", weights, "--data", colours, "--labels", "100%", "--mode", "cached",
             "--image-size", "12", "--epochs", "4", "--out", out, "--workers", "0")  # fmt: skip
     assert r.exit_code == 0, r.output
     assert "best-epoch" in r.stdout and "chosen on the evaluation split itself (val)" in " ".join(

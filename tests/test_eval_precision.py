@@ -11,20 +11,12 @@ import torch
 
 from e2mc_cli.checkpoint import load_checkpoint, save_checkpoint
 from e2mc_cli.data.datasets import resolve_dataset
-from e2mc_cli.data.synthetic import ColourImages, write_image_folder
 from e2mc_cli.data.transforms import NATIVE, eval_preprocessing, eval_transform
 from e2mc_cli.evaluate.features import FeatureCache, extract_features
 from e2mc_cli.evaluate.protocols import EVAL_PRECISION, default_precision
 from e2mc_cli.evaluate.run import EvalRequest, run_eval
 from e2mc_cli.methods import build_model, method_names
 from e2mc_cli.precision import resolve_precision
-
-
-@pytest.fixture(scope="module")
-def colour_data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("colours")
-    write_image_folder(root, {"train": ColourImages(6, 3, 12, seed=0), "val": ColourImages(4, 3, 12, seed=1)})
-    return root
 
 
 @pytest.fixture(scope="module")
@@ -50,13 +42,13 @@ def _request(data, **kwargs) -> EvalRequest:
     return EvalRequest(data=str(data), **{**common, **kwargs})
 
 
-def test_a_bf16_evaluation_is_recorded_and_not_served_fp32_features(colour_data, weights):
+def test_a_bf16_evaluation_is_recorded_and_not_served_fp32_features(colours, weights):
     ckpt = load_checkpoint(weights)
-    assert run_eval(ckpt, _request(colour_data)).record["precision"] == "fp32"
+    assert run_eval(ckpt, _request(colours)).record["precision"] == "fp32"
     cache = FeatureCache()
-    run_eval(ckpt, _request(colour_data), features=cache)  # fp32 features in the cache
-    shared = run_eval(ckpt, _request(colour_data, precision="bf16"), features=cache)
-    fresh = run_eval(ckpt, _request(colour_data, precision="bf16"))
+    run_eval(ckpt, _request(colours), features=cache)  # fp32 features in the cache
+    shared = run_eval(ckpt, _request(colours, precision="bf16"), features=cache)
+    fresh = run_eval(ckpt, _request(colours, precision="bf16"))
     assert shared.record["precision"] == fresh.record["precision"] == "bf16"
     np.testing.assert_array_equal(shared.pred, fresh.pred)
     assert shared.record["results"] == fresh.record["results"]
@@ -66,9 +58,9 @@ def test_a_bf16_evaluation_is_recorded_and_not_served_fp32_features(colour_data,
     assert set(val) == {"fp32", "bf16"} and not torch.equal(val["fp32"], val["bf16"])
 
 
-def test_bf16_features_are_the_fp32_ones_rounded(colour_data, weights):
+def test_bf16_features_are_the_fp32_ones_rounded(colours, weights):
     backbone = load_checkpoint(weights).build_model().backbone
-    val = resolve_dataset(str(colour_data), "val")
+    val = resolve_dataset(str(colours), "val")
     tf = eval_transform(eval_preprocessing({}, NATIVE, 12))
     idx = np.arange(len(val))
     full, _ = extract_features(backbone, val, idx, tf, workers=0)
@@ -78,7 +70,7 @@ def test_bf16_features_are_the_fp32_ones_rounded(colour_data, weights):
     torch.testing.assert_close(half, full, rtol=0.05, atol=0.05)
 
 
-def test_fp16_fine_tuning_scales_every_step(colour_data, weights, monkeypatch):
+def test_fp16_fine_tuning_scales_every_step(colours, weights, monkeypatch):
     scaled = []
 
     class Recording(torch.amp.GradScaler):
@@ -88,20 +80,20 @@ def test_fp16_fine_tuning_scales_every_step(colour_data, weights, monkeypatch):
 
     monkeypatch.setattr(torch.amp, "GradScaler", Recording)
     overrides = {"epochs": 1, "batch_size": 6}  # 18 labelled images: 3 steps
-    rec = run_eval(load_checkpoint(weights), _request(colour_data, protocol="semisup", precision="fp16",
+    rec = run_eval(load_checkpoint(weights), _request(colours, protocol="semisup", precision="fp16",
                                                       overrides=overrides)).record  # fmt: skip
     assert rec["precision"] == "fp16"
     assert scaled == [torch.float32] * 3  # the loss of the fp32 classifier, scaled at each step
     assert 0 <= rec["results"][0]["top1"] <= 100
     # bf16 needs no scaler
     scaled.clear()
-    run_eval(load_checkpoint(weights), _request(colour_data, protocol="semisup", precision="bf16",
+    run_eval(load_checkpoint(weights), _request(colours, protocol="semisup", precision="bf16",
                                                 overrides=overrides))  # fmt: skip
     assert scaled == []
 
 
-def test_eval_cli_precision_choice_is_checked_and_recorded(cli, tmp_path, colour_data, weights):
-    args = ["eval", "--weights", weights, "--data", colour_data, "--labels", "100%", "--mode", "cached",
+def test_eval_cli_precision_choice_is_checked_and_recorded(cli, tmp_path, colours, weights):
+    args = ["eval", "--weights", weights, "--data", colours, "--labels", "100%", "--mode", "cached",
             "--image-size", "12", "--epochs", "1", "--workers", "0"]  # fmt: skip
     r = cli(*args, "--precision", "fp64", "--out", tmp_path / "bad")
     assert r.exit_code == 2 and "--precision" in r.stderr and r.stderr.count("\n") == 1
