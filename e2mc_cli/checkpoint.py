@@ -180,6 +180,14 @@ def checkpoint_path(path: str | os.PathLike) -> Path:
     return full
 
 
+def _load_tensors(p: Path) -> dict[str, torch.Tensor]:
+    """The tensors of the safetensors file ``p``; an unreadable one is a UserError naming it."""
+    try:
+        return load_file(str(p))
+    except (SafetensorError, OSError) as exc:
+        raise UserError(f"{p}: not a readable safetensors file ({exc})") from None
+
+
 def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
     """Read a canonical checkpoint (a run folder's ``model.safetensors``: the full checkpoint beside
     it); anything else is a :class:`UserError`."""
@@ -200,11 +208,7 @@ def load_checkpoint(path: str | os.PathLike) -> Checkpoint:
         raise UserError(
             f"{p}: unknown arch {metadata.get('arch')!r} in metadata; expected one of: {', '.join(BACKBONES)}"
         )
-    try:
-        tensors = load_file(str(p))
-    except (SafetensorError, OSError) as exc:
-        raise UserError(f"{p}: not a readable safetensors file ({exc})") from None
-    return Checkpoint(tensors, metadata, str(p))
+    return Checkpoint(_load_tensors(p), metadata, str(p))
 
 
 # -- the optimiser state kept from an official training checkpoint --------------------------------
@@ -257,8 +261,4 @@ def load_optimizer_state(path: str | os.PathLike) -> OptimizerState:
             f"{p}: not an sslboost optimiser state (metadata format={metadata.get('format')!r}, "
             f"expected {OPTIMIZER_FORMAT!r} with slot, method and arch)"
         )
-    try:
-        tensors = load_file(str(p))
-    except (SafetensorError, OSError) as exc:
-        raise UserError(f"{p}: not a readable safetensors file ({exc})") from None
-    return OptimizerState(tensors, metadata, str(p))
+    return OptimizerState(_load_tensors(p), metadata, str(p))

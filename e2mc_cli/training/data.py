@@ -30,8 +30,8 @@ from e2mc_cli import distributed as D
 from e2mc_cli.data import pipeline as P
 from e2mc_cli.errors import UserError
 
-# The pipeline a run uses when --augment is not given: the pipeline module's default where it names
-# one, else the official per-image pipeline. The one place the default is decided.
+# The pipeline a run uses when --augment is not given, and the modes there are: the view
+# pipeline's own (e2mc_cli.data.pipeline decides them), named here for the training code.
 DEFAULT_AUGMENT: str = P.DEFAULT_AUGMENT
 AUGMENT_MODES: tuple[str, ...] = tuple(P.AUGMENT_MODES)
 
