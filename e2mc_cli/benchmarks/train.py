@@ -141,6 +141,7 @@ def bench_method(spec: MethodSpec, cfg: BenchConfig, device: torch.device) -> di
         loss, out, cout = forward_step(method, crit, views, device)
         read = LateRead(term_vector(spec.name, cfg.criterion, loss, out, cout)[1])
         backward_step(method, optimizer, loss, step["n"])
+        method.on_after_step(step["n"])
         read.values()
         step["n"] += 1
 

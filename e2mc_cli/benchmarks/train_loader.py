@@ -71,6 +71,7 @@ class _Step:
         loss, out, cout = forward_step(self.method, self.crit, views, self.device)
         read = LateRead(term_vector(self.name, self.criterion, loss, out, cout)[1])
         backward_step(self.method, self.optimizer, loss, self.n)
+        self.method.on_after_step(self.n)
         if self.pending is not None:
             self.pending.values()
         self.pending, self.n = read, self.n + 1

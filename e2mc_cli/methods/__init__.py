@@ -56,11 +56,14 @@ register_method(simsiam.SPEC)
 
 def build_model(method: str, arch: str = "resnet50", heads: Mapping[str, object] | None = None) -> SSLModel:
     """A randomly initialised ``arch`` backbone with ``method``'s heads (``heads`` over the
-    official sizes); the backbone is built first, then each head in the spec's order."""
+    official sizes) and state modules; the backbone is built first, then each head in the spec's
+    order, then the state (:meth:`MethodSpec.build_state`: copies of what it starts from)."""
     spec = get_method_spec(method)
     sizes = spec.head_sizes(heads)
     backbone = build_backbone(arch)
-    return SSLModel(spec.name, arch, backbone, sizes, spec.build_heads(backbone.num_features, sizes))
+    modules = spec.build_heads(backbone.num_features, sizes)
+    state = spec.build_state(backbone, modules, sizes)
+    return SSLModel(spec.name, arch, backbone, sizes, modules, state)
 
 
 def method_options(name: str) -> dict[str, object]:

@@ -37,9 +37,13 @@ class Method(nn.Module):
 
     ``forward(images)`` takes the list of views produced by the method's view transform (each a
     batch ``B × 3 × H × W``, full-resolution views first) and returns a :class:`MethodOutput`.
-    The training loop calls ``on_step_start(step, epoch)`` before the forward pass of every
-    optimiser step and ``on_after_backward(step)`` between ``backward()`` and ``optimizer.step()``.
-    ``step`` is the global optimiser-step index (0-based), ``epoch`` the 0-based epoch.
+    The training loop calls ``on_train_start(total_steps, steps_per_epoch)`` once, after a
+    resumed state was restored and before the first step (schedules of momentum or temperature
+    over the run); ``on_step_start(step, epoch)`` before the forward pass of every optimiser step,
+    ``on_after_backward(step)`` between ``backward()`` and ``optimizer.step()``, and
+    ``on_after_step(step)`` after ``optimizer.step()`` (an EMA teacher's update). ``step`` is the
+    global optimiser-step index (0-based), ``epoch`` the 0-based epoch; ``total_steps`` counts the
+    recipe's epochs (a ``--max-steps`` cut does not change the schedule).
     """
 
     name: ClassVar[str]
@@ -51,11 +55,17 @@ class Method(nn.Module):
             raise ValueError(f"{type(self).__name__} needs a {self.name!r} model, got {model.method!r}")
         self.model = model
 
+    def on_train_start(self, total_steps: int, steps_per_epoch: int) -> None:
+        """Hook run once before the first step of an invocation (no-op by default)."""
+
     def on_step_start(self, step: int, epoch: int) -> None:
         """Hook run before each step's forward pass (no-op by default)."""
 
     def on_after_backward(self, step: int) -> None:
         """Hook run after ``backward()``, before ``optimizer.step()`` (no-op by default)."""
+
+    def on_after_step(self, step: int) -> None:
+        """Hook run after ``optimizer.step()`` of step ``step`` (no-op by default)."""
 
     def param_groups(self) -> list[dict]:
         """Optimiser parameter groups: ``{"name", "params", "fix_lr"}``.

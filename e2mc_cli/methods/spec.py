@@ -24,6 +24,8 @@ from e2mc_cli.models.heads import check_size, parse_dims
 HeadBuilder = Callable[[int, Mapping[str, object]], dict[str, nn.Module]]
 HeadReader = Callable[[Mapping[str, torch.Tensor]], dict]
 ViewBuilder = Callable[..., list[ViewRecipe]]
+StateBuilder = Callable[[nn.Module, Mapping[str, nn.Module], Mapping[str, object]], dict[str, nn.Module]]
+OfficialUnwrap = Callable[[object], "Mapping | None"]
 
 
 def _recipe_of(view) -> ViewRecipe:
@@ -73,6 +75,19 @@ class MethodSpec:
     - ``paper``: a key of :data:`e2mc_cli.papers.PAPERS`; ``code``: the official repository;
       ``licence`` / ``licence_name``: the Hub licence id and name of the official weights;
       ``recipes``: the prefix of the method's recipe files (``recipes/<recipes>-<criterion>.toml``).
+    - ``state_builder(backbone, heads, sizes)``: the method's state modules (``{name: module}``,
+      registered in the :class:`~e2mc_cli.models.SSLModel` after the heads, parameters frozen):
+      what training updates without gradients and the official release carries (MoCo's key
+      encoder and queue, DINO's teacher and centre), initialised as the official code does at
+      the start of training (a copy of the online network, a random queue, a zero centre);
+      ``None``: the method has none. ``state_copies``: ``(state module, source module)`` pairs
+      whose module starts as a copy of the source (``("momentum_backbone", "backbone")``): a
+      file without it (a backbone-only release) gets the copy, as the official code's start,
+      and the conversion report says so.
+    - ``official_unwrap(obj)``: the method's own official container turned into one of the
+      common ones (``{"state_dict": flat state dict, "epoch": …, "optimizer": …}``), or ``None``
+      when ``obj`` is not such a container (DINO's ``{student, teacher, dino_loss, …}``);
+      ``None``: the method's files use the common containers.
     """
 
     method: type[Method]
@@ -93,6 +108,9 @@ class MethodSpec:
     official_dropped: tuple[tuple[str, str], ...] = field(default=())
     shared_view_options: tuple[str, ...] = ()
     options_check: Callable[[Mapping[str, object]], None] | None = None
+    state_builder: StateBuilder | None = None
+    state_copies: tuple[tuple[str, str], ...] = ()
+    official_unwrap: OfficialUnwrap | None = None
 
     @property
     def name(self) -> str:
@@ -122,6 +140,26 @@ class MethodSpec:
     def build_heads(self, width: int, heads: Mapping[str, object] | None = None) -> dict[str, nn.Module]:
         """The heads for a backbone of ``width`` features (``heads`` over the official sizes)."""
         return self.head_builder(int(width), self.head_sizes(heads))
+
+    def build_state(
+        self, backbone: nn.Module, heads: Mapping[str, nn.Module], sizes: Mapping[str, object]
+    ) -> dict[str, nn.Module]:
+        """The state modules for ``backbone`` and ``heads`` (built with ``sizes``): ``{}`` for a
+        method without any (:attr:`state_builder`)."""
+        if self.state_builder is None:
+            return {}
+        state = self.state_builder(backbone, heads, sizes)
+        unknown = sorted({m for m, _ in self.state_copies} - set(state))
+        if unknown:
+            raise ValueError(f"{self.name} state_copies name modules the state lacks: {', '.join(unknown)}")
+        return state
+
+    def unwrap_official(self, obj):
+        """``obj`` in a common container (:attr:`official_unwrap`), or ``obj`` itself."""
+        if self.official_unwrap is None:
+            return obj
+        unwrapped = self.official_unwrap(obj)
+        return obj if unwrapped is None else unwrapped
 
     def infer_heads(self, state_dict: Mapping[str, torch.Tensor]) -> dict:
         """Head sizes read off the tensors of a canonical state dict; a missing tensor is a UserError."""

@@ -351,6 +351,7 @@ def build_state(plan: RunPlan, say: Callable[[str], None]) -> TrainState:
     if plan.saved is not None:
         state.restore(plan.saved, plan, say)
     keep_base_state(state.optimizer, state.model, plan, say)  # optim.keep_base_state, new runs only
+    method.on_train_start(plan.total_steps, plan.steps_per_epoch)
     if plan.compile:
         state.model.backbone.compile()
         state.model.projector.compile()

@@ -109,5 +109,6 @@ def train_step(state: TrainState, plan: RunPlan, views: list[torch.Tensor], epoc
     names, vector = term_vector(plan.method_name, plan.criterion_name, loss, out, cout)
     terms = LateRead(agree_on_terms(vector, plan.world))
     backward_step(state.method, state.optimizer, loss, state.step, state.scaler)
+    state.method.on_after_step(state.step)
     state.step += 1
     return StepRecord(state.step, epoch, lr, names, terms, tuple(e.detach() for e in out.embeddings))

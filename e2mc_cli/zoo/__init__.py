@@ -38,7 +38,7 @@ from e2mc_cli.downloads import download, mirror_url, sha256_file, verify_file
 from e2mc_cli.errors import UserError
 from e2mc_cli.io import cache_dir
 from e2mc_cli.methods import get_method_spec, method_names
-from e2mc_cli.zoo.convert import ConversionReport, convert_state_dict, detect_method
+from e2mc_cli.zoo.convert import ConversionReport, convert_state_dict, detect_method, official_keys
 from e2mc_cli.zoo.hf import download_hf, is_hf
 from e2mc_cli.zoo.optimizer_state import keep_optimizer_state, optimizer_entry
 from e2mc_cli.zoo.registry import BASES, BaseSpec, builtin_data, closest_names, get_spec
@@ -211,8 +211,7 @@ def _from_file(
         return ckpt, None
     obj = safe_torch_load(path)
     if method is None:
-        inner = obj.get("model", obj.get("state_dict", obj)) if isinstance(obj, dict) else {}
-        looks, _ = detect_method(inner if isinstance(inner, dict) else {})
+        looks, _ = detect_method(official_keys(obj))
         guess = f" (it looks like a {looks} checkpoint)" if looks else ""
         raise UserError(f"{path}: pass --method {'|'.join(method_names())} for an official file{guess}")
     if optimizer_state:

@@ -7,6 +7,12 @@ module names, which its spec maps to the canonical ones
 (:attr:`~e2mc_cli.methods.spec.MethodSpec.official_keys`, e.g. SwAV's ``projection_head.*`` →
 ``projector.*``, SimSiam's ``encoder.fc.*`` → ``projector.*``).
 
+A method whose release has a container of its own (DINO's ``{student, teacher, …}``) turns it into
+a common one first (:meth:`~e2mc_cli.methods.spec.MethodSpec.unwrap_official`). Its state modules
+(a momentum encoder, a queue, :attr:`~e2mc_cli.models.SSLModel.state_names`) are canonical
+tensors like the heads; one the file lacks that starts as a copy of a trained module
+(:attr:`~e2mc_cli.methods.spec.MethodSpec.state_copies`) is that copy, as at the official start.
+
 Every source tensor is either mapped to exactly one canonical key or named as dropped with a
 reason; every canonical tensor of the method's model is filled (heads may be freshly initialised
 only when asked). Anything else is a :class:`UserError`. The optimiser state is dropped unless
@@ -38,7 +44,13 @@ def _warn(message: str) -> None:
 
 # Entries of a training-checkpoint container besides its state dict.
 _KEPT_ENTRIES = ("epoch", "arch")
-_DROPPED_ENTRIES = {"optimizer": "optimiser state", "amp": "mixed-precision loss-scaler state"}
+_DROPPED_ENTRIES = {
+    "optimizer": "optimiser state",
+    "amp": "mixed-precision loss-scaler state",
+    "scaler": "mixed-precision loss-scaler state",
+    "fp16_scaler": "mixed-precision loss-scaler state",
+    "args": "the training script's arguments",
+}
 _SHOWN = 4  # how many keys an error message lists
 
 
@@ -153,6 +165,20 @@ def detect_method(keys) -> tuple[str | None, str]:
     return best, evidence
 
 
+def official_keys(obj) -> list[str]:
+    """The state-dict keys of an official file's object, through any method's own container
+    (:meth:`MethodSpec.unwrap_official`) or a common one; ``[]`` when there are none."""
+    if not isinstance(obj, Mapping):
+        return []
+    for name in method_names():
+        unwrapped = get_method_spec(name).unwrap_official(obj)
+        if unwrapped is not obj:
+            obj = unwrapped
+            break
+    inner = obj.get("model", obj.get("state_dict", obj))
+    return [str(k) for k in inner] if isinstance(inner, Mapping) else []
+
+
 @functools.cache
 def _backbone_shapes(arch: str) -> dict[str, torch.Size]:
     with torch.device("meta"):
@@ -239,6 +265,24 @@ def _missing_heads(
     return missing
 
 
+def copy_state(
+    spec: MethodSpec, canonical: dict[str, torch.Tensor], keys: list[str]
+) -> list[tuple[str, int, str]]:
+    """Fill ``keys``, tensors of state modules that start as copies of a trained module
+    (:attr:`MethodSpec.state_copies`), with clones of that module's tensors in ``canonical``;
+    one ``(module, tensors, reason)`` report entry per module copied."""
+    sources = dict(spec.state_copies)
+    copied: Counter = Counter()
+    for key in keys:
+        module, rest = key.split(".", 1)
+        canonical[key] = canonical[f"{sources[module]}.{rest}"].clone()
+        copied[module] += 1
+    return [
+        (module, n, f"not in the file: a copy of {sources[module]}, as the official code starts it")
+        for module, n in copied.items()
+    ]
+
+
 def _fill_new_heads(
     canonical: dict[str, torch.Tensor], missing: list[str], report: ConversionReport, allow_new_heads: bool
 ) -> None:
@@ -275,7 +319,7 @@ def convert_state_dict(
     state dict (the source tensors themselves, unchanged) and the accounting report.
     """
     spec = get_method_spec(method)
-    layout, inner, kept, dropped = unwrap_official(obj, source)
+    layout, inner, kept, dropped = unwrap_official(spec.unwrap_official(obj), source)
     looks, evidence = detect_method(inner)
     if looks is not None and looks != method:
         raise UserError(
@@ -301,6 +345,10 @@ def convert_state_dict(
         mapped=[(origin[k], k) for k in target if k in canonical],
         dropped=dropped + dropped_keys,
     )
-    if missing:
-        _fill_new_heads(canonical, missing, report, allow_new_heads)
+    sources = dict(spec.state_copies)
+    copies = [k for k in missing if k.split(".", 1)[0] in sources]
+    fresh = [k for k in missing if k not in copies]
+    if fresh:
+        _fill_new_heads(canonical, fresh, report, allow_new_heads)
+    report.kept += copy_state(spec, canonical, copies)
     return {k: canonical[k] for k in target}, report
