@@ -72,6 +72,9 @@ PROTOCOL_VERSION = 3
 
 MODES = ("standard", "cached")
 
+# A row may also set ``epochs`` (default 100), ``schedule``/``milestones``/``gamma`` (a step
+# schedule) and ``source`` (default: the E2MC paper's Appendix B.2.1), for a method whose own paper
+# gives its probe.
 _LINEAR: dict[str, dict[str, dict]] = {
     "vicreg": {
         "1%": {"optimizer": "sgd", "lr": 0.02, "batch_size": 256, "wd": 1e-4},
@@ -181,13 +184,10 @@ def default_config(protocol: str, method: str, labels: str) -> ProtocolConfig:
     if protocol == "knn":
         return ProtocolConfig("knn", epochs=0, batch_size=256, source="common practice (k=20, T=0.07)")
     if protocol == "linear":
-        return ProtocolConfig(
-            "linear",
-            epochs=100,
-            **_LINEAR[method][row],
-            min_steps=paper_min_steps(100),
-            source=f"paper B.2.1, {method} {row}",
-        )
+        hp = {"epochs": 100, "source": f"paper B.2.1, {method} {row}", **_LINEAR[method][row]}
+        if "milestones" in hp:
+            hp["milestones"] = tuple(hp["milestones"])
+        return ProtocolConfig("linear", **hp, min_steps=paper_min_steps(hp["epochs"]))
     notes = []
     semi_method = method
     if method not in _SEMISUP:
