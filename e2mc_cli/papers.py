@@ -175,6 +175,13 @@ PAPERS: dict[str, Paper] = {
         "arXiv",
         ARXIV + "1708.07747",
     ),
+    "barlowtwins": Paper(
+        "Barlow Twins: Self-Supervised Learning via Redundancy Reduction",
+        ("Jure Zbontar", "Li Jing", "Ishan Misra", "Yann LeCun", "Stéphane Deny"),
+        2021,
+        "ICML",
+        ARXIV + "2103.03230",
+    ),
 }
 
 

@@ -37,6 +37,11 @@ def continue_(
     ),
     base_file: str = typer.Option(None, "--base-file", help="An official checkpoint file (with --method)."),
     method: str = typer.Option(None, "--method", help="Method of --base-file: vicreg, swav or simsiam."),
+    allow_new_heads: bool = typer.Option(
+        False,
+        "--allow-new-heads",
+        help="Initialise heads missing from the base (a backbone-only file) with random weights.",
+    ),
     criterion: str = typer.Option(
         None, "--criterion", help="Add-on criterion (default e2mc; see `sslboost criteria`)."
     ),
@@ -238,7 +243,12 @@ def _argv(params: dict) -> list[str]:
             args += ["--set", item]
     for item in params.get("log") or []:
         args += ["--log", item]
-    for name, flag in (("compile_", "--compile"), ("resume", "--resume"), ("overwrite", "--overwrite")):
+    for name, flag in (
+        ("allow_new_heads", "--allow-new-heads"),
+        ("compile_", "--compile"),
+        ("resume", "--resume"),
+        ("overwrite", "--overwrite"),
+    ):
         if params.get(name):
             args.append(flag)
     return args

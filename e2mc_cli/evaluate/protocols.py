@@ -8,6 +8,7 @@ Linear probe on frozen features, 100 epochs, cosine decay per epoch, SGD momentu
 | VICReg  | 1 %, 10 % / 100 % | SGD | 0.02 | 256 | 1e-4 / 1e-6 |
 | SwAV    | all    | SGD       | 0.3  | 256   | 1e-6         |
 | SimSiam | 1 % / 10 % / 100 % | LARC | 2.0 / 0.2 / 0.1 | 256 / 2048 / 2048 | 0 |
+| Barlow Twins | all | SGD   | 0.3  | 256   | 1e-6         |
 
 SimSiam's learning rates are the ``--lr`` of its ``main_lincls.py``, which scales them by
 ``batch / 256`` (so 2.0 at 256, 1.6 at 2048, 0.8 at 2048). Its ``--lars`` is apex's ``LARC``
@@ -23,6 +24,15 @@ no weight decay:
 |--------|----------|-------------------------|--------------------------|
 | VICReg | cosine   | 0.03 / 0.08             | 0.01 / 0.1               |
 | SwAV   | ×0.2 at epochs 12 and 16 | 0.02 / 5 | 0.01 / 0.2             |
+| Barlow Twins | cosine | 0.005 / 0.5          | 0.005 / 0.5 (the 1 % row) |
+
+Barlow Twins' rows are its own code's (``evaluate.py`` of facebookresearch/barlowtwins and the
+README's commands: ``--lr-classifier 0.3`` for the probe, its defaults weight decay 1e-6, batch
+256, 100 epochs, SGD momentum 0.9, ``CosineAnnealingLR`` per epoch, the same at 1 % and 10 % with
+``--train-percent``; fine-tuning ``--epochs 20 --lr-backbone 0.005 --lr-classifier 0.5
+--weight-decay 0`` at 1 %, the only semi-supervised command the README gives, also used at 10 %).
+Its ``evaluate.py`` too reports the best epoch's top-1 on the validation set, in fp32; it normalises
+with std (0.229, 0.224, 0.225), where sslboost evaluates every base with the E2MC authors' below.
 
 The paper gives no semi-supervised setting for SimSiam (VICReg's is used) nor for 100 % labels
 (the 10 % row is used). A labels value between the paper's is served by the next row up
@@ -75,6 +85,7 @@ MODES = ("standard", "cached")
 # A row may also set ``epochs`` (default 100), ``schedule``/``milestones``/``gamma`` (a step
 # schedule) and ``source`` (default: the E2MC paper's Appendix B.2.1), for a method whose own paper
 # gives its probe.
+_BT = "barlowtwins evaluate.py and README"
 _LINEAR: dict[str, dict[str, dict]] = {
     "vicreg": {
         "1%": {"optimizer": "sgd", "lr": 0.02, "batch_size": 256, "wd": 1e-4},
@@ -91,6 +102,10 @@ _LINEAR: dict[str, dict[str, dict]] = {
         "10%": {"optimizer": "larc", "lr": 0.2, "batch_size": 2048, "wd": 0.0, "lr_batch_scaling": True},
         "100%": {"optimizer": "larc", "lr": 0.1, "batch_size": 2048, "wd": 0.0, "lr_batch_scaling": True},
     },
+    "barlowtwins": {
+        row: {"optimizer": "sgd", "lr": 0.3, "batch_size": 256, "wd": 1e-6, "source": f"{_BT}, {row}"}
+        for row in ("1%", "10%", "100%")
+    },
 }
 
 _SEMISUP: dict[str, dict[str, dict]] = {
@@ -102,12 +117,23 @@ _SEMISUP: dict[str, dict[str, dict]] = {
         "1%": {"schedule": "step", "lr": 0.02, "head_lr": 5.0},
         "10%": {"schedule": "step", "lr": 0.01, "head_lr": 0.2},
     },
+    # A row may also set ``source`` (default: the E2MC paper's Appendix B.2.2) and a ``note``.
+    "barlowtwins": {
+        "1%": {"schedule": "cosine", "lr": 0.005, "head_lr": 0.5, "source": f"{_BT}, 1%"},
+        "10%": {
+            "schedule": "cosine",
+            "lr": 0.005,
+            "head_lr": 0.5,
+            "source": f"{_BT}, 1%",
+            "note": "the official README gives a semi-supervised setting at 1 % labels only; used at 10 %",
+        },
+    },
 }
 SEMISUP_MILESTONES = (12, 16)
 
 # The arithmetic of the authors' evaluations: their eval_linear.py / eval_semisup.py (and the
 # official probes of SwAV, VICReg and SimSiam) run without autocast, in fp32.
-EVAL_PRECISION: dict[str, str] = {"vicreg": "fp32", "swav": "fp32", "simsiam": "fp32"}
+EVAL_PRECISION: dict[str, str] = {"vicreg": "fp32", "swav": "fp32", "simsiam": "fp32", "barlowtwins": "fp32"}
 FALLBACK_PRECISION = "bf16"  # a method without a known evaluation precision: bf16 on CUDA
 SEMISUP_GAMMA = 0.2
 
@@ -198,6 +224,7 @@ def default_config(protocol: str, method: str, labels: str) -> ProtocolConfig:
         semi_row = "10%"
         notes.append("the paper gives no semi-supervised setting for 100 % labels; the 10 % row is used")
     hp = _SEMISUP[semi_method][semi_row]
+    notes += [hp["note"]] if "note" in hp else []
     step = hp["schedule"] == "step"
     return ProtocolConfig(
         "semisup",
@@ -210,7 +237,7 @@ def default_config(protocol: str, method: str, labels: str) -> ProtocolConfig:
         milestones=SEMISUP_MILESTONES if step else (),
         gamma=SEMISUP_GAMMA if step else 1.0,
         min_steps=paper_min_steps(20),
-        source=f"paper B.2.2, {semi_method} {semi_row}",
+        source=hp.get("source", f"paper B.2.2, {semi_method} {semi_row}"),
         notes=notes,
     )
 

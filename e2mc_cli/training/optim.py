@@ -217,10 +217,12 @@ def base_lr(cfg: dict, batch_size: int, key: str = "lr") -> float:
 def build_optimizer(groups: list[dict], cfg: dict, batch_size: int):
     """The optimiser named by ``cfg["name"]`` over parameter ``groups``.
 
-    ``groups`` are a method's ``param_groups()`` (``{"name", "params", "fix_lr"}``). Each group
-    gets ``base_lr`` and ``fixed_lr``: :func:`apply_lr` moves only the scheduled groups; a group
-    with ``fix_lr`` (SimSiam's predictor) stays at ``predictor_lr`` (scaled like ``lr``; ``lr``
-    when the recipe has none).
+    ``groups`` are a method's ``param_groups()`` (``{"name", "params", "fix_lr"}``, optionally
+    ``"lr_key"``). Each group gets ``base_lr`` and ``fixed_lr``: :func:`apply_lr` moves only the
+    scheduled groups; a group with ``fix_lr`` (SimSiam's predictor) stays at ``predictor_lr``
+    (scaled like ``lr``; ``lr`` when the recipe has none); a group naming an ``lr_key`` starts at
+    that recipe key's learning rate (scaled like ``lr``; ``lr`` when the recipe has none) and
+    follows the schedule like ``lr``.
     """
     name = cfg.get("name", "sgd")
     if name not in OPTIMIZERS:
@@ -234,7 +236,11 @@ def build_optimizer(groups: list[dict], cfg: dict, batch_size: int):
         params = [p for p in g["params"] if p.requires_grad]
         if not params:
             continue
-        group_lr = fixed if g.get("fix_lr", False) else lr
+        group_lr = lr
+        if g.get("fix_lr", False):
+            group_lr = fixed
+        elif g.get("lr_key") in cfg:
+            group_lr = base_lr(cfg, batch_size, g["lr_key"])
         param_groups.append(
             {
                 "params": params,

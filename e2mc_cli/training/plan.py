@@ -23,6 +23,7 @@ class TrainOptions:
     base: str | None = None
     base_file: str | None = None
     method: str | None = None
+    allow_new_heads: bool = False  # --allow-new-heads: heads the base lacks start from random weights
     criterion: str | None = None  # None: "e2mc" for a new run, the saved one on --resume
     data: str | None = None
     out: str | None = None

@@ -15,8 +15,9 @@ A recipe has the sections
   ``weight_decay``, ``schedule`` (``constant`` or ``cosine``), ``warmup_epochs``,
   ``final_lr_ratio`` and the optimiser's own keys (LARS ``eta``, ``exclude_bias_and_norm``;
   LARC ``trust_coefficient``, ``clip``; ``predictor_lr`` for groups a method keeps at a fixed
-  learning rate), ``keep_base_state`` (start from the momentum of the base's own optimiser,
-  :mod:`~e2mc_cli.training.base_state`);
+  learning rate; ``bias_lr`` for the biases and normalisation parameters of a method that trains
+  them at a learning rate of their own, scaled and scheduled like ``lr``), ``keep_base_state``
+  (start from the momentum of the base's own optimiser, :mod:`~e2mc_cli.training.base_state`);
 - ``[method]``: the base method's options (loss coefficients, SwAV's Sinkhorn and queue);
 - ``[criterion]``: ``name`` and the criterion's coefficients;
 - ``[views]``: ``image_size`` and the view options (crop sizes given at the 224-px reference,
@@ -81,7 +82,7 @@ OPTIMIZER_KEYS: dict[str, dict[str, object]] = {
     "sgd-larc": {"trust_coefficient": 0.001, "clip": False},
     "sgd": {},
 }
-EXTRA_OPTIM_KEYS = ("predictor_lr",)
+EXTRA_OPTIM_KEYS = ("predictor_lr", "bias_lr")
 RECIPE_KEYS = ("name", "method", "source")
 
 

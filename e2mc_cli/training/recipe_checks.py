@@ -68,6 +68,7 @@ OPTIM_RULES = {
     "warmup_epochs": Rule("number", low=0),
     "final_lr_ratio": Rule("number", low=0, high=1),
     "predictor_lr": Rule("number", low=0),
+    "bias_lr": Rule("number", low=0),
     "eta": Rule("number", low=0),
     "exclude_bias_and_norm": Rule("bool"),
     "trust_coefficient": Rule("number", low=0),

@@ -175,7 +175,9 @@ def _new_run(opts: TrainOptions) -> _Start:
         raise UserError(
             "no base: pass --base NAME | hf://ORG/NAME | PATH.safetensors, or --base-file PATH --method M"
         )
-    ckpt = resolve_base(opts.base, base_file=opts.base_file, method=opts.method)
+    ckpt = resolve_base(
+        opts.base, base_file=opts.base_file, method=opts.method, allow_new_heads=opts.allow_new_heads
+    )
     recipe_file, extra_sets = opts.recipe_file, []
     if recipe_file is None:
         recipe_file, extra_sets = R.base_recipe_file(opts.base, criterion)

@@ -196,6 +196,48 @@ _ENTRIES += [
     ),
 ]
 
+
+def _barlowtwins(name: str, folder: str, file: str, notes: str) -> BaseSpec:
+    """A Barlow Twins ResNet-50 of facebookresearch/barlowtwins: 1000 epochs at batch 2048 (README
+    table; ``main.py`` defaults, which the README's ``python main.py`` ran), linear top-1 73.5
+    (README; the same row before and after the files moved to ``ljng/`` in 2021-12), MIT (the
+    repository's LICENSE since 2021-07, README "License")."""
+    return BaseSpec(
+        name=name,
+        method="barlowtwins",
+        arch="resnet50",
+        epochs=1000,
+        batch_size=2048,
+        url=f"{OFFICIAL_HOST}/barlowtwins/{folder}/{file}",
+        licence=MIT,
+        linear_top1=73.5,
+        notes=notes,
+    )
+
+
+_ENTRIES += [
+    _barlowtwins(
+        "barlowtwins",
+        "ljng",
+        "checkpoint.pth",
+        "full checkpoint (README): backbone + projector 8192-8192-8192 + the bn statistics; its "
+        "two-group LARS state is dropped",
+    ),
+    _barlowtwins(
+        "barlowtwins-backbone",
+        "ljng",
+        "resnet50.pth",
+        "backbone only (README): needs --allow-new-heads (the projector starts from random weights)",
+    ),
+    _barlowtwins(
+        "barlowtwins-hub",
+        "ep1000_bs2048_lrw0.2_lrb0.0048_lambd0.0051",
+        "resnet50.pth",
+        "backbone only, the file torch.hub.load('facebookresearch/barlowtwins:main', 'resnet50') "
+        "serves (hubconf.py; the README's from 2021-06 to 2021-12); needs --allow-new-heads",
+    ),
+]
+
 BASES: dict[str, BaseSpec] = {spec.name: spec for spec in _ENTRIES}
 
 
