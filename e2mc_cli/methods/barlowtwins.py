@@ -115,15 +115,15 @@ class BarlowTwins(Method):
         self.lambd = float(lambd)
 
     def param_groups(self) -> list[dict]:
-        """``weights`` (``ndim > 1``) and ``biases`` (``ndim ≤ 1``, learning rate ``bias_lr``), in
-        the order of the parameters within each, as ``param_weights`` / ``param_biases`` of
-        ``main.py``."""
+        """``weights`` (every tensor but the 1-d ones) and ``biases`` (the 1-d ones: biases and
+        batch-norm parameters; learning rate ``bias_lr``), each in the order of the parameters, as
+        ``param_weights`` / ``param_biases`` of ``main.py``."""
         params = [p for p in self.parameters() if p.requires_grad]
         return [
-            {"name": "weights", "params": [p for p in params if p.ndim > 1], "fix_lr": False},
+            {"name": "weights", "params": [p for p in params if p.ndim != 1], "fix_lr": False},
             {
                 "name": "biases",
-                "params": [p for p in params if p.ndim <= 1],
+                "params": [p for p in params if p.ndim == 1],
                 "fix_lr": False,
                 "lr_key": BIAS_LR_KEY,
             },

@@ -220,8 +220,8 @@ _ENTRIES += [
         "barlowtwins",
         "ljng",
         "checkpoint.pth",
-        "full checkpoint (README): backbone + projector 8192-8192-8192 + the bn statistics; its "
-        "two-group LARS state is dropped",
+        "full checkpoint (README): backbone + projector 8192-8192-8192 + the bn statistics; its LARS "
+        "state (two groups, weights then biases) cannot be kept",
     ),
     _barlowtwins(
         "barlowtwins-backbone",
