@@ -66,6 +66,7 @@ RECIPE_SHAPES = (
     RecipeShape("vicreg-e2mc", 512, 8192, "hypercube"),
     RecipeShape("swav-e2mc", 512, 128, "hypersphere"),
     RecipeShape("simsiam-e2mc", 512, 2048, "hypersphere"),
+    RecipeShape("barlowtwins-e2mc", 512, 8192, "hypercube"),
     RecipeShape("fmnist-vicreg-e2mc", 256, 512, "hypercube"),
     RecipeShape("fmnist-swav-e2mc", 256, 64, "hypersphere"),
     RecipeShape("fmnist-simsiam-e2mc", 256, 256, "hypersphere"),
