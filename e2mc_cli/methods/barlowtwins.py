@@ -94,9 +94,9 @@ class BarlowTwins(Method):
     VICReg's projector output. The projector's last layer, ``bn`` and the loss compute in float32
     under any autocast (``main.py`` forms ``C`` under fp16 autocast).
 
-    Parameters train in two groups (:meth:`param_groups`), as ``main.py``: weights (tensors of
-    more than one dimension) at the recipe's ``lr`` and biases and batch-norm parameters (1-d) at
-    its ``bias_lr``; LARS leaves the 1-d ones without weight decay and trust ratio.
+    Parameters train in two groups (:meth:`param_groups`), as ``main.py``: the weights at the
+    recipe's ``lr``, the biases and batch-norm parameters (the 1-d tensors) at its ``bias_lr``;
+    LARS leaves the 1-d ones without weight decay and trust ratio.
 
     Across processes ``main.py`` sums ``C`` with ``torch.distributed.all_reduce``, which autograd
     does not see: each process back-propagates only its own shard's part of ``C``, and
