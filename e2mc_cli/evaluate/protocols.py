@@ -8,6 +8,11 @@ Linear probe on frozen features, 100 epochs, cosine decay per epoch, SGD momentu
 | VICReg  | 1 %, 10 % / 100 % | SGD | 0.02 | 256 | 1e-4 / 1e-6 |
 | SwAV    | all    | SGD       | 0.3  | 256   | 1e-6         |
 | SimSiam | 1 % / 10 % / 100 % | LARC | 2.0 / 0.2 / 0.1 | 256 / 2048 / 2048 | 0 |
+| MoCo v2 | all    | SGD       | 30, × 0.1 at epochs 60 and 80 | 256 | 0 |
+
+MoCo v2's row is its own ``main_lincls.py`` (facebookresearch/moco: its defaults and the README's
+``--lr 30.0 --batch-size 256``), the one probe it gives, used at every labels fraction; a step
+schedule instead of the cosine; no autocast (fp32), as the others.
 
 SimSiam's learning rates are the ``--lr`` of its ``main_lincls.py``, which scales them by
 ``batch / 256`` (so 2.0 at 256, 1.6 at 2048, 0.8 at 2048). Its ``--lars`` is apex's ``LARC``
@@ -75,6 +80,14 @@ MODES = ("standard", "cached")
 # A row may also set ``epochs`` (default 100), ``schedule``/``milestones``/``gamma`` (a step
 # schedule) and ``source`` (default: the E2MC paper's Appendix B.2.1), for a method whose own paper
 # gives its probe.
+# MoCo's main_lincls.py (facebookresearch/moco, its defaults and the README's command): SGD
+# momentum 0.9, lr 30, weight decay 0, batch 256, 100 epochs, lr × 0.1 at epochs 60 and 80; it
+# gives one protocol, used here at every labels fraction.
+_MOCO_LINCLS = {
+    "optimizer": "sgd", "lr": 30.0, "batch_size": 256, "wd": 0.0, "epochs": 100,
+    "schedule": "step", "milestones": (60, 80), "gamma": 0.1,
+    "source": "main_lincls.py of facebookresearch/moco (MoCo v2, Chen et al., arXiv 2020)",
+}  # fmt: skip
 _LINEAR: dict[str, dict[str, dict]] = {
     "vicreg": {
         "1%": {"optimizer": "sgd", "lr": 0.02, "batch_size": 256, "wd": 1e-4},
@@ -91,6 +104,7 @@ _LINEAR: dict[str, dict[str, dict]] = {
         "10%": {"optimizer": "larc", "lr": 0.2, "batch_size": 2048, "wd": 0.0, "lr_batch_scaling": True},
         "100%": {"optimizer": "larc", "lr": 0.1, "batch_size": 2048, "wd": 0.0, "lr_batch_scaling": True},
     },
+    "mocov2": dict.fromkeys(("1%", "10%", "100%"), _MOCO_LINCLS),
 }
 
 _SEMISUP: dict[str, dict[str, dict]] = {
@@ -107,7 +121,7 @@ SEMISUP_MILESTONES = (12, 16)
 
 # The arithmetic of the authors' evaluations: their eval_linear.py / eval_semisup.py (and the
 # official probes of SwAV, VICReg and SimSiam) run without autocast, in fp32.
-EVAL_PRECISION: dict[str, str] = {"vicreg": "fp32", "swav": "fp32", "simsiam": "fp32"}
+EVAL_PRECISION: dict[str, str] = {"vicreg": "fp32", "swav": "fp32", "simsiam": "fp32", "mocov2": "fp32"}
 FALLBACK_PRECISION = "bf16"  # a method without a known evaluation precision: bf16 on CUDA
 SEMISUP_GAMMA = 0.2
 
