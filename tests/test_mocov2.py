@@ -21,7 +21,7 @@ from torchvision.transforms import v2
 from zoo_fixtures import serve
 from zoo_fixtures_mocov2 import MOCOV2_PATHS, mocov2_checkpoint
 
-from e2mc_cli.checkpoint import load_checkpoint, save_checkpoint
+from e2mc_cli.checkpoint import load_checkpoint, load_optimizer_state, optimizer_state_path, save_checkpoint
 from e2mc_cli.data.augment import RandomGaussianBlur, official_pipeline
 from e2mc_cli.errors import UserError
 from e2mc_cli.evaluate.linear import epoch_factor
@@ -152,6 +152,17 @@ def test_fetch_and_convert_keep_every_tensor(cli, monkeypatch, tmp_path):
         module, rest = key.split(".", 1)
         source = {"queue.keys": "queue", "queue.ptr": "queue_ptr"}.get(key) or names[module + "."] + rest
         assert torch.equal(value, official.source["module." + source]), key
+
+    # The SGD lists every parameter of the MoCo module by position, the key encoder's too (no
+    # momentum: no gradient reaches it); kept, each momentum lands under its canonical key.
+    result = cli("convert", "--base", "mocov2-800", "--out", tmp_path / "o.safetensors", "--optimizer-state")
+    assert result.exit_code == 0, result.stderr
+    kept = load_optimizer_state(optimizer_state_path(tmp_path / "o.safetensors")).tensors
+    momentum = {official.params[i]: s["momentum_buffer"] for i, s in official.optimizer["state"].items()}
+    assert all(k.startswith(("backbone.", "projector.")) for k in kept)
+    assert len(kept) == len(momentum) == sum(1 for n in official.params if ".encoder_q." in n)
+    assert torch.equal(kept["projector.2.weight"], momentum["module.encoder_q.fc.2.weight"])
+    assert torch.equal(kept["backbone.conv1.weight"], momentum["module.encoder_q.conv1.weight"])
 
 
 def test_a_file_without_key_encoder_or_queue():
@@ -348,7 +359,11 @@ def test_two_processes_share_one_queue_of_keys_made_with_shuffled_batch_norm(tmp
     method = _start()
     im_q, im_k = _images()
     queue = method.model.queue.keys.clone()
-    method.update_key_encoder()
+    m = method.model
+    with torch.no_grad():  # θ_k ← 0.5 θ_k + 0.5 θ_q (momentum 0.5)
+        for pk, pq in zip([*m.momentum_backbone.parameters(), *m.momentum_projector.parameters()],
+                          [*m.backbone.parameters(), *m.projector.parameters()]):  # fmt: skip
+            pk.copy_(0.5 * pk + 0.5 * pq)
     torch.manual_seed(5)
     perm = torch.randperm(2 * N_LOCAL)
     keys = torch.empty(2 * N_LOCAL, TINY["dim"])
@@ -368,6 +383,7 @@ def test_two_processes_share_one_queue_of_keys_made_with_shuffled_batch_norm(tmp
         torch.testing.assert_close(part["keys"][:, 2 * N_LOCAL :], queue[:, 2 * N_LOCAL :])
         assert part["ptr"].tolist() == [2 * N_LOCAL]
         mine = slice(r * N_LOCAL, (r + 1) * N_LOCAL)
-        q = F.normalize(method.model.projector(method.model.backbone(im_q[mine])), dim=1)
-        loss, _ = infonce_loss(q, keys[mine], queue, 0.2)  # each process's own queries, batch norm on them
+        q = F.normalize(method.model.projector(method.model.backbone(im_q[mine])), dim=1)  # own BN batch
+        logits = torch.cat([(q * keys[mine]).sum(1, keepdim=True), q @ queue], dim=1) / 0.2
+        loss = F.cross_entropy(logits, torch.zeros(N_LOCAL, dtype=torch.long))
         torch.testing.assert_close(part["loss"], loss.detach(), rtol=1e-5, atol=1e-6)
