@@ -182,6 +182,20 @@ PAPERS: dict[str, Paper] = {
         "ICML",
         ARXIV + "2103.03230",
     ),
+    "moco": Paper(
+        "Momentum Contrast for Unsupervised Visual Representation Learning",
+        ("Kaiming He", "Haoqi Fan", "Yuxin Wu", "Saining Xie", "Ross Girshick"),
+        2020,
+        "CVPR",
+        ARXIV + "1911.05722",
+    ),
+    "mocov2": Paper(
+        "Improved Baselines with Momentum Contrastive Learning",
+        ("Xinlei Chen", "Haoqi Fan", "Ross Girshick", "Kaiming He"),
+        2020,
+        "arXiv",
+        ARXIV + "2003.04297",
+    ),
 }
 
 

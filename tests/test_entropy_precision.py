@@ -17,6 +17,7 @@ EMBEDDING_DIM = {
     "swav": lambda heads: int(heads["feat_dim"]),
     "simsiam": lambda heads: int(heads["dim"]),
     "barlowtwins": lambda heads: int(str(heads["mlp"]).split("-")[-1]),
+    "mocov2": lambda heads: int(heads["dim"]),
 }
 
 

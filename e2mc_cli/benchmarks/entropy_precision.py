@@ -70,6 +70,7 @@ RECIPE_SHAPES = (
     RecipeShape("fmnist-vicreg-e2mc", 256, 512, "hypercube"),
     RecipeShape("fmnist-swav-e2mc", 256, 64, "hypersphere"),
     RecipeShape("fmnist-simsiam-e2mc", 256, 256, "hypersphere"),
+    RecipeShape("mocov2-e2mc", 256, 128, "hypersphere"),  # MoCo v2's 128-d query head, batch 256
 )
 
 

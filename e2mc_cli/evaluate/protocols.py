@@ -9,6 +9,11 @@ Linear probe on frozen features, 100 epochs, cosine decay per epoch, SGD momentu
 | SwAV    | all    | SGD       | 0.3  | 256   | 1e-6         |
 | SimSiam | 1 % / 10 % / 100 % | LARC | 2.0 / 0.2 / 0.1 | 256 / 2048 / 2048 | 0 |
 | Barlow Twins | all | SGD   | 0.3  | 256   | 1e-6         |
+| MoCo v2 | all    | SGD       | 30, × 0.1 at epochs 60 and 80 | 256 | 0 |
+
+MoCo v2's row is its own ``main_lincls.py`` (facebookresearch/moco: its defaults and the README's
+``--lr 30.0 --batch-size 256``), the one probe it gives, used at every labels fraction; a step
+schedule instead of the cosine; no autocast (fp32), as the others.
 
 SimSiam's learning rates are the ``--lr`` of its ``main_lincls.py``, which scales them by
 ``batch / 256`` (so 2.0 at 256, 1.6 at 2048, 0.8 at 2048). Its ``--lars`` is apex's ``LARC``
@@ -86,6 +91,14 @@ MODES = ("standard", "cached")
 # schedule) and ``source`` (default: the E2MC paper's Appendix B.2.1), for a method whose own paper
 # gives its probe.
 _BT = "barlowtwins evaluate.py and README"
+# MoCo's main_lincls.py (facebookresearch/moco, its defaults and the README's command): SGD
+# momentum 0.9, lr 30, weight decay 0, batch 256, 100 epochs, lr × 0.1 at epochs 60 and 80; it
+# gives one protocol, used here at every labels fraction.
+_MOCO_LINCLS = {
+    "optimizer": "sgd", "lr": 30.0, "batch_size": 256, "wd": 0.0, "epochs": 100,
+    "schedule": "step", "milestones": (60, 80), "gamma": 0.1,
+    "source": "main_lincls.py of facebookresearch/moco (MoCo v2, Chen et al., arXiv 2020)",
+}  # fmt: skip
 _LINEAR: dict[str, dict[str, dict]] = {
     "vicreg": {
         "1%": {"optimizer": "sgd", "lr": 0.02, "batch_size": 256, "wd": 1e-4},
@@ -106,6 +119,7 @@ _LINEAR: dict[str, dict[str, dict]] = {
         row: {"optimizer": "sgd", "lr": 0.3, "batch_size": 256, "wd": 1e-6, "source": f"{_BT}, {row}"}
         for row in ("1%", "10%", "100%")
     },
+    "mocov2": dict.fromkeys(("1%", "10%", "100%"), _MOCO_LINCLS),
 }
 
 _SEMISUP: dict[str, dict[str, dict]] = {
@@ -133,7 +147,13 @@ SEMISUP_MILESTONES = (12, 16)
 
 # The arithmetic of the authors' evaluations: their eval_linear.py / eval_semisup.py (and the
 # official probes of SwAV, VICReg and SimSiam) run without autocast, in fp32.
-EVAL_PRECISION: dict[str, str] = {"vicreg": "fp32", "swav": "fp32", "simsiam": "fp32", "barlowtwins": "fp32"}
+EVAL_PRECISION: dict[str, str] = {
+    "vicreg": "fp32",
+    "swav": "fp32",
+    "simsiam": "fp32",
+    "barlowtwins": "fp32",
+    "mocov2": "fp32",
+}
 FALLBACK_PRECISION = "bf16"  # a method without a known evaluation precision: bf16 on CUDA
 SEMISUP_GAMMA = 0.2
 

@@ -44,10 +44,15 @@ class Method(nn.Module):
     ``on_after_step(step)`` after ``optimizer.step()`` (an EMA teacher's update). ``step`` is the
     global optimiser-step index (0-based), ``epoch`` the 0-based epoch; ``total_steps`` counts the
     recipe's epochs (a ``--max-steps`` cut does not change the schedule).
+
+    ``global_batchnorm``: whether, under DistributedDataParallel, every BatchNorm normalises over
+    the global batch (``SyncBatchNorm``, as the official VICReg, SwAV and SimSiam code), or over
+    each process's own batch (``False``: MoCo's per-GPU batch norm, which it shuffles itself).
     """
 
     name: ClassVar[str]
     space: ClassVar[str]
+    global_batchnorm: ClassVar[bool] = True
 
     def __init__(self, model: SSLModel):
         super().__init__()

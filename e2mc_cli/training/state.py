@@ -333,7 +333,7 @@ def build_state(plan: RunPlan, say: Callable[[str], None]) -> TrainState:
     info = {"method": model.method, "arch": model.arch, "heads": model.heads}
     method = build_method(plan.method_name, model, **plan.method_options)
     criterion = build_criterion(plan.criterion_name, space=method.space, **plan.criterion_options)
-    if plan.world > 1:
+    if plan.world > 1 and method.global_batchnorm:
         method = convert_sync_batchnorm(method, plan.device.type)
     method.to(plan.device)
     criterion.to(plan.device)

@@ -1,7 +1,7 @@
 """The named public bases: where each official checkpoint lives and what its authors report.
 
-Facts come from the official repositories (facebookresearch/vicreg, /swav and /simsiam READMEs
-and training code). ``linear_top1`` is the ImageNet linear-probe top-1 (%) the authors report
+Facts come from the official repositories (facebookresearch/vicreg, /swav, /simsiam and /moco
+READMEs and training code). ``linear_top1`` is the ImageNet linear-probe top-1 (%) the authors report
 for that exact file.
 
 ``paper_rows`` names the rows of the E2MC paper's tables (Chakraborty et al., AISTATS 2025) whose
@@ -215,6 +215,26 @@ def _barlowtwins(name: str, folder: str, file: str, notes: str) -> BaseSpec:
     )
 
 
+def _mocov2(epochs: int, top1: float, md5: str, notes: str = "") -> BaseSpec:
+    """A MoCo v2 release of the facebookresearch/moco README's model table (``--mlp --aug-plus
+    --cos``, ``main_moco.py`` at ``--lr 0.03 --batch-size 256``), with its top-1 and md5 prefix."""
+    folder = f"moco_v2_{epochs}ep"
+    return BaseSpec(
+        name=f"mocov2-{epochs}",
+        method="mocov2",
+        arch="resnet50",
+        epochs=epochs,
+        batch_size=256,
+        url=f"{OFFICIAL_HOST}/moco/moco_checkpoints/{folder}/{folder}_pretrain.pth.tar",
+        licence=CC_BY_NC,
+        linear_top1=top1,
+        notes=(
+            f"{{epoch, arch, state_dict, optimizer}}: query encoder (fc = MLP head 2048-2048-128), key "
+            f"encoder and queue of 65536 keys; README md5 {md5}{notes}"
+        ),
+    )
+
+
 _ENTRIES += [
     _barlowtwins(
         "barlowtwins",
@@ -236,6 +256,8 @@ _ENTRIES += [
         "backbone only, the file torch.hub.load('facebookresearch/barlowtwins:main', 'resnet50') "
         "serves (hubconf.py; the README's from 2021-06 to 2021-12); needs --allow-new-heads",
     ),
+    _mocov2(200, 67.7, "59fd9945", "; 67.5 ± 0.1 over the README's 5 trials"),
+    _mocov2(800, 71.1, "a04e12f8"),
 ]
 
 BASES: dict[str, BaseSpec] = {spec.name: spec for spec in _ENTRIES}
