@@ -17,6 +17,7 @@ EMBEDDING_DIM = {
     "swav": lambda heads: int(heads["feat_dim"]),
     "simsiam": lambda heads: int(heads["dim"]),
 }
+EMBEDDING_DIM["mocov3"] = lambda heads: int(heads["dim"])
 
 
 def test_recipe_shapes_are_the_shipped_recipes():

@@ -38,6 +38,15 @@ PATHS = {n: f"/moco-v3/r-50-{n}ep/r-50-{n}ep.pth.tar" for n in (100, 300, 1000)}
 SMALL = ["--batch-size", "8", "--workers", "0"]
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """One intra-op thread: on tiny models the hand-offs between threads would dominate every step."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def tiny_bases(monkeypatch):
     for n in PATHS:
         spec = dataclasses.replace(BASES[f"mocov3-{n}"], arch="resnet-mini", heads=HEADS)

@@ -28,6 +28,7 @@ TINY_HEADS = {
     "swav": {"hidden_mlp": 32, "feat_dim": 16, "n_prototypes": 20},
     "simsiam": {"dim": 32, "pred_dim": 8},
 }
+TINY_HEADS["mocov3"] = {"dim": 16, "mlp_dim": 32}
 N_IMAGES = 20  # + 1 corrupt file; batch 8 → 2 steps per epoch
 
 

@@ -70,6 +70,7 @@ RECIPE_SHAPES = (
     RecipeShape("fmnist-swav-e2mc", 256, 64, "hypersphere"),
     RecipeShape("fmnist-simsiam-e2mc", 256, 256, "hypersphere"),
 )
+RECIPE_SHAPES += (RecipeShape("mocov3-e2mc", 512, 256, "hypersphere"),)  # MoCo v3's 256-d projector
 
 
 @dataclass
