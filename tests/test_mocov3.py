@@ -15,12 +15,16 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 import torch.nn.functional as F
+from photo_fixtures import photo_folder
 from safetensors.torch import load_file
+from test_split_views import PHOTOMETRIC, pairs
 from zoo_fixtures import serve
 from zoo_fixtures_mocov3 import expected_source_key, mocov3_checkpoint
 
 from e2mc_cli.checkpoint import load_checkpoint
 from e2mc_cli.data.augment import official_pipeline
+from e2mc_cli.data.datasets import resolve_dataset
+from e2mc_cli.data.views import P
 from e2mc_cli.evaluate.protocols import EVAL_PRECISION, default_config
 from e2mc_cli.methods import build_model, get_method_spec
 from e2mc_cli.methods.mocov3 import (
@@ -97,6 +101,20 @@ def test_the_views_are_main_moco_augmentation1_and_2():
     steps = [type(t).__name__ for t in official_pipeline(v2).transforms]
     assert steps.index("RandomSolarize") < steps.index("RandomHorizontalFlip")  # the flip comes last
     assert get_method_spec("mocov3").view_recipes(112, scale=(0.08, 1.0))[0].blur_sigma == (0.05, 1.0)
+
+
+def test_the_split_pipeline_draws_the_official_views(tmp_path):
+    photos = resolve_dataset(str(photo_folder(tmp_path / "photos")), "train")
+    untouched = agreeing = 0
+    drawn = {0: [], 1: []}
+    for i, (a, b, p, _) in enumerate(pairs("mocov3", photos)):
+        drawn[i % 2].append((float(p[P["blur"]]), float(p[P["solarize"]])))
+        if all(p[P[name]] == 0 for name in PHOTOMETRIC):
+            untouched += 1
+            agreeing += torch.equal(a, b)
+    assert untouched >= 2 and agreeing == untouched  # same crop, flip and draws, bit for bit
+    assert all(blur == 1 and sol == 0 for blur, sol in drawn[0])  # augmentation1: always blurred
+    assert any(sol == 1 for _, sol in drawn[1]) and any(blur == 0 for blur, _ in drawn[1])
 
 
 # -- the pure math ---------------------------------------------------------------------------------

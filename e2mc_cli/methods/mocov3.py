@@ -196,7 +196,7 @@ class MoCoV3(Method):
         k1, k2 = self.keys(images[0]), self.keys(images[1])
         with full_precision(z1.device):
             loss, terms = mocov3_loss(q1, q2, k1, k2, self.temperature)
-        terms["momentum"] = loss.new_tensor(self.current_momentum).detach()
+        terms["momentum"] = loss.new_full((), self.current_momentum).detach()  # a fill: no copy from the host
         views = [z1, z2]
         return MethodOutput(loss, terms, views, self.space, views)
 
