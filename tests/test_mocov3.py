@@ -25,6 +25,7 @@ from e2mc_cli.checkpoint import load_checkpoint
 from e2mc_cli.data.augment import official_pipeline
 from e2mc_cli.data.datasets import resolve_dataset
 from e2mc_cli.data.views import P
+from e2mc_cli.errors import UserError
 from e2mc_cli.evaluate.protocols import EVAL_PRECISION, default_config
 from e2mc_cli.methods import build_model, get_method_spec
 from e2mc_cli.methods.mocov3 import (
@@ -282,14 +283,16 @@ def test_two_processes_match_one(tmp_path):
 
 def test_each_release_converts_tensor_for_tensor_with_every_output(cli, monkeypatch, tmp_path):
     tiny_bases(monkeypatch)
-    files = {n: mocov3_checkpoint(epoch=n) for n in PATHS}
+    # as released (solver states None), and one as main_moco.py writes it while training
+    files = {n: mocov3_checkpoint(epoch=n, solver=n == 300) for n in PATHS}
     with serve({PATHS[n]: f.data for n, f in files.items()}) as server:
         monkeypatch.setenv("SSLBOOST_MIRROR", server.url)
         for n, official in files.items():
             out = tmp_path / f"{n}.safetensors"
             r = cli("convert", "--base", f"mocov3-{n}", "--out", out)
             assert r.exit_code == 0, r.stderr
-            assert "dropped: optimizer" in r.stdout and "dropped: scaler" in r.stdout
+            optimizer = "44 tensors" if n == 300 else "0 tensors"
+            assert f"dropped: optimizer ({optimizer})" in r.stdout and "dropped: scaler" in r.stdout
             assert "filled: 171/171" in r.stdout and "NEW HEADS" not in r.stdout
             ckpt = load_checkpoint(out)
             assert (ckpt.metadata["epoch"], ckpt.metadata["base"]) == (str(n), f"mocov3-{n}")
@@ -317,8 +320,11 @@ def test_a_file_without_momentum_encoder_starts_it_as_a_copy(tmp_path):
 
 
 def test_the_lars_momentum_maps_to_canonical_keys(tmp_path):
-    official = mocov3_checkpoint()
     path = tmp_path / "r-50.pth.tar"
+    path.write_bytes(mocov3_checkpoint().data)  # as released: optimizer None
+    with pytest.raises(UserError, match="no optimiser state in this file"):
+        convert_base(base_file=path, method="mocov3", optimizer_state=True)
+    official = mocov3_checkpoint(solver=True)  # as main_moco.py writes it during training
     path.write_bytes(official.data)
     ckpt, report = convert_base(base_file=path, method="mocov3", optimizer_state=True)
     state = ckpt.optimizer_state.tensors

@@ -68,10 +68,14 @@ def mocov3_checkpoint(
     mlp_dim: int = 32,
     epoch: int = 1000,
     momentum_encoder: bool = True,
+    solver: bool = False,
 ) -> Official:
     """``{epoch, arch, state_dict, optimizer, scaler}``: ``module.base_encoder.*`` (fc = projector),
     ``module.momentum_encoder.*`` (other values than the base encoder's, as after training),
-    ``module.predictor.*``; without ``momentum_encoder`` that part is left out of the file."""
+    ``module.predictor.*``; without ``momentum_encoder`` that part is left out of the file. The
+    released files hold ``optimizer`` and ``scaler`` as ``None`` (users of the releases report a
+    ``TypeError`` on ``None`` when ``main_moco.py --resume`` loads them); with ``solver`` they hold
+    a LARS state and a scaler state, as a checkpoint ``main_moco.py`` writes during training."""
     base = encoder(arch, dim, mlp_dim)
     momentum = encoder(arch, dim, mlp_dim)
     predictor = randomize_(build_mlp(2, dim, mlp_dim, dim, last_bn=False))
@@ -88,7 +92,8 @@ def mocov3_checkpoint(
     named = [(f"module.{n}.{k}", p, t) for n, m, t in parts for k, p in m.named_parameters()]
     optimizer = lars_state([p for _, p, _ in named], [t for _, _, t in named])
     buf = io.BytesIO()
-    container = {"epoch": epoch, "arch": arch, "state_dict": state, "optimizer": optimizer, "scaler": SCALER}
+    solvers = {"optimizer": optimizer, "scaler": SCALER} if solver else {"optimizer": None, "scaler": None}
+    container = {"epoch": epoch, "arch": arch, "state_dict": state, **solvers}
     torch.save(container, buf)
     modules = {
         "backbone": without_fc(base, arch),

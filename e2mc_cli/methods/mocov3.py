@@ -279,9 +279,10 @@ SPEC = MethodSpec(
     recipes="mocov3",
     state_builder=_state,
     state_copies=(("momentum_backbone", "backbone"), ("momentum_projector", "projector")),
-    # {epoch, arch, state_dict, optimizer, scaler} (main_moco.py save_checkpoint): module.base_encoder.*
-    # a torchvision ResNet whose fc is the projector (fc.{0,1,3,4}), module.momentum_encoder.* its
-    # EMA copy, module.predictor.{0,1,3}.*. First match wins: the fc prefixes before the encoders.
+    # {epoch, arch, state_dict, optimizer, scaler} (main_moco.py save_checkpoint; the releases hold
+    # optimizer and scaler as None): module.base_encoder.* a torchvision ResNet whose fc is the
+    # projector (fc.{0,1,3,4}), module.momentum_encoder.* its EMA copy, module.predictor.{0,1,3}.*.
+    # First match wins: the fc prefixes before the encoders.
     official_keys=(
         ("base_encoder.fc.", "projector."),
         ("momentum_encoder.fc.", "momentum_projector."),

@@ -197,7 +197,6 @@ _ENTRIES += [
 ]
 
 
-
 def _mocov3(epochs: int, top1: float, lr: float, wd: float, momentum: float) -> BaseSpec:
     """A MoCo v3 ResNet-50 release of facebookresearch/moco-v3 (CONFIG.md: its command, file and
     linear top-1; README: batch 4096 for every result, CC-BY-NC 4.0)."""
@@ -211,8 +210,8 @@ def _mocov3(epochs: int, top1: float, lr: float, wd: float, momentum: float) -> 
         licence=CC_BY_NC,
         linear_top1=top1,
         notes=(
-            "{epoch, arch, state_dict, optimizer, scaler}: base encoder (projector 2048-4096-256 as its "
-            "fc), momentum encoder, predictor 256-4096-256; pre-trained with LARS lr "
+            "{epoch, arch, state_dict, optimizer, scaler} (solver states emptied): base encoder "
+            "(projector 2048-4096-256 as its fc), momentum encoder, predictor 256-4096-256; LARS lr "
             f"{lr} x 4096/256, wd {wd}, momentum {momentum} -> 1 (cosine), crop-min 0.2, fp16 AMP"
         ),
     )
