@@ -29,6 +29,7 @@ PAPER = {
     "swav": (1.0, 25.0, "hypersphere"),
     "simsiam": (0.001, 0.01, "hypersphere"),
 }
+PAPER["mocov3"] = PAPER["swav"]  # no MoCo v3 row in the paper: its hypersphere coefficients (SwAV's)
 
 # Points on the unit cube, ž (rows: 4 samples; columns: 2 dimensions), for views a and b.
 U_A = [[0.3, 0.5], [0.1, 0.7], [0.9, 0.1], [0.2, 0.3]]
@@ -69,7 +70,7 @@ def _shipped_e2mc_recipes():
 def test_every_method_ships_an_e2mc_recipe():
     methods = sorted({R.load_toml(p)["recipe"]["method"] for p in _shipped_e2mc_recipes()})
     assert methods == sorted(PAPER)
-    assert len(_shipped_e2mc_recipes()) == 6  # ImageNet and the built-in fmnist bases
+    assert len(_shipped_e2mc_recipes()) == len(PAPER) + 3  # ImageNet per method, the 3 built-in fmnist bases
 
 
 @pytest.mark.parametrize("path", _shipped_e2mc_recipes(), ids=lambda p: p.stem)

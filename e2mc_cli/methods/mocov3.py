@@ -120,17 +120,21 @@ class MoCoV3(Method):
     (:func:`cosine_momentum`) when ``momentum_cosine`` (``--moco-m-cos``, set by every ResNet-50
     command of CONFIG.md), from the step and the run's total steps (:meth:`on_train_start`,
     :meth:`on_step_start`); without them (benchmarks) it stays at ``momentum``. A continuation runs
-    the schedule over its own steps, from ``momentum`` again, not from the ≈ 1 the base ended at:
-    at 1 the momentum encoder would be frozen at the base's weights and the keys could never
-    follow what the criterion changes (a fixed teacher, another method), while the paper continues
-    its families with their own recipe restarted at a reduced learning rate; the cosine still
-    brings the momentum to 1 by the end of the continuation.
+    the schedule over its own steps, from ``momentum`` again, not from the momentum the base ended
+    at (1 − 1e-13 after the 1000-epoch run's last step): at 1 the momentum encoder stays frozen at
+    the base's weights and the keys never follow what the criterion changes (a fixed teacher,
+    another method), while the E2MC paper continues each family with its own recipe restarted at
+    a reduced learning rate rather than the ≈ 0 its cosine ended at; the cosine still brings the
+    momentum to 1 by the end of the continuation. ``momentum_cosine = false`` keeps ``momentum``
+    constant (e.g. 0.9999 for a slow teacher).
 
     An add-on criterion sees the projector outputs ``z1, z2`` (256-d, with gradients, before the
-    predictor) in space ``"hypersphere"``: the loss compares L2-normalised queries and keys, and
-    ``z`` is what the momentum encoder copies and the released representation's head, as SimSiam's
-    ``z`` is in the E2MC paper; ``z`` leaves a BatchNorm without affine, so each dimension is
-    standardised over the batch, which suits the Gaussian-CDF map Ψ of the hypersphere space.
+    predictor) in space ``"hypersphere"``: the loss compares L2-normalised queries and keys. ``z``
+    is the embedding the momentum encoder mirrors (the keys are the momentum projector's outputs),
+    while the predictor is an online-only map onto the keys, so ``z`` is where the representation
+    both branches share lives, as SimSiam's ``z`` before its predictor is in the E2MC paper; ``z``
+    leaves a BatchNorm without affine, each dimension standardised over the batch, which suits the
+    Gaussian-CDF map Ψ of the hypersphere space.
     """
 
     name = "mocov3"
