@@ -196,6 +196,13 @@ PAPERS: dict[str, Paper] = {
         "arXiv",
         ARXIV + "2003.04297",
     ),
+    "mocov3": Paper(
+        "An Empirical Study of Training Self-Supervised Vision Transformers",
+        ("Xinlei Chen", "Saining Xie", "Kaiming He"),
+        2021,
+        "ICCV",
+        ARXIV + "2104.02057",
+    ),
 }
 
 

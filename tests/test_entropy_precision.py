@@ -19,6 +19,7 @@ EMBEDDING_DIM = {
     "barlowtwins": lambda heads: int(str(heads["mlp"]).split("-")[-1]),
     "mocov2": lambda heads: int(heads["dim"]),
 }
+EMBEDDING_DIM["mocov3"] = lambda heads: int(heads["dim"])
 
 
 def test_recipe_shapes_are_the_shipped_recipes():

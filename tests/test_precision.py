@@ -185,6 +185,7 @@ def test_swav_scores_and_simsiam_cosines_are_float32_under_fp16():
 # main_vicreg.py (torch.cuda.amp), main_swav.py (apex O1), main_simsiam.py (no autocast),
 # Barlow Twins' main.py (torch.cuda.amp), MoCo's main_moco.py (no autocast)
 AUTHORS = {"vicreg": "fp16", "swav": "fp16", "simsiam": "fp32", "barlowtwins": "fp16", "mocov2": "fp32"}
+AUTHORS["mocov3"] = "fp16"  # main_moco.py: torch.cuda.amp.autocast(True) with a GradScaler
 
 
 @pytest.mark.parametrize("path", R.recipe_files(), ids=lambda p: p.stem)

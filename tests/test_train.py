@@ -30,6 +30,7 @@ TINY_HEADS = {
     "barlowtwins": {"mlp": "32-32-32"},
     "mocov2": {"dim": 16, "queue_size": 64},
 }
+TINY_HEADS["mocov3"] = {"dim": 16, "mlp_dim": 32}
 N_IMAGES = 20  # + 1 corrupt file; batch 8 → 2 steps per epoch
 
 

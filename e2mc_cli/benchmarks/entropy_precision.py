@@ -72,6 +72,7 @@ RECIPE_SHAPES = (
     RecipeShape("fmnist-simsiam-e2mc", 256, 256, "hypersphere"),
     RecipeShape("mocov2-e2mc", 256, 128, "hypersphere"),  # MoCo v2's 128-d query head, batch 256
 )
+RECIPE_SHAPES += (RecipeShape("mocov3-e2mc", 512, 256, "hypersphere"),)  # MoCo v3's 256-d projector
 
 
 @dataclass

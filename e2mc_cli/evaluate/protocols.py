@@ -15,6 +15,14 @@ MoCo v2's row is its own ``main_lincls.py`` (facebookresearch/moco: its defaults
 ``--lr 30.0 --batch-size 256``), the one probe it gives, used at every labels fraction; a step
 schedule instead of the cosine; no autocast (fp32), as the others.
 
+MoCo v3's probe is its own (``main_lincls.py``, the command of its ``CONFIG.md``; the E2MC paper
+has none): 90 epochs, SGD momentum 0.9, lr 0.1 × batch / 256 (0.4 at batch 1024), no weight decay,
+cosine decay per epoch, the backbone in eval mode, fp32, for every labels value:
+
+| method  | labels | optimiser | lr   | batch | weight decay | epochs |
+|---------|--------|-----------|------|-------|--------------|--------|
+| MoCo v3 | all    | SGD       | 0.1 (× batch / 256) | 1024 | 0 | 90 |
+
 SimSiam's learning rates are the ``--lr`` of its ``main_lincls.py``, which scales them by
 ``batch / 256`` (so 2.0 at 256, 1.6 at 2048, 0.8 at 2048). Its ``--lars`` is apex's ``LARC``
 (trust coefficient 0.001, ``clip=False``) around the SGD, over *every* parameter of the classifier,
@@ -59,7 +67,8 @@ as the official SwAV, VICReg and SimSiam ones) do beside these numbers, and sslb
 
 Labelled sets smaller than ImageNet's. The protocols are given in epochs over ImageNet's label
 subsets; the smallest, 1 % (12,811 images, batch 256: ⌈12,811 / 256⌉ = 51 steps an epoch), makes
-100 × 51 = 5,100 optimiser steps in the linear probe and 20 × 51 = 1,020 in fine-tuning. On a
+100 × 51 = 5,100 optimiser steps in the linear probe and 20 × 51 = 1,020 in fine-tuning (MoCo v3's
+own probe, batch 1024 for 90 epochs: 90 × 13 = 1,170, the count its rows take). On a
 smaller labelled set the same epochs are far fewer steps (fmnist 1 %: 600 images, 3 steps an epoch,
 300 steps), too few for the probe to converge: SimSiam's LARC probe moves the weights by at most
 ``lr · η`` = 0.2 % of their norm a step. So, unless ``--epochs`` is given, the epochs are raised
@@ -121,6 +130,13 @@ _LINEAR: dict[str, dict[str, dict]] = {
     },
     "mocov2": dict.fromkeys(("1%", "10%", "100%"), _MOCO_LINCLS),
 }
+# MoCo v3's own probe (main_lincls.py of facebookresearch/moco-v3, run as CONFIG.md's ResNet-50
+# "linear classification" command with its defaults), one setting for every labels value.
+_MOCOV3_LINEAR = {
+    "optimizer": "sgd", "lr": 0.1, "batch_size": 1024, "wd": 0.0, "lr_batch_scaling": True, "epochs": 90,
+    "source": "main_lincls.py defaults, facebookresearch/moco-v3 (CONFIG.md, ResNet-50)",
+}  # fmt: skip
+_LINEAR["mocov3"] = {row: dict(_MOCOV3_LINEAR) for row in ("1%", "10%", "100%")}
 
 _SEMISUP: dict[str, dict[str, dict]] = {
     "vicreg": {
@@ -153,17 +169,19 @@ EVAL_PRECISION: dict[str, str] = {
     "simsiam": "fp32",
     "barlowtwins": "fp32",
     "mocov2": "fp32",
+    "mocov3": "fp32",  # main_lincls.py of facebookresearch/moco-v3: no autocast
 }
 FALLBACK_PRECISION = "bf16"  # a method without a known evaluation precision: bf16 on CUDA
 SEMISUP_GAMMA = 0.2
 
 IMAGENET_1PCT_IMAGES = 12_811  # SimCLR's 1percent.txt
-PAPER_BATCH_1PCT = 256  # every protocol's batch at 1 %
+PAPER_BATCH_1PCT = 256  # the E2MC paper's batch at 1 % (every protocol of its Appendix B.2)
 
 
-def paper_min_steps(epochs: int) -> int:
-    """Optimiser steps of a protocol of ``epochs`` epochs on ImageNet's 1 % subset (its smallest)."""
-    return epochs * math.ceil(IMAGENET_1PCT_IMAGES / PAPER_BATCH_1PCT)
+def paper_min_steps(epochs: int, batch_size: int = PAPER_BATCH_1PCT) -> int:
+    """Optimiser steps of a protocol of ``epochs`` epochs at ``batch_size`` on ImageNet's 1 %
+    subset (its smallest)."""
+    return epochs * math.ceil(IMAGENET_1PCT_IMAGES / batch_size)
 
 
 def default_precision(method: str) -> str:
@@ -233,7 +251,9 @@ def default_config(protocol: str, method: str, labels: str) -> ProtocolConfig:
         hp = {"epochs": 100, "source": f"paper B.2.1, {method} {row}", **_LINEAR[method][row]}
         if "milestones" in hp:
             hp["milestones"] = tuple(hp["milestones"])
-        return ProtocolConfig("linear", **hp, min_steps=paper_min_steps(hp["epochs"]))
+        first = _LINEAR[method]["1%"]  # the steps the method's own 1 % row makes on ImageNet
+        steps = paper_min_steps(first.get("epochs", 100), first["batch_size"])
+        return ProtocolConfig("linear", **hp, min_steps=steps)
     notes = []
     semi_method = method
     if method not in _SEMISUP:

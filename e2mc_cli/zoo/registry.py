@@ -235,6 +235,26 @@ def _mocov2(epochs: int, top1: float, md5: str, notes: str = "") -> BaseSpec:
     )
 
 
+def _mocov3(epochs: int, top1: float, lr: float, wd: float, momentum: float) -> BaseSpec:
+    """A MoCo v3 ResNet-50 release of facebookresearch/moco-v3 (CONFIG.md: its command, file and
+    linear top-1; README: batch 4096 for every result, CC-BY-NC 4.0)."""
+    return BaseSpec(
+        name=f"mocov3-{epochs}",
+        method="mocov3",
+        arch="resnet50",
+        epochs=epochs,
+        batch_size=4096,
+        url=f"{OFFICIAL_HOST}/moco-v3/r-50-{epochs}ep/r-50-{epochs}ep.pth.tar",
+        licence=CC_BY_NC,
+        linear_top1=top1,
+        notes=(
+            "{epoch, arch, state_dict, optimizer, scaler} (solver states emptied): base encoder "
+            "(projector 2048-4096-256 as its fc), momentum encoder, predictor 256-4096-256; LARS lr "
+            f"{lr} x 4096/256, wd {wd}, momentum {momentum} -> 1 (cosine), crop-min 0.2, fp16 AMP"
+        ),
+    )
+
+
 _ENTRIES += [
     _barlowtwins(
         "barlowtwins",
@@ -258,6 +278,9 @@ _ENTRIES += [
     ),
     _mocov2(200, 67.7, "59fd9945", "; 67.5 ± 0.1 over the README's 5 trials"),
     _mocov2(800, 71.1, "a04e12f8"),
+    _mocov3(100, 68.9, lr=0.6, wd=1e-6, momentum=0.99),
+    _mocov3(300, 72.8, lr=0.3, wd=1e-6, momentum=0.99),
+    _mocov3(1000, 74.6, lr=0.3, wd=1.5e-6, momentum=0.996),
 ]
 
 BASES: dict[str, BaseSpec] = {spec.name: spec for spec in _ENTRIES}
