@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 from safetensors.torch import load_file
-from test_train import SMALL, make_bases, make_data
+from test_train import make_bases, make_data
 
 from e2mc_cli.errors import UserError
 from e2mc_cli.training import snapshots as S
@@ -17,6 +17,7 @@ from e2mc_cli.training import snapshots as S
 # warm-up: the update of step k then depends on nothing but the steps before it, so the first k
 # steps of a longer run are exactly those of a run of k steps (under the cosine schedule the
 # learning rate of step k depends on the run's length, and the two would differ).
+TINY = ["--batch-size", "8", "--image-size", "8", "--workers", "0"]
 CONSTANT = ["--set", "optim.schedule=constant", "--set", "optim.warmup_epochs=0", "--criterion", "continued"]
 
 
@@ -28,7 +29,7 @@ def env(tmp_path_factory):
 
 def train(cli, env, out, *extra):
     args = ("continue", "--base", env["bases"]["vicreg"], "--data", env["data"], "--out", out)
-    return cli(*args, *SMALL, *CONSTANT, "--no-eval-after", *extra)
+    return cli(*args, *TINY, *CONSTANT, "--no-eval-after", *extra)
 
 
 def weights(path) -> dict[str, torch.Tensor]:
@@ -101,7 +102,7 @@ def test_pretrain_rejects_bad_snapshot_points_in_one_line(cli, tmp_path, env):
         '[recipe]\nname = "tiny-simsiam"\nmethod = "simsiam"\n'
         '[model]\narch = "resnet-mini"\ndim = 16\npred_dim = 4\n'
         '[run]\nepochs = 1\nbatch_size = 8\n[optim]\nname = "sgd"\nlr = 0.05\n'
-        '[criterion]\nname = "continued"\n[views]\nimage_size = 16\n'
+        '[criterion]\nname = "continued"\n[views]\nimage_size = 8\n'
     )
     base = ("pretrain", "--recipe", recipe, "--data", env["data"], "--workers", "0")
     for points, says in (

@@ -27,7 +27,8 @@ from e2mc_cli.cli.train_cmds import run_and_report
 from e2mc_cli.trackers import Trackers
 
 
-def _command(name: str) -> str:
+def command_line(name: str) -> str:
+    """The command line of ``sslboost NAME`` as typed (secrets removed), else ``sslboost NAME``."""
     if sys.argv[1:2] == [name]:
         return shlex.join(["sslboost", *without_secrets(sys.argv[1:])])
     return f"sslboost {name}"
@@ -128,7 +129,7 @@ def study(
     def log(msg: str) -> None:
         console.print(escape(msg), highlight=False, soft_wrap=True)
 
-    result = run_study(cfg, log=log, command=_command("study"))
+    result = run_study(cfg, log=log, command=command_line("study"))
     for point in result.study.get("points", [result.study]):
         if "epochs" in point:
             console.print(f"after {point['epochs']:g} epochs of continued pre-training:", highlight=False)

@@ -66,7 +66,9 @@ from e2mc_cli.study.cells import (
     read_current_result,
     run_base,
     run_cell,
+    run_training,
     train_cell,
+    train_done,
 )
 from e2mc_cli.study.config import (
     CONTROL,
@@ -120,10 +122,12 @@ __all__ = [
     "run_cell",
     "run_point_cell",
     "run_study",
+    "run_training",
     "sets_for",
     "split_scoped_set",
     "summarise",
     "summarise_points",
     "train_cell",
+    "train_done",
     "write_outputs",
 ]

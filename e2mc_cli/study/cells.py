@@ -165,7 +165,9 @@ def cell_folder(cfg: StudyConfig, criterion: str, seed: int) -> Path:
     return Path(cfg.out) / "cells" / cell_name(criterion, seed)
 
 
-def _train_done(run_dir: Path) -> bool:
+def train_done(run_dir: Path) -> bool:
+    """Whether the run in ``run_dir`` has finished (or stopped at its ``--max-steps``) and been
+    exported."""
     summary = run_dir / SUMMARY_FILE
     if not (summary.is_file() and (run_dir / MODEL_FILE).is_file()):
         return False
@@ -177,7 +179,21 @@ def _train_done(run_dir: Path) -> bool:
 
 
 class StudyInterrupted(Exception):
-    """A training run stopped on SIGINT/SIGTERM; the study resumes when run again."""
+    """A training run stopped on SIGINT/SIGTERM; the study (or curve) resumes when run again."""
+
+
+def run_training(opts: TrainOptions, run_dir: Path) -> dict:
+    """Train ``opts`` into ``run_dir`` (its progress appended to ``run_dir/../train.log``) and export
+    the run folder; the run's summary. A run stopped by a signal raises :class:`StudyInterrupted`
+    (the run resumes from its last checkpoint when trained again)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir.parent / "train.log", "a") as logf:
+        result = run(opts, Console(file=logf, width=160, force_terminal=False))
+    if result.is_main:
+        export_run(run_dir)
+    if result.status == "interrupted":
+        raise StudyInterrupted(f"training of {run_dir.parent.name} interrupted")
+    return result.summary
 
 
 def train_cell(cfg: StudyConfig, data: str, criterion: str, seed: int, run_dir: Path) -> dict:
@@ -201,21 +217,14 @@ def train_cell(cfg: StudyConfig, data: str, criterion: str, seed: int, run_dir: 
         device=cfg.device,
         argv=["study-cell", "--base", cfg.base, "--criterion", criterion, "--seed", str(seed)],
     )
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with open(run_dir.parent / "train.log", "a") as logf:
-        result = run(opts, Console(file=logf, width=160, force_terminal=False))
-    if result.is_main:
-        export_run(run_dir)
-    if result.status == "interrupted":
-        raise StudyInterrupted(f"training of {run_dir.parent.name} interrupted")
-    return result.summary
+    return run_training(opts, run_dir)
 
 
 def train_if_needed(
     cfg: StudyConfig, data: str, criterion: str, seed: int, run_dir: Path, log: Log = quiet
 ) -> bool:
     """Train the cell's run unless it has finished (:func:`train_cell`); whether it trained now."""
-    if _train_done(run_dir):
+    if train_done(run_dir):
         return False
     log(f"{cell_name(criterion, seed)}: training")
     train_cell(cfg, data, criterion, seed, run_dir)

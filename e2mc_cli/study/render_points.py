@@ -105,6 +105,12 @@ def _curves(study: dict, col: str) -> dict[str, tuple[int, list[tuple[float, dic
     return out
 
 
+def _epoch_ticks(ax, study: dict) -> None:
+    """Ticks at 0 (the base) and at every point of the study, labelled as given (``1``, ``0.5``)."""
+    ticks = [0.0, *(float(e) for e in study["epochs"])]
+    ax.set_xticks(ticks, [f"{t:g}" for t in ticks])
+
+
 def _band(ax, xs: list[float], means: list[float], ses: list[float], colour: str, label: str) -> None:
     """A line through the means with a band of ± one standard error."""
     ax.plot(xs, means, marker="o", ms=4, color=colour, label=label)
@@ -124,7 +130,7 @@ def _absolute_panel(ax, study: dict, col: str) -> None:
     ax.set_xlabel("epochs of continued pre-training")
     ax.set_ylabel(f"top-1 accuracy (%), {col}")
     ax.set_title("top-1, mean ± standard error over seeds (bands)", fontsize=9)
-    ax.set_xticks([0.0, *(float(e) for e in study["epochs"])])
+    _epoch_ticks(ax, study)
     ax.legend(fontsize=8)
 
 
@@ -163,7 +169,7 @@ def _delta_panel(ax, study: dict, col: str) -> None:
     ax.set_xlabel("epochs of continued pre-training")
     ax.set_ylabel(f"Δ top-1 vs continued (points), {col}")
     ax.set_title("difference to continued, paired by seed (± standard error)", fontsize=9)
-    ax.set_xticks([0.0, *(float(e) for e in study["epochs"])])
+    _epoch_ticks(ax, study)
     ax.margins(y=0.15)
     low, high = ax.get_ylim()
     ax.set_ylim(min(low, -DELTA_MIN_SPAN), max(high, DELTA_MIN_SPAN))
