@@ -114,7 +114,7 @@ def study(
 
         sslboost study --base fmnist-vicreg --criteria continued,e2mc --seeds 3 --out studies/vicreg
 
-        sslboost study --base fmnist-vicreg --criteria continued,e2mc --epochs 1,3,10 --out studies/fig4
+        sslboost study --base fmnist-vicreg --criteria continued,e2mc --epochs 1,3,10 --out fig4
     """
     from e2mc_cli.cli.tables import study_table
     from e2mc_cli.study import StudyConfig, run_study

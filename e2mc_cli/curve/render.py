@@ -4,9 +4,12 @@ step). Pure: text is returned, the figure is written where asked."""
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 from e2mc_cli.diagnostics.plots import figure, save_png
+
+TITLE_WIDTH = 95  # characters per title line at 9 pt on the 7-inch figure
 
 
 def _points(value: float | None) -> str:
@@ -61,7 +64,7 @@ def render_curve_png(doc: dict, path: str | Path) -> Path:
     """``curve.png``: kNN and linear top-1 against the epoch budget (log-2 axis), the verdict in
     the title."""
     done = [p for p in doc["points"] if p["done"]]
-    fig, axes = figure(1, 1, 6.0, 4.2)
+    fig, axes = figure(1, 1, 7.0, 4.4)
     ax = axes[0, 0]
     xs = [float(p["epochs"]) for p in done]
     ax.plot(xs, [p["knn"] for p in done], marker="o", ms=4, color="C0", label="kNN")
@@ -73,7 +76,6 @@ def render_curve_png(doc: dict, path: str | Path) -> Path:
     ax.set_xlabel("pre-training epochs (each budget a full run)")
     ax.set_ylabel("top-1 accuracy (%)")
     ax.legend(fontsize=8)
-    fig.suptitle(
-        f"{doc['recipe']}: top-1 on {doc['evaluated_on']}\n{doc['verdict']['text']}", fontsize=9
-    )
+    title = textwrap.fill(f"{doc['recipe']}: top-1 on {doc['evaluated_on']}", TITLE_WIDTH)
+    fig.suptitle(f"{title}\n{textwrap.fill(doc['verdict']['text'], TITLE_WIDTH)}", fontsize=9)
     return save_png(fig, path)
