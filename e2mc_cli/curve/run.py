@@ -12,7 +12,9 @@ last: a budget with one (under today's evaluation protocol) is skipped.
 
 Every evaluation reads ``--holdout N`` class-balanced images held out of the training split
 (:func:`e2mc_cli.data.subsets.carve_validation`, the same for every budget); the test split is
-never read. The linear probe's labelled images are drawn (with ``--seed``) from the rest.
+never read. The linear probe's labelled images are drawn (with ``--seed``) from the rest. The
+pre-training itself, which uses no labels, sees the whole training split, as the built-in bases
+did; the held-out labels are used only to score.
 """
 
 from __future__ import annotations
