@@ -24,6 +24,7 @@ from e2mc_cli.checkpoint import save_checkpoint
 from e2mc_cli.errors import UserError
 from e2mc_cli.methods import build_model, get_method_spec, method_names
 from e2mc_cli.models import BACKBONES
+from e2mc_cli.training.plan import TrainOptions
 from e2mc_cli.training.recipe import RECIPES_DIR, load_toml, recipe_files, resolve_recipe
 from e2mc_cli.zoo import cache_dir
 
@@ -115,3 +116,31 @@ def prepare(recipe: str | Path, seed: int | None = None) -> tuple[Path, Path, Mo
     if not init.is_file():
         init_checkpoint(spec, seed, init, name=f"{name} (random init, seed {seed})")
     return path, init, spec
+
+
+def pretrain_options(
+    recipe: str | Path,
+    out: str | Path | None = None,
+    *,
+    seed: int | None = None,
+    resume: bool = False,
+    sets: list[str] | tuple[str, ...] = (),
+    **options,
+) -> tuple[TrainOptions, Path, ModelSpec]:
+    """``(training options, recipe file, model spec)`` of ``sslboost pretrain``: a new run starts
+    from the recipe's initial weights (:func:`prepare`) with the recipe as its recipe file; a
+    resumed one reads both back from its folder. ``seed`` (default: the recipe's ``run.seed``)
+    draws the initial weights and is the run's ``run.seed``; ``out`` defaults to
+    ``runs/<recipe>``; ``options`` are the other fields of
+    :class:`~e2mc_cli.training.plan.TrainOptions` (``data``, ``epochs``, ``snapshot_epochs`` …)."""
+    path, init, spec = prepare(recipe, seed)
+    seeded = [] if seed is None else [f"run.seed={int(seed)}"]
+    opts = TrainOptions(
+        base=None if resume else str(init),  # a resume reads both back from the run
+        out=str(out or Path("runs") / path.stem),
+        recipe_file=None if resume else str(path),
+        sets=[*sets, *seeded],
+        resume=resume,
+        **options,
+    )
+    return opts, path, spec

@@ -4,8 +4,9 @@ and ``--overwrite`` agree on what a run folder holds.
 
 A run folder is laid out as a Hugging Face Hub model repository. Training writes
 ``sslboost.safetensors`` (the canonical checkpoint: backbone and every head), ``recipe.toml``,
-``metrics.jsonl``, ``summary.json`` and ``checkpoints/last.pt``; an export adds, at the root,
-``model.safetensors`` (the backbone alone, under timm's and torchvision's names, which
+``metrics.jsonl``, ``summary.json``, ``checkpoints/last.pt`` and, for a recipe with
+``run.snapshot_epochs``, ``snapshots/epoch-<e>/`` (:mod:`e2mc_cli.training.snapshots`); an export
+adds, at the root, ``model.safetensors`` (the backbone alone, under timm's and torchvision's names, which
 ``timm.create_model("local-dir:RUN")`` and ``torchvision.models.resnet50().load_state_dict``
 read), ``config.json`` (timm's configuration) and the model card ``README.md``. Evaluations live
 anywhere below the run folder (``eval*/eval.json``, ``eval-after/linear-1pct/eval.json``;
@@ -27,6 +28,7 @@ RECIPE_FILE = "recipe.toml"
 METRICS_FILE = "metrics.jsonl"
 SUMMARY_FILE = "summary.json"
 STATE_FILE = Path("checkpoints") / "last.pt"
+SNAPSHOTS_DIR = "snapshots"  # snapshots/epoch-<e>/sslboost.safetensors: the model at chosen epochs
 RECORD_FILES = (RECIPE_FILE, SUMMARY_FILE, METRICS_FILE)  # the run's record, published beside the weights
 
 MODEL_FILE = "model.safetensors"

@@ -28,6 +28,7 @@ READS = {
     "study": ALL,
     "reproduce": ALL,
     "pretrain": DATA,
+    "curve": DATA,
     "inspect": BASES | DATA,
     "bench eval": BASES | DATA,
     "fetch": BASES,

@@ -13,6 +13,7 @@ import sys
 try:  # Ctrl-C while the commands load is one line too
     from e2mc_cli.cli import (  # noqa: F401  (each module registers its commands)
         criteria_cmds,
+        curve_cmds,
         data_cmds,
         eval_cmds,
         hub_cmds,

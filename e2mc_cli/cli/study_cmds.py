@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import shlex
 import sys
-from pathlib import Path
 
 import typer
 from rich.markup import escape
@@ -28,7 +27,8 @@ from e2mc_cli.cli.train_cmds import run_and_report
 from e2mc_cli.trackers import Trackers
 
 
-def _command(name: str) -> str:
+def command_line(name: str) -> str:
+    """The command line of ``sslboost NAME`` as typed (secrets removed), else ``sslboost NAME``."""
     if sys.argv[1:2] == [name]:
         return shlex.join(["sslboost", *without_secrets(sys.argv[1:])])
     return f"sslboost {name}"
@@ -62,8 +62,11 @@ def study(
     data: str = typer.Option(
         None, "--data", help="Dataset (default: the one a built-in base was trained on)."
     ),
-    epochs: float = epochs_option(
-        "Epochs of continued pre-training (default: the recipe's; fractions allowed)."
+    epochs: str = typer.Option(
+        None,
+        "--epochs",
+        help="Epochs of continued pre-training (default: the recipe's; fractions allowed), or a list "
+        "(1,3,10): one run per cell to the largest, each point evaluated from its snapshot.",
     ),
     labels: str = typer.Option("1%,10%,100%", "--labels", help="Label fractions of the linear probe."),
     knn: bool = typer.Option(True, "--knn/--no-knn", help="Also evaluate with kNN (k = 20, all labels)."),
@@ -104,11 +107,14 @@ def study(
     """Continue a base with each criterion and seed, evaluate, and tabulate with significance.
 
     Finished cells (DIR/cells/<criterion>-seed<k>/result.json) are skipped: run the same command
-    again to resume an interrupted study.
+    again to resume an interrupted study. With a list of --epochs, each point of each cell has its
+    own result (DIR/cells/<cell>/epoch-<e>/result.json) and study.png draws top-1 against epochs.
 
     Example:
 
         sslboost study --base fmnist-vicreg --criteria continued,e2mc --seeds 3 --out studies/vicreg
+
+        sslboost study --base fmnist-vicreg --criteria continued,e2mc --epochs 1,3,10 --out fig4
     """
     from e2mc_cli.cli.tables import study_table
     from e2mc_cli.study import StudyConfig, run_study
@@ -123,8 +129,11 @@ def study(
     def log(msg: str) -> None:
         console.print(escape(msg), highlight=False, soft_wrap=True)
 
-    result = run_study(cfg, log=log, command=_command("study"))
-    console.print(study_table(result.study, base))
+    result = run_study(cfg, log=log, command=command_line("study"))
+    for point in result.study.get("points", [result.study]):
+        if "epochs" in point:
+            console.print(f"after {point['epochs']:g} epochs of continued pre-training:", highlight=False)
+        console.print(study_table({"columns": result.study["columns"], "rows": point["rows"]}, base))
     console.print(
         f"{len(result.trained)} cell(s) run, {len(result.skipped)} already finished; "
         f"wrote {escape(out)}/study.json, study.md, study.png",
@@ -151,6 +160,11 @@ def pretrain(
         None, "--set", help="Override a recipe key (section.key=value). Repeatable."
     ),
     max_steps: int = typer.Option(None, "--max-steps", min=1, help="Stop after N optimiser steps."),
+    snapshot_epochs: str = typer.Option(
+        None,
+        "--snapshot-epochs",
+        help="Also save the model at these epochs of the run (1,3: snapshots/epoch-1/, epoch-3/).",
+    ),
     workers: int = workers_option(
         "Data-loading worker processes (default: the usable CPU cores, one left to the training process)."
     ),
@@ -175,26 +189,25 @@ def pretrain(
 
         sslboost pretrain --recipe fmnist-vicreg --epochs 0.5 --out runs/vicreg-scratch --log csv
     """
-    from e2mc_cli.pretrain import prepare
-    from e2mc_cli.training.plan import TrainOptions
+    from e2mc_cli.pretrain import pretrain_options
+    from e2mc_cli.training.snapshots import parse_points
 
-    path, init, spec = prepare(recipe)
-    out = out or str(Path("runs") / path.stem)
-    opts = TrainOptions(
-        base=None if resume else str(init),  # a resume reads both back from the run
+    points = None if snapshot_epochs is None else parse_points(snapshot_epochs, "--snapshot-epochs")
+    opts, path, spec = pretrain_options(
+        recipe,
+        out,
+        resume=resume,
+        sets=list(sets or []),
         data=data,
-        out=out,
-        recipe_file=None if resume else str(path),
         epochs=epochs,
         batch_size=batch_size,
         lr=lr,
-        sets=list(sets or []),
         max_steps=max_steps,
+        snapshot_epochs=points,
         workers=workers,
         precision=precision,
         augment=augment,
         decode=decode,
-        resume=resume,
         overwrite=overwrite,
         device=device,
         argv=sys.argv[1:] if sys.argv[1:2] == ["pretrain"] else ["pretrain", "--recipe", recipe],

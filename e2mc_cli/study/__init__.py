@@ -34,9 +34,18 @@ needs more samples per step than dimensions) is reported with its reason in ``st
 Outputs: ``DIR/study.json`` (every number), ``DIR/study.md`` (the tables) and ``DIR/study.png``
 (grouped bars with standard-error bars).
 
+Continuation lengths. ``--epochs 1,3,10`` (a list; one value is a one-length study as above)
+makes the analogue of Figure 4 of the paper: each cell trains one run to the largest value with a
+snapshot of the model at every value, and every snapshot is evaluated as a cell is. ``study.json``
+holds every point, ``study.md`` the tables of each point and the sign of (criterion − continued)
+per seed at each, ``study.png`` the top-1 at the first label fraction against the epochs of
+continued pre-training, the base at 0 (:mod:`~e2mc_cli.study.points`,
+:mod:`~e2mc_cli.study.render_points`).
+
 Modules: :mod:`~e2mc_cli.study.config` (the configuration and its checks),
 :mod:`~e2mc_cli.study.cells` (one cell, the base, reading stored evaluations),
 :mod:`~e2mc_cli.study.summary` (statistics), :mod:`~e2mc_cli.study.render` (markdown, figure),
+:mod:`~e2mc_cli.study.points` and :mod:`~e2mc_cli.study.render_points` (a list of ``--epochs``),
 :mod:`~e2mc_cli.study.run` (the whole study) and :mod:`~e2mc_cli.study.before_after` (the
 before/after rows of ``sslboost continue --eval-after``).
 """
@@ -57,7 +66,9 @@ from e2mc_cli.study.cells import (
     read_current_result,
     run_base,
     run_cell,
+    run_training,
     train_cell,
+    train_done,
 )
 from e2mc_cli.study.config import (
     CONTROL,
@@ -66,11 +77,14 @@ from e2mc_cli.study.config import (
     StudyConfig,
     check_config,
     default_data,
+    epoch_points,
     parse_list,
     sets_for,
     split_scoped_set,
 )
+from e2mc_cli.study.points import STUDY_EPOCHS_FORMAT, collect_points, run_point_cell, summarise_points
 from e2mc_cli.study.render import fmt_mean_se, fmt_p, render_markdown, render_png
+from e2mc_cli.study.render_points import render_points_markdown, render_points_png
 from e2mc_cli.study.run import StudyRun, run_study, write_outputs
 from e2mc_cli.study.summary import STUDY_FORMAT, mcnemar_vs_control, summarise
 
@@ -80,6 +94,7 @@ __all__ = [
     "DEFAULT_LABELS",
     "KNN",
     "RESULT_FILE",
+    "STUDY_EPOCHS_FORMAT",
     "STUDY_FORMAT",
     "StudyConfig",
     "StudyInterrupted",
@@ -88,8 +103,10 @@ __all__ = [
     "cell_name",
     "check_config",
     "collect",
+    "collect_points",
     "column_name",
     "default_data",
+    "epoch_points",
     "evaluate_checkpoint",
     "fmt_mean_se",
     "fmt_p",
@@ -99,12 +116,18 @@ __all__ = [
     "read_current_result",
     "render_markdown",
     "render_png",
+    "render_points_markdown",
+    "render_points_png",
     "run_base",
     "run_cell",
+    "run_point_cell",
     "run_study",
+    "run_training",
     "sets_for",
     "split_scoped_set",
     "summarise",
+    "summarise_points",
     "train_cell",
+    "train_done",
     "write_outputs",
 ]

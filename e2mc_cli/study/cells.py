@@ -25,7 +25,7 @@ from e2mc_cli.evaluate.run import EvalRequest, run_eval
 from e2mc_cli.io import write_json_atomic
 from e2mc_cli.publish import export_run
 from e2mc_cli.run_layout import MODEL_FILE, STATE_FILE, SUMMARY_FILE
-from e2mc_cli.study.config import StudyConfig, sets_for
+from e2mc_cli.study.config import StudyConfig, epoch_sets, sets_for
 from e2mc_cli.training.loop import run
 from e2mc_cli.training.plan import TrainOptions
 from e2mc_cli.zoo import resolve_base
@@ -165,7 +165,9 @@ def cell_folder(cfg: StudyConfig, criterion: str, seed: int) -> Path:
     return Path(cfg.out) / "cells" / cell_name(criterion, seed)
 
 
-def _train_done(run_dir: Path) -> bool:
+def train_done(run_dir: Path) -> bool:
+    """Whether the run in ``run_dir`` has finished (or stopped at its ``--max-steps``) and been
+    exported."""
     summary = run_dir / SUMMARY_FILE
     if not (summary.is_file() and (run_dir / MODEL_FILE).is_file()):
         return False
@@ -177,16 +179,28 @@ def _train_done(run_dir: Path) -> bool:
 
 
 class StudyInterrupted(Exception):
-    """A training run stopped on SIGINT/SIGTERM; the study resumes when run again."""
+    """A training run stopped on SIGINT/SIGTERM; the study (or curve) resumes when run again."""
+
+
+def run_training(opts: TrainOptions, run_dir: Path) -> dict:
+    """Train ``opts`` into ``run_dir`` (its progress appended to ``run_dir/../train.log``) and export
+    the run folder; the run's summary. A run stopped by a signal raises :class:`StudyInterrupted`
+    (the run resumes from its last checkpoint when trained again)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    with open(run_dir.parent / "train.log", "a") as logf:
+        result = run(opts, Console(file=logf, width=160, force_terminal=False))
+    if result.is_main:
+        export_run(run_dir)
+    if result.status == "interrupted":
+        raise StudyInterrupted(f"training of {run_dir.parent.name} interrupted")
+    return result.summary
 
 
 def train_cell(cfg: StudyConfig, data: str, criterion: str, seed: int, run_dir: Path) -> dict:
     """Continued pre-training of the base with ``criterion`` and ``run.seed = seed`` (the recipe is
     the one ``sslboost continue`` picks for this base and criterion)."""
     resume = (run_dir / STATE_FILE).is_file()
-    sets = [*sets_for(cfg.sets, criterion), f"run.seed={seed}"]
-    if cfg.epochs is not None:
-        sets.append(f"run.epochs={float(cfg.epochs):g}")
+    sets = [*sets_for(cfg.sets, criterion), f"run.seed={seed}", *epoch_sets(cfg)]
     opts = TrainOptions(
         base=cfg.base,
         criterion=None if resume else criterion,
@@ -203,35 +217,42 @@ def train_cell(cfg: StudyConfig, data: str, criterion: str, seed: int, run_dir: 
         device=cfg.device,
         argv=["study-cell", "--base", cfg.base, "--criterion", criterion, "--seed", str(seed)],
     )
-    run_dir.mkdir(parents=True, exist_ok=True)
-    with open(run_dir.parent / "train.log", "a") as logf:
-        result = run(opts, Console(file=logf, width=160, force_terminal=False))
-    if result.is_main:
-        export_run(run_dir)
-    if result.status == "interrupted":
-        raise StudyInterrupted(f"training of {run_dir.parent.name} interrupted")
-    return result.summary
+    return run_training(opts, run_dir)
 
 
-def run_cell(cfg: StudyConfig, data: str, criterion: str, seed: int, log: Log = quiet) -> tuple[dict, bool]:
-    """Train (unless already trained) and evaluate one cell; ``(result, trained now)``."""
-    folder = cell_folder(cfg, criterion, seed)
+def train_if_needed(
+    cfg: StudyConfig, data: str, criterion: str, seed: int, run_dir: Path, log: Log = quiet
+) -> bool:
+    """Train the cell's run unless it has finished (:func:`train_cell`); whether it trained now."""
+    if train_done(run_dir):
+        return False
+    log(f"{cell_name(criterion, seed)}: training")
+    train_cell(cfg, data, criterion, seed, run_dir)
+    return True
+
+
+def evaluate_cell(
+    cfg: StudyConfig,
+    data: str,
+    key: tuple[str, int],
+    model_path: Path,
+    folder: Path,
+    *,
+    summary: dict,
+    train_s: float,
+    log: Log = quiet,
+    what: str = "",
+    extra: dict | None = None,
+) -> dict:
+    """Evaluate the model of cell ``key = (criterion, seed)`` at ``model_path`` into ``folder/eval``
+    and write ``folder/result.json`` (``extra`` added to it); the result. ``summary``: the
+    training run's; ``train_s``: the seconds this invocation trained it; ``what``: said after the
+    cell's name in the log."""
+    criterion, seed = key
     result_file = folder / RESULT_FILE
-    done = read_current_result(result_file)
-    if done is not None:
-        return done, False
-    run_dir = folder / "train"
-    trained = False
-    t0 = time.perf_counter()
-    if not _train_done(run_dir):
-        log(f"{cell_name(criterion, seed)}: training")
-        train_cell(cfg, data, criterion, seed, run_dir)
-        trained = True
-    summary = json.loads((run_dir / SUMMARY_FILE).read_text())
     t1 = time.perf_counter()
     stale = " (made under an older evaluation protocol)" if result_file.is_file() else ""
-    log(f"{cell_name(criterion, seed)}: evaluating{stale}")
-    model_path = run_dir / MODEL_FILE
+    log(f"{cell_name(criterion, seed)}{what}: evaluating{stale}")
     evals = _evaluate(cfg, load_checkpoint(model_path), folder, data, [seed], str(model_path), log)
     result = {
         "criterion": criterion,
@@ -241,10 +262,28 @@ def run_cell(cfg: StudyConfig, data: str, criterion: str, seed: int, log: Log = 
         "eval": evals,
         "train": {k: summary.get(k) for k in TRAIN_KEYS},
         "eval_wall_time_s": round(time.perf_counter() - t1, 3),
-        "train_wall_time_s_this_run": round(t1 - t0, 3),
+        "train_wall_time_s_this_run": round(train_s, 3),
         "model": str(model_path),
+        **(extra or {}),
     }
     write_json_atomic(result_file, result)
+    return result
+
+
+def run_cell(cfg: StudyConfig, data: str, criterion: str, seed: int, log: Log = quiet) -> tuple[dict, bool]:
+    """Train (unless already trained) and evaluate one cell; ``(result, trained now)``."""
+    folder = cell_folder(cfg, criterion, seed)
+    done = read_current_result(folder / RESULT_FILE)
+    if done is not None:
+        return done, False
+    run_dir = folder / "train"
+    t0 = time.perf_counter()
+    trained = train_if_needed(cfg, data, criterion, seed, run_dir, log)
+    summary = json.loads((run_dir / SUMMARY_FILE).read_text())
+    train_s = time.perf_counter() - t0
+    result = evaluate_cell(
+        cfg, data, (criterion, seed), run_dir / MODEL_FILE, folder, summary=summary, train_s=train_s, log=log
+    )
     return result, trained
 
 

@@ -19,6 +19,7 @@ import numpy as np
 from e2mc_cli.diagnostics.plots import figure, save_png
 from e2mc_cli.evaluate.stats import format_mean_se, mean_se
 from e2mc_cli.study.config import CONTROL
+from e2mc_cli.study.summary import seed_differences
 
 SIGNIFICANCE = ((0.001, "***"), (0.01, "**"), (0.05, "*"))
 DELTA_MIN_SPAN = 1.0  # the difference axis shows at least ±1 point, so noise does not look like an effect
@@ -52,23 +53,25 @@ def _probe_text(cfg: dict) -> str:
     return "cached features"
 
 
-def render_markdown(study: dict) -> str:
-    """``study.md``: the top-1 table (mean ± SE over seeds) and the McNemar p-values."""
-    cols = study["columns"]
-    cfg = study["config"]
-    first = cols[0]
-    evaluated_on = evaluated_on_text(cfg)
-    lines = [
-        f"# Study: {cfg['base']} on {study.get('data', '')}",
-        "",
-        f"Top-1 (%) on {evaluated_on}, mean ± standard error over {cfg['seeds']} seed(s); linear "
+def intro_text(study: dict) -> str:
+    """What the tables hold: the split, the seeds, the probe, kNN and the McNemar test."""
+    cfg, first = study["config"], study["columns"][0]
+    return (
+        f"Top-1 (%) on {evaluated_on_text(cfg)}, mean ± standard error over {cfg['seeds']} seed(s); linear "
         f"probe with {_probe_text(cfg)}, kNN with k = 20, T = 0.07. `p` is McNemar's exact p-value of "
-        f"the criterion against `continued` on the {first} column, predictions of all seeds pooled.",
-        "",
+        f"the criterion against `continued` on the {first} column, predictions of all seeds pooled."
+    )
+
+
+def table_lines(cols: list[str], rows: list[dict]) -> list[str]:
+    """The top-1 table (mean ± SE, p against the control on the first column) and the table of
+    McNemar p-values in every column."""
+    first = cols[0]
+    lines = [
         "| model | " + " | ".join(cols) + f" | p vs continued ({first}) |",
         "|---|" + "---:|" * len(cols) + "---:|",
     ]
-    for row in study["rows"]:
+    for row in rows:
         name = row["name"] if row["name"] == "base" else f"+ {row['name']}"
         if row["name"] == CONTROL:
             name = "continued"
@@ -81,21 +84,40 @@ def render_markdown(study: dict) -> str:
         "| criterion | " + " | ".join(cols) + " |",
         "|---|" + "---:|" * len(cols),
     ]
-    for row in study["rows"]:
+    for row in rows:
         if row["name"] in ("base", CONTROL):
             continue
         lines.append(f"| {row['name']} | " + " | ".join(fmt_p(row[c]) for c in cols) + " |")
+    return lines
+
+
+def closing_lines(study: dict, incomplete: bool) -> list[str]:
+    """The cells that cannot run, whether some are unfinished, and the command that made it."""
+    lines: list[str] = []
     reasons: dict[str, list[str]] = {}
     for cell, why in (study.get("cannot_run") or {}).items():
         reasons.setdefault(why, []).append(cell)
     if reasons:
         lines += ["", "Cells that cannot run with this base:", ""]
         lines += [f"- {', '.join(cells)}: {why}" for why, cells in reasons.items()]
-    expected = sum(row["name"] != "base" for row in study["rows"]) * cfg["seeds"]
-    done = sum(len(row.get("seeds_done", [])) for row in study["rows"] if row["name"] != "base")
-    if done + len(study.get("cannot_run") or {}) < expected:
+    if incomplete:
         lines += ["", "_Incomplete: some cells are not finished yet (see study.json, `seeds_done`)._"]
-    lines += ["", f"Made by `{study.get('command', 'sslboost study')}`."]
+    return [*lines, "", f"Made by `{study.get('command', 'sslboost study')}`."]
+
+
+def unfinished(study: dict, rows: list[dict]) -> bool:
+    """Whether some cell of ``rows`` has neither finished nor been found unable to run."""
+    expected = sum(row["name"] != "base" for row in rows) * study["config"]["seeds"]
+    done = sum(len(row.get("seeds_done", [])) for row in rows if row["name"] != "base")
+    return done + len(study.get("cannot_run") or {}) < expected
+
+
+def render_markdown(study: dict) -> str:
+    """``study.md``: the top-1 table (mean ± SE over seeds) and the McNemar p-values."""
+    cfg = study["config"]
+    lines = [f"# Study: {cfg['base']} on {study.get('data', '')}", "", intro_text(study), ""]
+    lines += table_lines(study["columns"], study["rows"])
+    lines += closing_lines(study, unfinished(study, study["rows"]))
     return "\n".join(lines) + "\n"
 
 
@@ -109,18 +131,9 @@ class Delta:
     n: int
 
 
-def row_seeds(row: dict, col: str) -> list[int]:
-    """The seeds of a row's values in ``col``: its ``seeds_done`` (the base: 0 … n−1)."""
-    values = row[col].get("values", [])
-    seeds = row.get("seeds_done")
-    return list(seeds) if seeds is not None and len(seeds) == len(values) else list(range(len(values)))
-
-
 def paired_delta(row: dict, control: dict, col: str) -> Delta | None:
     """``row − control`` in ``col`` over the seeds both have; None when they share none."""
-    ours = dict(zip(row_seeds(row, col), row[col].get("values", [])))
-    theirs = dict(zip(row_seeds(control, col), control[col].get("values", [])))
-    diffs = [ours[s] - theirs[s] for s in sorted(ours.keys() & theirs.keys())]
+    diffs = [d for _, d in seed_differences(row, control, col)]
     if not diffs:
         return None
     mean, se = mean_se(diffs)

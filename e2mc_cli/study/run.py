@@ -1,5 +1,6 @@
 """``run_study``: every missing cell of a study, then its outputs (``study.json``, ``study.md``,
-``study.png``) from what is on disk."""
+``study.png``) from what is on disk; with a list of ``--epochs``, every missing point
+(:mod:`~e2mc_cli.study.points`)."""
 
 from __future__ import annotations
 
@@ -11,16 +12,31 @@ from pathlib import Path
 from e2mc_cli.errors import UserError
 from e2mc_cli.io import write_json_atomic, write_text_atomic
 from e2mc_cli.study.cells import Log, StudyInterrupted, cell_name, collect, quiet, run_base, run_cell
-from e2mc_cli.study.config import StudyConfig, check_config, check_sets, default_data
+from e2mc_cli.study.config import (
+    StudyConfig,
+    check_config,
+    check_points,
+    check_sets,
+    default_data,
+    epoch_points,
+)
+from e2mc_cli.study.points import collect_points, run_point_cell, summarise_points
 from e2mc_cli.study.render import render_markdown, render_png
+from e2mc_cli.study.render_points import render_points_markdown, render_points_png
 from e2mc_cli.study.summary import summarise
 from e2mc_cli.zoo import resolve_base
 
 
 def write_outputs(cfg: StudyConfig, base: dict, meta: dict) -> dict:
     """Write ``study.json``, ``study.md`` and ``study.png`` from what is on disk."""
-    study = summarise(cfg, base, collect(cfg), meta)
     out = Path(cfg.out)
+    if epoch_points(cfg):
+        study = summarise_points(cfg, base, collect_points(cfg), meta)
+        write_json_atomic(out / "study.json", study)
+        write_text_atomic(out / "study.md", render_points_markdown(study))
+        render_points_png(study, out / "study.png")
+        return study
+    study = summarise(cfg, base, collect(cfg), meta)
     write_json_atomic(out / "study.json", study)
     write_text_atomic(out / "study.md", render_markdown(study))
     render_png(study, out / "study.png")
@@ -42,7 +58,9 @@ def run_study(cfg: StudyConfig, *, log: Log = quiet, command: str = "") -> Study
     """Run every missing cell, then write the outputs (see :mod:`e2mc_cli.study`)."""
     cfg = check_config(cfg)
     data = default_data(cfg.base, cfg.data)
-    check_sets(cfg, resolve_base(cfg.base).method)  # fail early on a bad base or --set
+    recipes = check_sets(cfg, resolve_base(cfg.base).method)  # fail early on a bad base or --set
+    check_points(cfg, recipes, data)
+    run_one = run_point_cell if epoch_points(cfg) else run_cell
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
@@ -66,7 +84,7 @@ def run_study(cfg: StudyConfig, *, log: Log = quiet, command: str = "") -> Study
             for crit in cfg.criteria:
                 t = time.perf_counter()
                 try:
-                    _, now = run_cell(cfg, data, crit, seed, log)
+                    _, now = run_one(cfg, data, crit, seed, log)
                 except UserError as exc:  # this criterion cannot run with this base: say why, go on
                     cannot_run[cell_name(crit, seed)] = str(exc)
                     log(f"{cell_name(crit, seed)}: cannot run: {exc}")

@@ -54,9 +54,15 @@ def seed_stat(values: list[float]) -> dict:
     return {"values": values, "mean": m, "se": se, "n": len(values)}
 
 
-def summarise(cfg: StudyConfig, base: dict, cells: dict[tuple[str, int], dict], meta: dict) -> dict:
-    """The ``study.json`` document: per row and column the per-seed top-1, mean ± SE, p-values."""
-    columns = [column_name(lab) for lab in cfg.labels] + ([KNN] if cfg.knn else [])
+def study_columns(cfg: StudyConfig) -> list[str]:
+    """The table columns of a study: ``linear <labels>`` for each label fraction, then ``knn``."""
+    return [column_name(lab) for lab in cfg.labels] + ([KNN] if cfg.knn else [])
+
+
+def summary_rows(cfg: StudyConfig, base: dict, cells: dict[tuple[str, int], dict]) -> list[dict]:
+    """The base row and one row per criterion: per column the per-seed top-1, mean ± SE and the
+    pooled McNemar test against the control; ``seeds_done`` per criterion."""
+    columns = study_columns(cfg)
     rows = [{"name": "base", **{c: seed_stat(list(base["columns"].get(c, []))) for c in columns}}]
     for crit in cfg.criteria:
         row = {"name": crit}
@@ -71,12 +77,36 @@ def summarise(cfg: StudyConfig, base: dict, cells: dict[tuple[str, int], dict], 
                 row[c]["mcnemar_vs_continued"] = mcnemar_vs_control(ctrl, other) if ctrl and other else None
         row["seeds_done"] = [r["seed"] for r in done]
         rows.append(row)
+    return rows
+
+
+def all_done(cfg: StudyConfig, cells: dict[tuple[str, int], dict]) -> bool:
+    """Whether every ``(criterion, seed)`` of the study has a result."""
+    return all((c, s) in cells for c in cfg.criteria for s in range(cfg.seeds))
+
+
+def summarise(cfg: StudyConfig, base: dict, cells: dict[tuple[str, int], dict], meta: dict) -> dict:
+    """The ``study.json`` document: per row and column the per-seed top-1, mean ± SE, p-values."""
     return {
         "format": STUDY_FORMAT,
         "config": {**asdict(cfg), "out": str(cfg.out)},
-        "columns": columns,
-        "rows": rows,
+        "columns": study_columns(cfg),
+        "rows": summary_rows(cfg, base, cells),
         "mcnemar": MCNEMAR_NOTE,
-        "complete": all((c, s) in cells for c in cfg.criteria for s in range(cfg.seeds)),
+        "complete": all_done(cfg, cells),
         **meta,
     }
+
+
+def row_seeds(row: dict, col: str) -> list[int]:
+    """The seeds of a row's values in ``col``: its ``seeds_done`` (the base: 0 … n−1)."""
+    values = row[col].get("values", [])
+    seeds = row.get("seeds_done")
+    return list(seeds) if seeds is not None and len(seeds) == len(values) else list(range(len(values)))
+
+
+def seed_differences(row: dict, control: dict, col: str) -> list[tuple[int, float]]:
+    """``[(seed, row − control)]`` in ``col`` over the seeds both have, by seed."""
+    ours = dict(zip(row_seeds(row, col), row[col].get("values", [])))
+    theirs = dict(zip(row_seeds(control, col), control[col].get("values", [])))
+    return [(s, ours[s] - theirs[s]) for s in sorted(ours.keys() & theirs.keys())]

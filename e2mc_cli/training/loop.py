@@ -5,7 +5,9 @@
 iterates: one loader for the whole run (:func:`~e2mc_cli.training.data.run_loader`, its workers
 started once), one :func:`~e2mc_cli.training.step.train_step` per batch, metrics every
 ``log_every`` steps, the training state every ``checkpoint_every`` steps and at every epoch end,
-and at the end ``sslboost.safetensors`` and ``summary.json``. Exporting the run folder (root
+the state and a snapshot of the model at each point of ``run.snapshot_epochs``
+(:mod:`~e2mc_cli.training.snapshots`), and at the end ``sslboost.safetensors`` and
+``summary.json``. Exporting the run folder (root
 ``model.safetensors``, config, model card) is the command's business, after the run.
 
 The host does not stop the device's queue to look at a step: each step's loss terms are read
@@ -52,6 +54,7 @@ from e2mc_cli.training.outputs import append_metrics, prepare_folder, write_fina
 from e2mc_cli.training.plan import RunPlan, TrainOptions
 from e2mc_cli.training.progress import TrainProgress
 from e2mc_cli.training.setup import plan_run
+from e2mc_cli.training.snapshots import snapshot_summary, write_snapshot
 from e2mc_cli.training.state import TrainState, build_state
 from e2mc_cli.training.step import NonFiniteLoss, StepRecord, nonfinite_message, train_step
 
@@ -208,16 +211,22 @@ class Loop:
     def iterate(self, signals: StopSignals) -> bool:
         """Train up to the plan's end step through one loader; ``True`` when a signal stopped it."""
         plan, state = self.plan, self.state
+        write_snapshot(plan, state, self.wall())  # resumed on a point whose snapshot is missing
         if state.step >= plan.end_step:
             return False
         for batch in run_loader(plan, state.step, plan.end_step):
             state.failed_indices.update(int(i) for i in batch.failed)
             self.queue(self.step(plan.pipeline.to_device(batch, plan.device)))
+            point = state.step in plan.snapshot_steps
+            if point:  # the state first: a stop from here on resumes at or after the point
+                self.save()
+                write_snapshot(plan, state, self.wall())
             if signals.requested(plan.device, state.step):
                 return True
             if state.step >= plan.end_step:
                 break
-            if state.step % plan.checkpoint_every == 0 or state.step % plan.steps_per_epoch == 0:
+            due = state.step % plan.checkpoint_every == 0 or state.step % plan.steps_per_epoch == 0
+            if due and not point:
                 self.save()
         return False
 
@@ -234,7 +243,7 @@ class Loop:
             else:
                 status = "finished"
             self.save()
-            summary = write_final(self.plan, self.state, status, self.wall())
+            summary = write_final(self.plan, self.state, status, self.wall(), snapshot_summary(self.plan))
             D.barrier()
         return status, summary
 

@@ -2,7 +2,8 @@
 
 ``recipe.toml`` (the resolved recipe), ``metrics.jsonl`` (one JSON line per logging step),
 ``checkpoints/last.pt`` (the training state, :mod:`e2mc_cli.training.state`), and at the end
-``sslboost.safetensors`` (the canonical checkpoint) and ``summary.json`` (how the run ended). A new
+``sslboost.safetensors`` (the canonical checkpoint) and ``summary.json`` (how the run ended); the
+snapshots of ``run.snapshot_epochs`` go to ``snapshots/`` (:mod:`~e2mc_cli.training.snapshots`). A new
 run into an existing folder (``--overwrite``, or a run stopped before its first checkpoint) first
 removes these, the exported files and the evaluations; every start removes the temporary files a
 killed process left behind.
@@ -23,6 +24,7 @@ from e2mc_cli.run_layout import (
     LEGACY_FILES,
     METRICS_FILE,
     RECIPE_FILE,
+    SNAPSHOTS_DIR,
     STATE_FILE,
     SUMMARY_FILE,
     TRACKER_OUTPUTS,
@@ -50,9 +52,10 @@ def epoch_text(value: float) -> str:
 
 
 def earlier_outputs(out: Path) -> list[Path]:
-    """What an earlier run left in ``out`` and a new run replaces: the training outputs, the exported
-    files and every ``eval*`` folder (evaluations of the earlier model)."""
-    names = (*OUTPUTS, *LEGACY_FILES, *TRACKER_OUTPUTS)
+    """What an earlier run left in ``out`` and a new run replaces: the training outputs (its
+    snapshots included), the exported files and every ``eval*`` folder (evaluations of the earlier
+    model)."""
+    names = (*OUTPUTS, SNAPSHOTS_DIR, *LEGACY_FILES, *TRACKER_OUTPUTS)
     named = [out / name for name in names if (out / name).exists() or (out / name).is_symlink()]
     return named + sorted(p for p in out.glob("eval*") if p.is_dir() and not p.is_symlink())
 
@@ -148,19 +151,28 @@ def run_summary(plan: RunPlan, state: TrainState, status: str, wall: float) -> d
     }
 
 
-def write_final(plan: RunPlan, state: TrainState, status: str, wall: float) -> dict:
-    """``sslboost.safetensors`` and ``summary.json`` for the current step (rank 0); the summary."""
-    summary = run_summary(plan, state, status, wall)
+def save_model(plan: RunPlan, state: TrainState, path: Path) -> None:
+    """The canonical checkpoint of the model at the current step (atomically), with the run's
+    metadata: base, criterion, epoch (the base's plus this run's), recipe, command, steps."""
+    save_checkpoint(
+        path,
+        state.model,
+        base=plan.base_name,
+        criterion=plan.criterion_name,
+        epoch=epoch_text(plan.base_epoch + state.step / plan.steps_per_epoch),
+        recipe=plan.recipe,
+        command=plan.command,
+        steps=str(state.step),
+    )
+
+
+def write_final(
+    plan: RunPlan, state: TrainState, status: str, wall: float, extra: dict | None = None
+) -> dict:
+    """``sslboost.safetensors`` and ``summary.json`` (with ``extra`` added) for the current step
+    (rank 0); the summary."""
+    summary = {**run_summary(plan, state, status, wall), **(extra or {})}
     if plan.is_main:
-        save_checkpoint(
-            plan.out / CHECKPOINT_FILE,
-            state.model,
-            base=plan.base_name,
-            criterion=plan.criterion_name,
-            epoch=epoch_text(plan.base_epoch + state.step / plan.steps_per_epoch),
-            recipe=plan.recipe,
-            command=plan.command,
-            steps=str(state.step),
-        )
+        save_model(plan, state, plan.out / CHECKPOINT_FILE)
         write_json_atomic(plan.out / SUMMARY_FILE, summary)
     return summary

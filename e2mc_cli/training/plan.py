@@ -34,6 +34,7 @@ class TrainOptions:
     image_size: int | None = None
     sets: list[str] = field(default_factory=list)
     max_steps: int | None = None
+    snapshot_epochs: list[float] | None = None  # run.snapshot_epochs (training.snapshots); None: the recipe's
     workers: int | None = None  # None: training.data.default_workers(), the node's cores shared out
     augment: str | None = None  # None: training.data.DEFAULT_AUGMENT for a new run, the saved one on --resume
     decode: str | None = None  # --decode: where JPEG files are decoded (None: cpu, the loader's workers)
@@ -91,6 +92,7 @@ class RunPlan:
     command: str  # the command line that started the run (recorded in the checkpoint metadata)
     resume_command: str  # the command that continues this run
     notes: tuple[str, ...] = ()  # what the run prints before it starts
+    snapshot_steps: tuple[int, ...] = ()  # the steps of run.snapshot_epochs (training.snapshots)
 
     @property
     def resuming(self) -> bool:

@@ -9,7 +9,9 @@ A recipe has the sections
   lines, and the longest gap between two ``metrics.jsonl`` lines: shorter runs log more often,
   :func:`e2mc_cli.training.progress.metrics_interval`), ``precision`` (``bf16``, ``fp16`` or
   ``fp32``: the arithmetic of the forward pass on CUDA, :mod:`e2mc_cli.precision`; the shipped
-  recipes name the authors' choice, a recipe without one trains in ``bf16``);
+  recipes name the authors' choice, a recipe without one trains in ``bf16``), ``snapshot_epochs``
+  (optional: the epochs of the run at which its model is also saved,
+  :mod:`~e2mc_cli.training.snapshots`);
 - ``[optim]``: ``name`` (``lars``, ``sgd-larc``, ``sgd``), ``lr``, ``lr_batch_scaling``
   (multiply ``lr`` by ``batch_size / 256`` as the VICReg and SimSiam code do), ``momentum``,
   ``weight_decay``, ``schedule`` (``constant`` or ``cosine``), ``warmup_epochs``,
@@ -83,6 +85,7 @@ OPTIMIZER_KEYS: dict[str, dict[str, object]] = {
     "sgd": {},
 }
 EXTRA_OPTIM_KEYS = ("predictor_lr", "bias_lr")
+EXTRA_RUN_KEYS = ("snapshot_epochs",)  # no default: a run without it writes no snapshots
 RECIPE_KEYS = ("name", "method", "source")
 
 
@@ -211,7 +214,7 @@ def known_keys(recipe: dict, section: str) -> set[str]:
     """The keys ``--set`` may change in ``section`` of ``recipe``."""
     method = recipe.get("recipe", {}).get("method", "")
     if section == "run":
-        return set(RUN_KEYS)
+        return {*RUN_KEYS, *EXTRA_RUN_KEYS}
     if section == "optim":
         return {*OPTIM_KEYS, *EXTRA_OPTIM_KEYS, *(k for keys in OPTIMIZER_KEYS.values() for k in keys)}
     if section == "recipe":

@@ -57,6 +57,7 @@ RUN_RULES = {
     "checkpoint_every": Rule("integer", low=1),
     "log_every": Rule("integer", low=1),
     "precision": Rule("string", choices=PRECISIONS),
+    "snapshot_epochs": Rule("list", above=0),
 }
 OPTIM_RULES = {
     "name": Rule("string", choices=OPTIMIZERS),

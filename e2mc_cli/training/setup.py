@@ -17,6 +17,7 @@ the temporary files of a killed run that ``--resume`` cannot continue.
 
 from __future__ import annotations
 
+import json
 import shlex
 from pathlib import Path
 from typing import NamedTuple
@@ -35,6 +36,7 @@ from e2mc_cli.training.data import DEFAULT_AUGMENT, default_workers, steps_per_e
 from e2mc_cli.training.outputs import earlier_outputs, never_checkpointed, remove_temporaries, resume_command
 from e2mc_cli.training.plan import RunPlan, TrainOptions
 from e2mc_cli.training.progress import metrics_interval
+from e2mc_cli.training.snapshots import snapshot_steps
 from e2mc_cli.training.state import load_training_state
 from e2mc_cli.zoo import builtin_data, resolve_base
 
@@ -162,6 +164,11 @@ def _base_epoch(ckpt: Checkpoint) -> float:
         return 0.0
 
 
+def snapshot_sets(points: list[float] | None) -> list[str]:
+    """``TrainOptions.snapshot_epochs`` as a recipe override (``run.snapshot_epochs=[1, 3]``)."""
+    return [] if points is None else [f"run.snapshot_epochs={json.dumps(list(points))}"]
+
+
 def _new_run(opts: TrainOptions) -> _Start:
     criterion = _criterion(opts)
     out = Path(opts.out) if opts.out else default_out(opts.base, opts.base_file, criterion)
@@ -189,7 +196,7 @@ def _new_run(opts: TrainOptions) -> _Start:
         batch_size=opts.batch_size,
         lr=opts.lr,
         image_size=opts.image_size,
-        sets=[*extra_sets, *opts.sets],
+        sets=[*extra_sets, *opts.sets, *snapshot_sets(opts.snapshot_epochs)],
     )
     info = {
         "method": ckpt.method,
@@ -249,6 +256,7 @@ def _resumed_run(opts: TrainOptions) -> _Start:
         raise UserError(f"{out}: this run trains with {criterion!r}, not {opts.criterion!r}")
     notes = _given_base(opts, out, saved["model_info"]["base"])
     overrides = [opts.recipe_file, opts.epochs, opts.batch_size, opts.lr, opts.image_size, *opts.sets]
+    overrides.append(opts.snapshot_epochs)
     if any(o is not None for o in overrides):
         notes += (
             f"note: resuming with the recipe saved in {out / RECIPE_FILE}; "
@@ -275,11 +283,13 @@ class _Steps(NamedTuple):
     total_steps: int
     end_step: int
     warmup_steps: int
+    snapshot_steps: tuple[int, ...]
 
 
 def _steps(start: _Start, world: int) -> _Steps:
-    """Batch size and step counts; a batch the processes cannot share or a dataset smaller than
-    one batch is an error, and so is resuming a run already past ``--max-steps``."""
+    """Batch size and step counts (the snapshots' included); a batch the processes cannot share or
+    a dataset smaller than one batch is an error, and so is resuming a run already past
+    ``--max-steps`` or a snapshot point that is not a step of the run."""
     run, optim = start.recipe["run"], start.recipe["optim"]
     batch_size = int(run["batch_size"])
     if batch_size % world:
@@ -295,7 +305,9 @@ def _steps(start: _Start, world: int) -> _Steps:
     if start.start_step > end:
         raise UserError(f"{start.out}: the run is already at step {start.start_step}, past --max-steps")
     warmup = int(round(float(optim.get("warmup_epochs", 0)) * per_epoch))
-    return _Steps(batch_size, per_epoch, total, end, warmup)
+    points = run.get("snapshot_epochs")
+    points = () if points is None else snapshot_steps(points, per_epoch, float(run["epochs"]))
+    return _Steps(batch_size, per_epoch, total, end, warmup, points)
 
 
 def _stop_note(start: _Start, steps: _Steps) -> str:
