@@ -45,7 +45,7 @@ def bench_data_cmd(
     data: str = typer.Option(
         ..., "--data", help="Folder of JPEG photographs in class folders (DIR/train/<class>/*.JPEG)."
     ),
-    method: str = typer.Option(..., "--method", help="Whose training views: vicreg, swav or simsiam."),
+    method: str = typer.Option(..., "--method", help="Whose training views (a method of `sslboost bases`)."),
     image_size: int = typer.Option(224, "--image-size", min=8, help="Full-resolution view size in px."),
     workers: int | None = workers_option(
         "Loader processes per pipeline (default: none, each runs here on one thread: per-core figures)."

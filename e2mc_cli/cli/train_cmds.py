@@ -36,7 +36,7 @@ def continue_(
         help="Base to start from: a registry name, hf://ORG/NAME, or a model.safetensors file."
     ),
     base_file: str = typer.Option(None, "--base-file", help="An official checkpoint file (with --method)."),
-    method: str = typer.Option(None, "--method", help="Method of --base-file: vicreg, swav or simsiam."),
+    method: str = typer.Option(None, "--method", help="Method of --base-file (see `sslboost bases`)."),
     allow_new_heads: bool = typer.Option(
         False,
         "--allow-new-heads",
@@ -305,7 +305,7 @@ def recipes(json_: bool = json_option()) -> None:
 
 @bench_app.command("train")
 def bench_train(
-    method: str = typer.Option("all", "--method", help="vicreg, swav, simsiam or all."),
+    method: str = typer.Option("all", "--method", help="A method of `sslboost bases`, or all."),
     arch: str = typer.Option("resnet-mini", "--arch", help="Backbone: resnet-mini, resnet18 or resnet50."),
     image_size: int = typer.Option(
         28, "--image-size", min=8, help="Full-resolution view size in px (default: the built-in recipes')."

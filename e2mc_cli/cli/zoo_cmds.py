@@ -149,7 +149,7 @@ def convert(
     out: Path = typer.Option(..., "--out", help="The canonical checkpoint to write (.safetensors)."),
     base: str = base_option(help="A name from `sslboost bases`, or hf://ORG/NAME\\[@REV]."),
     base_file: Path = typer.Option(None, "--base-file", help="A local file in an official layout."),
-    method: str = typer.Option(None, "--method", help="vicreg, swav or simsiam (with --base-file)."),
+    method: str = typer.Option(None, "--method", help="Method of --base-file (see `sslboost bases`)."),
     allow_new_heads: bool = typer.Option(
         False, "--allow-new-heads", help="Initialise heads missing from the file with random weights."
     ),
