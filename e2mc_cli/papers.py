@@ -175,6 +175,21 @@ PAPERS: dict[str, Paper] = {
         "arXiv",
         ARXIV + "1708.07747",
     ),
+    "dino": Paper(
+        "Emerging Properties in Self-Supervised Vision Transformers",
+        (
+            "Mathilde Caron",
+            "Hugo Touvron",
+            "Ishan Misra",
+            "Hervé Jégou",
+            "Julien Mairal",
+            "Piotr Bojanowski",
+            "Armand Joulin",
+        ),
+        2021,
+        "ICCV",
+        ARXIV + "2104.14294",
+    ),
 }
 
 

@@ -8,6 +8,7 @@ Linear probe on frozen features, 100 epochs, cosine decay per epoch, SGD momentu
 | VICReg  | 1 %, 10 % / 100 % | SGD | 0.02 | 256 | 1e-4 / 1e-6 |
 | SwAV    | all    | SGD       | 0.3  | 256   | 1e-6         |
 | SimSiam | 1 % / 10 % / 100 % | LARC | 2.0 / 0.2 / 0.1 | 256 / 2048 / 2048 | 0 |
+| DINO    | all    | SGD       | 0.3  | 256   | 0            |
 
 SimSiam's learning rates are the ``--lr`` of its ``main_lincls.py``, which scales them by
 ``batch / 256`` (so 2.0 at 256, 1.6 at 2048, 0.8 at 2048). Its ``--lars`` is apex's ``LARC``
@@ -15,6 +16,14 @@ SimSiam's learning rates are the ``--lr`` of its ``main_lincls.py``, which scale
 the bias included (:class:`e2mc_cli.training.optim.LARC`); unlike VICReg's LARS, which leaves 1-d
 tensors to plain SGD. As in apex, a tensor whose norm is 0 (the zero-initialised bias, at the first
 step) is not rescaled.
+
+DINO's rows are its own ``eval_linear.py`` (Caron et al., ICCV 2021), not the E2MC paper's: SGD
+momentum 0.9 without weight decay, ``CosineAnnealingLR`` over 100 epochs stepped per epoch, on the
+2048-d pooled features of the ResNet (its ``fc`` an identity); the learning rate is the effective
+0.3 of the ResNet-50 release's linear-evaluation log (``train_lr`` 0.3 at epoch 0, then
+0.3 · ½(1 + cos(π e / 100))). The script scales its ``--lr`` by the batch over 256 and the log does
+not record the batch; 256 is the batch of the README's published evaluations. DINO reports the
+100 % row only; the 1 % and 10 % rows run the same protocol.
 
 Semi-supervised fine-tuning of backbone and classifier, 20 epochs, batch 256, SGD momentum 0.9,
 no weight decay:
@@ -91,6 +100,10 @@ _LINEAR: dict[str, dict[str, dict]] = {
         "10%": {"optimizer": "larc", "lr": 0.2, "batch_size": 2048, "wd": 0.0, "lr_batch_scaling": True},
         "100%": {"optimizer": "larc", "lr": 0.1, "batch_size": 2048, "wd": 0.0, "lr_batch_scaling": True},
     },
+    "dino": dict.fromkeys(
+        ("1%", "10%", "100%"),
+        {"optimizer": "sgd", "lr": 0.3, "batch_size": 256, "wd": 0.0, "source": "DINO eval_linear.py"},
+    ),
 }
 
 _SEMISUP: dict[str, dict[str, dict]] = {
@@ -108,6 +121,7 @@ SEMISUP_MILESTONES = (12, 16)
 # The arithmetic of the authors' evaluations: their eval_linear.py / eval_semisup.py (and the
 # official probes of SwAV, VICReg and SimSiam) run without autocast, in fp32.
 EVAL_PRECISION: dict[str, str] = {"vicreg": "fp32", "swav": "fp32", "simsiam": "fp32"}
+EVAL_PRECISION["dino"] = "fp32"  # DINO's eval_linear.py: no autocast
 FALLBACK_PRECISION = "bf16"  # a method without a known evaluation precision: bf16 on CUDA
 SEMISUP_GAMMA = 0.2
 

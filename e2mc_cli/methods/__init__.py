@@ -16,7 +16,7 @@ from e2mc_cli.data.augment import MultiView
 from e2mc_cli.data.pipeline import ViewPipeline
 from e2mc_cli.data.views import ViewRecipe
 from e2mc_cli.errors import UserError, unknown_choice
-from e2mc_cli.methods import simsiam, swav, vicreg
+from e2mc_cli.methods import dino, simsiam, swav, vicreg
 from e2mc_cli.methods.base import Method, MethodOutput
 from e2mc_cli.methods.functional import simsiam_loss, sinkhorn_knopp, swav_loss, vicreg_loss
 from e2mc_cli.methods.simsiam import SimSiam
@@ -52,6 +52,7 @@ def get_method_spec(name: str) -> MethodSpec:
 register_method(vicreg.SPEC)
 register_method(swav.SPEC)
 register_method(simsiam.SPEC)
+register_method(dino.SPEC)
 
 
 def build_model(method: str, arch: str = "resnet50", heads: Mapping[str, object] | None = None) -> SSLModel:

@@ -1,0 +1,357 @@
+"""DINO ResNet-50: the loss and its schedules against the paper and the official code, the release's
+two files converted tensor for tensor, the teacher and centre through training, resume and DDP."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import math
+import os
+
+import numpy as np
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from safetensors.torch import load_file
+from zoo_fixtures import one_error_line, serve
+from zoo_fixtures_dino import (
+    canonical_name,
+    dino_backbone_only,
+    dino_full,
+    official_dino_loss,
+)
+
+from e2mc_cli.checkpoint import read_metadata
+from e2mc_cli.errors import UserError
+from e2mc_cli.methods import build_model, get_method_spec, view_recipes
+from e2mc_cli.methods.dino import DINO, dino_loss, teacher_momentum, teacher_temperature, updated_center
+from e2mc_cli.methods.dino_heads import DINOLastLayer, official_unwrap
+from e2mc_cli.zoo import BASES, resolve_base
+from e2mc_cli.zoo.convert import convert_state_dict
+
+HEADS = {"mlp": "32-16", "out_dim": 40}
+FULL = "/dino/dino_resnet50_pretrain/dino_resnet50_pretrain_full_checkpoint.pth"
+BACKBONE = "/dino/dino_resnet50_pretrain/dino_resnet50_pretrain.pth"
+SMALL = ["--batch-size", "8", "--image-size", "32", "--workers", "0", "--device", "cpu"]
+
+
+@pytest.fixture
+def small_bases(monkeypatch):
+    """The registry's DINO bases on resnet-mini with a tiny head (60000 × 256 would be 61 MB)."""
+    for name in ("dino", "dino-backbone"):
+        monkeypatch.setitem(BASES, name, dataclasses.replace(BASES[name], arch="resnet-mini", heads=HEADS))
+
+
+def _load(official) -> dict:
+    return torch.load(io.BytesIO(official.data), map_location="cpu", weights_only=False)
+
+
+def _crops(bs: int = 4, n_local: int = 2, px: int = 32, small: int = 16) -> list[torch.Tensor]:
+    big = [torch.randn(bs, 3, px, px) for _ in range(2)]
+    return big + [torch.randn(bs, 3, small, small) for _ in range(n_local)]
+
+
+# -- the loss ------------------------------------------------------------------------------------
+
+
+def _h(t, s, c, student_temp, teacher_temp):
+    """Algorithm 1's H(t, s) in plain floats: −mean_b Σ_k softmax((t − C)/τt)_k log softmax(s/τs)_k."""
+    rows = []
+    for tb, sb in zip(t.tolist(), s.tolist()):
+        et = [math.exp((x - ck) / teacher_temp) for x, ck in zip(tb, c)]
+        es = [math.exp(x / student_temp) for x in sb]
+        rows.append(-sum(a / sum(et) * math.log(b / sum(es)) for a, b in zip(et, es)))
+    return sum(rows) / len(rows)
+
+
+def test_two_crop_loss_is_the_papers_algorithm_1():
+    g = torch.Generator().manual_seed(0)
+    t1, t2, s1, s2 = (0.1 * torch.randn(2, 3, generator=g, dtype=torch.float64) for _ in range(4))
+    c = [0.02, -0.01, 0.03]
+    loss, terms = dino_loss([s1, s2], [t1, t2], torch.tensor([c], dtype=torch.float64), 0.1, 0.04)
+    expected = _h(t1, s2, c, 0.1, 0.04) / 2 + _h(t2, s1, c, 0.1, 0.04) / 2  # loss = H(t1, s2)/2 + H(t2, s1)/2
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
+    assert 0 < terms["teacher_entropy"].item() < math.log(3)
+
+
+def test_multi_crop_loss_averages_every_pair_but_a_crop_with_itself():
+    g = torch.Generator().manual_seed(1)
+    student = [0.1 * torch.randn(3, 5, generator=g, dtype=torch.float64) for _ in range(4)]
+    teacher = [0.1 * torch.randn(3, 5, generator=g, dtype=torch.float64) for _ in range(2)]
+    c = [0.0] * 5
+    loss, _ = dino_loss(student, teacher, torch.zeros(1, 5, dtype=torch.float64), 0.1, 0.07)
+    pairs = [(i, v) for i in range(2) for v in range(4) if v != i]  # 6 of the 8: (0,0), (1,1) skipped
+    expected = sum(_h(teacher[i], student[v], c, 0.1, 0.07) for i, v in pairs) / len(pairs)
+    assert loss.item() == pytest.approx(expected, rel=1e-6)
+    # a uniform student scores log K against any teacher
+    flat, _ = dino_loss([torch.zeros(3, 5)] * 4, teacher, torch.zeros(1, 5), 0.1, 0.07)
+    assert flat.item() == pytest.approx(math.log(5), rel=1e-6)
+
+
+def test_centre_moves_by_a_tenth_towards_the_batch_mean():
+    centre = torch.tensor([[1.0, 2.0, 3.0]])
+    teacher = torch.tensor([[0.0, 0.0, 0.0], [2.0, 4.0, 6.0], [4.0, 8.0, 12.0], [2.0, 0.0, 0.0]])
+    # batch mean (2, 3, 4.5); 0.9 · (1, 2, 3) + 0.1 · (2, 3, 4.5) = (1.1, 2.1, 3.15)
+    torch.testing.assert_close(updated_center(centre, teacher, 0.9), torch.tensor([[1.1, 2.1, 3.15]]))
+
+
+def test_teacher_temperature_is_the_official_linspace_then_constant():
+    official = np.concatenate((np.linspace(0.04, 0.07, 50), np.ones(750) * 0.07))  # DINOLoss, 800 epochs
+    ours = [teacher_temperature(e, 0.04, 0.07, 50) for e in range(800)]
+    np.testing.assert_allclose(ours, official, rtol=1e-12)
+    assert teacher_temperature(0, 0.04, 0.07, 50) == 0.04 and teacher_temperature(49, 0.04, 0.07, 50) == 0.07
+    assert teacher_temperature(0, 0.04, 0.07, 1) == 0.04 and teacher_temperature(1, 0.04, 0.07, 1) == 0.07
+    assert teacher_temperature(0, 0.04, 0.07, 0) == 0.07  # a continuation past the warm-up
+
+
+def test_teacher_momentum_is_the_official_cosine_from_base_to_one():
+    n = 37
+    official = 1 + 0.5 * (0.996 - 1) * (1 + np.cos(np.pi * np.arange(n) / n))  # utils.cosine_scheduler
+    np.testing.assert_allclose([teacher_momentum(i, n, 0.996) for i in range(n)], official, rtol=1e-12)
+    assert teacher_momentum(0, 10, 0.996) == 0.996
+    assert teacher_momentum(5, 10, 0.996) == pytest.approx(0.998, rel=1e-12)
+
+
+def test_last_layer_is_the_weight_normed_layer_with_unit_gain():
+    layer = DINOLastLayer(6, 9)
+    official = torch.nn.utils.weight_norm(torch.nn.Linear(6, 9, bias=False))  # DINOHead.last_layer
+    with torch.no_grad():
+        official.weight_g.fill_(1)  # norm_last_layer: the gain stays 1
+        official.weight_v.copy_(3 * layer.weight)  # only the direction of each row counts
+    h = torch.randn(5, 6)
+    torch.testing.assert_close(layer(h), official(torch.nn.functional.normalize(h, dim=-1)))
+    torch.testing.assert_close(layer(7 * h), layer(h))  # the bottleneck is L2-normalised first
+
+
+# -- the method on the official networks -----------------------------------------------------------
+
+
+def _method_from(official, **options) -> DINO:
+    state, report = convert_state_dict(_load(official), "dino", source="official")
+    assert report.new == [] and report.arch == "resnet-mini"
+    model = build_model("dino", "resnet-mini", report.heads)
+    model.load_state_dict(state)
+    return DINO(model.train(), local_crops_number=2, **options)
+
+
+def test_forward_is_the_official_student_teacher_and_centre():
+    official = dino_full()
+    method = _method_from(official, warmup_teacher_temp_epochs=0)
+    student, teacher = (official.modules[k].train() for k in ("student", "teacher"))
+    bottleneck = []
+    student.head.mlp.register_forward_hook(lambda mod, args, out: bottleneck.append(out))
+    crops = _crops()
+    with torch.no_grad():
+        s_out, t_out = student(crops), teacher(crops[:2])
+    centre = official.modules["center"]
+    expected = official_dino_loss(s_out, t_out, centre, 4, 0.1, 0.07)
+    out = method(crops)
+    torch.testing.assert_close(out.loss, expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(
+        method.model.dino_loss.center, 0.9 * centre + 0.1 * t_out.mean(0, keepdim=True)
+    )
+    # the criterion sees the bottleneck before its L2-normalisation: global crops, then every crop
+    torch.testing.assert_close(torch.cat(out.all_embeddings), bottleneck[0], rtol=1e-5, atol=1e-6)
+    assert [e.shape for e in out.embeddings] == [(4, 16), (4, 16)] and out.space == "hypersphere"
+    # the teacher's BatchNorm statistics are its own, from its forward pass on the global crops
+    torch.testing.assert_close(
+        method.model.teacher_backbone.bn1.running_mean, teacher.backbone.bn1.running_mean
+    )
+
+
+def test_last_layer_is_frozen_in_the_first_epochs_and_the_teacher_follows_the_student():
+    method = _method_from(dino_full(), freeze_last_layer=1)
+    model = method.model
+    for epoch, frozen in ((0, True), (1, False)):
+        method.on_step_start(0, epoch)
+        model.zero_grad(set_to_none=True)
+        method(_crops()).loss.backward()
+        method.on_after_backward(0)
+        assert (model.last_layer.weight.grad is None) is frozen
+        assert model.projector[0].weight.grad is not None
+    torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1).step()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    method.on_train_start(total_steps=10, steps_per_epoch=5)
+    method.on_after_step(3)
+    m = teacher_momentum(3, 10, 0.996)
+    after = model.state_dict()
+    for name, _ in model.teacher_projector.named_parameters():
+        expected = before[f"teacher_projector.{name}"] * m + before[f"projector.{name}"] * (1 - m)
+        torch.testing.assert_close(after[f"teacher_projector.{name}"], expected, rtol=0, atol=0)
+    expected = before["teacher_last_layer.weight"] * m + before["last_layer.weight"] * (1 - m)
+    torch.testing.assert_close(after["teacher_last_layer.weight"], expected, rtol=0, atol=0)
+    for key in ("teacher_backbone.bn1.running_mean", "teacher_projector.1.running_var"):
+        assert torch.equal(after[key], before[key])  # buffers are not averaged
+    assert DINO(build_model("dino", "resnet-mini", HEADS)).momentum_at(7) == 0.996  # no run length given
+
+
+def test_views_are_data_augmentation_dino_with_the_resnet50_crops():
+    first, second, *local = view_recipes("dino", 224)
+    assert len(local) == 6 and local[0] == local[-1]
+    assert (first.size, first.scale, local[0].size, local[0].scale) == (224, (0.14, 1.0), 96, (0.05, 0.14))
+    assert (first.blur_p, first.solarize_p, second.blur_p, second.solarize_p) == (1.0, 0.0, 0.1, 0.2)
+    assert (local[0].blur_p, local[0].solarize_p) == (0.5, 0.0)
+    for v in (first, second, local[0]):
+        assert (v.interpolation, v.flip_p, v.flip_last, v.jitter_p, v.jitter, v.grayscale_p) == (
+            "bicubic", 0.5, False, 0.8, (0.4, 0.4, 0.2, 0.1), 0.2,
+        )  # fmt: skip
+        assert (v.blur_sigma, v.mean, v.std) == ((0.1, 2.0), (0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    assert [v.size for v in view_recipes("dino", 32, local_crops_number=1)] == [32, 32, 14]
+    spec = get_method_spec("dino")
+    assert spec.backbone_calls == "resolution" and spec.space == "hypersphere"
+    with pytest.raises(UserError, match="local_crops_number must be an integer"):
+        view_recipes("dino", 224, local_crops_number=-1)
+
+
+# -- the two released files ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("teacher_prefix", ["", "module."])
+def test_full_checkpoint_converts_tensor_for_tensor(cli, small_bases, monkeypatch, tmp_path, teacher_prefix):
+    official = dino_full(teacher_prefix=teacher_prefix)
+    out = tmp_path / "dino.safetensors"
+    with serve({FULL: official.data}) as server:
+        monkeypatch.setenv("SSLBOOST_MIRROR", server.url)
+        r = cli("convert", "--base", "dino", "--out", out)
+    assert r.exit_code == 0, r.stderr
+    assert "dropped: optimizer" in r.stdout and "dropped: args" in r.stdout and "NEW HEADS" not in r.stdout
+    ckpt = resolve_base(str(out))
+    assert ckpt.metadata["epoch"] == "800" and ckpt.metadata["method"] == "dino"
+    expected = {canonical_name(k): v for k, v in official.source.items()}
+    assert set(ckpt.state_dict) == set(expected)  # every canonical tensor comes from the file
+    for key, tensor in expected.items():
+        assert torch.equal(ckpt.state_dict[key], tensor), key
+
+
+def test_backbone_only_file_needs_new_heads_and_starts_the_teacher_as_their_copy(
+    cli, small_bases, monkeypatch, tmp_path
+):
+    official = dino_backbone_only()
+    out = tmp_path / "dino-backbone.safetensors"
+    with serve({BACKBONE: official.data}) as server:
+        monkeypatch.setenv("SSLBOOST_MIRROR", server.url)
+        line = one_error_line(cli("convert", "--base", "dino-backbone", "--out", out))
+        assert "--allow-new-heads" in line and "last_layer" in line and not out.exists()
+        r = cli("convert", "--base", "dino-backbone", "--out", out, "--allow-new-heads")
+    assert r.exit_code == 0, r.stderr
+    assert "freshly initialised" in r.stderr
+    assert "kept: teacher_backbone" in r.stdout and "a copy of backbone" in r.stdout
+    sd = resolve_base(str(out)).state_dict
+    for key, tensor in official.source.items():
+        assert torch.equal(sd[f"backbone.{key}"], tensor)
+        assert torch.equal(sd[f"teacher_backbone.{key}"], tensor)
+    for module in ("projector", "last_layer"):
+        for key in [k for k in sd if k.startswith(module + ".")]:
+            assert torch.equal(sd[f"teacher_{key}"], sd[key])
+    assert torch.equal(sd["dino_loss.center"], torch.zeros(1, 40))
+
+
+def test_other_containers_are_not_dino_and_foreign_entries_are_refused(tmp_path):
+    assert official_unwrap({"conv1.weight": torch.zeros(1)}) is None
+    assert official_unwrap({"student": {}, "epoch": 3}) is None
+    with pytest.raises(UserError, match="foreign entries in the checkpoint: queue"):
+        convert_state_dict(_load(dino_full(extra={"queue": torch.zeros(4)})), "dino", source="x")
+    path = tmp_path / "checkpoint.pth"
+    path.write_bytes(dino_full().data)
+    with pytest.raises(UserError, match="looks like a dino checkpoint"):
+        resolve_base(base_file=path)
+
+
+# -- two processes ---------------------------------------------------------------------------------
+
+
+def _shared_logits():
+    g = torch.Generator().manual_seed(3)
+    student = [torch.randn(8, 7, generator=g) for _ in range(4)]
+    teacher = [torch.randn(8, 7, generator=g) for _ in range(2)]
+    return student, teacher, torch.randn(1, 7, generator=g)
+
+
+def _centre_worker(rank: int, world: int, init_file: str, out_file: str):
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        student, teacher, centre = _shared_logits()
+        shard = slice(rank * 4, (rank + 1) * 4)
+        loss, _ = dino_loss([s[shard] for s in student], [t[shard] for t in teacher], centre)
+        moved = updated_center(centre, torch.cat([t[shard] for t in teacher]))
+        torch.save((loss, moved), f"{out_file}.{rank}")
+        dist.barrier()  # both ranks finish before either tears the group down (gloo aborts)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_processes_move_the_centre_as_one_process_on_the_whole_batch(tmp_path):
+    init_file, out_file = str(tmp_path / "init"), str(tmp_path / "out")
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    mp.start_processes(
+        _centre_worker, args=(2, init_file, out_file), nprocs=2, join=True, start_method="fork"
+    )
+    student, teacher, centre = _shared_logits()
+    loss_ref, _ = dino_loss(student, teacher, centre)
+    centre_ref = updated_center(centre, torch.cat(teacher))
+    (loss_a, centre_a), (loss_b, centre_b) = (torch.load(f"{out_file}.{r}") for r in range(2))
+    torch.testing.assert_close(centre_a, centre_ref)
+    torch.testing.assert_close(centre_b, centre_ref)
+    torch.testing.assert_close((loss_a + loss_b) / 2, loss_ref)  # a mean over each local batch
+
+
+# -- training from the released files --------------------------------------------------------------
+
+
+def _weights(run) -> dict:
+    return load_file(str(run / "sslboost.safetensors"))
+
+
+def test_continue_resumes_bitwise_with_teacher_and_centre(cli, small_bases, monkeypatch, colours, tmp_path):
+    official = dino_full()
+    two_local = ["--set", "method.local_crops_number=2", "--set", "views.local_crops_number=2"]
+    common = ["--base", "dino", "--data", colours, "--epochs", "2", *SMALL, "--image-size", "16", *two_local]
+    with serve({FULL: official.data}) as server:
+        monkeypatch.setenv("SSLBOOST_MIRROR", server.url)
+        ref, run = tmp_path / "ref", tmp_path / "run"
+        assert cli("continue", *common, "--out", ref, "--max-steps", "3").exit_code == 0
+        assert cli("continue", *common, "--out", run, "--max-steps", "1").exit_code == 0
+    r = cli("continue", "--out", run, "--resume", "--max-steps", "3")  # across the end of epoch 0
+    assert r.exit_code == 0, r.stderr
+    a, b = _weights(ref), _weights(run)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    base_teacher = official.modules["teacher"].state_dict()["head.last_layer.weight"]
+    assert not torch.equal(a["teacher_last_layer.weight"], base_teacher)  # the EMA moved it
+    assert not torch.equal(a["teacher_last_layer.weight"], a["last_layer.weight"])
+    assert not torch.equal(a["dino_loss.center"], official.modules["center"])
+
+
+def test_each_base_continues_with_e2mc_and_the_result_evaluates_inspects_exports_and_pushes(
+    cli, small_bases, monkeypatch, colours, tmp_path
+):
+    files = {FULL: dino_full().data, BACKBONE: dino_backbone_only().data}
+    heads = tmp_path / "dino-backbone.safetensors"  # continue takes no --allow-new-heads: convert first
+    runs = {"dino": tmp_path / "dino", "dino-backbone": tmp_path / "dino-backbone"}
+    with serve(files) as server:
+        monkeypatch.setenv("SSLBOOST_MIRROR", server.url)
+        assert cli("convert", "--base", "dino-backbone", "--allow-new-heads", "--out", heads).exit_code == 0
+        for base, given in (("dino", "dino"), ("dino-backbone", heads)):
+            r = cli("continue", "--base", given, "--criterion", "e2mc", "--max-steps", "2", "--data", colours,
+                    "--out", runs[base], *SMALL)  # fmt: skip
+            assert r.exit_code == 0, r.stderr
+            assert read_metadata(runs[base] / "sslboost.safetensors")["criterion"] == "e2mc"
+    run = runs["dino"]
+    line = (run / "metrics.jsonl").read_text().splitlines()[-1]
+    assert all(k in line for k in ('"dino.loss"', '"dino.teacher_entropy"', '"e2mc.ent"'))
+    weights = run / "model.safetensors"
+    common = ["--data", colours, "--image-size", "32", "--device", "cpu"]
+    r = cli("eval", "--weights", weights, "--protocol", "linear", "--labels", "100%", "--mode", "cached",
+            "--epochs", "2", "--out", tmp_path / "eval", *common)  # fmt: skip
+    assert r.exit_code == 0, r.stderr
+    assert (tmp_path / "eval" / "eval.json").is_file()
+    r = cli("inspect", "-w", weights, "--max-samples", "8", "--neighbours", "2", *common)
+    assert r.exit_code == 0, r.stderr
+    assert cli("export", run).exit_code == 0
+    card = (run / "README.md").read_text()
+    assert "DINO" in card and "Emerging Properties in Self-Supervised Vision Transformers" in card
+    assert "apache-2.0" in card.lower()
+    r = cli("push", run, "--repo", "me/dino-e2mc", "--dry-run")
+    assert r.exit_code == 0, r.stderr
+    assert "model.safetensors" in r.stdout
