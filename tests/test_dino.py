@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+import json
 import math
 import os
 
@@ -27,6 +28,7 @@ from e2mc_cli.errors import UserError
 from e2mc_cli.methods import build_model, get_method_spec, view_recipes
 from e2mc_cli.methods.dino import DINO, dino_loss, teacher_momentum, teacher_temperature, updated_center
 from e2mc_cli.methods.dino_heads import DINOLastLayer, official_unwrap
+from e2mc_cli.precision import autocast
 from e2mc_cli.zoo import BASES, resolve_base
 from e2mc_cli.zoo.convert import convert_state_dict
 
@@ -115,10 +117,10 @@ def test_teacher_momentum_is_the_official_cosine_from_base_to_one():
 
 def test_last_layer_is_the_weight_normed_layer_with_unit_gain():
     layer = DINOLastLayer(6, 9)
-    official = torch.nn.utils.weight_norm(torch.nn.Linear(6, 9, bias=False))  # DINOHead.last_layer
-    with torch.no_grad():
-        official.weight_g.fill_(1)  # norm_last_layer: the gain stays 1
-        official.weight_v.copy_(3 * layer.weight)  # only the direction of each row counts
+    official = torch.nn.utils.parametrizations.weight_norm(torch.nn.Linear(6, 9, bias=False))
+    with torch.no_grad():  # DINOHead.last_layer: weight = g · v / ‖v‖ per row
+        official.parametrizations.weight.original0.fill_(1)  # norm_last_layer: the gain g stays 1
+        official.parametrizations.weight.original1.copy_(3 * layer.weight)  # only v's direction counts
     h = torch.randn(5, 6)
     torch.testing.assert_close(layer(h), official(torch.nn.functional.normalize(h, dim=-1)))
     torch.testing.assert_close(layer(7 * h), layer(h))  # the bottleneck is L2-normalised first
@@ -202,6 +204,33 @@ def test_views_are_data_augmentation_dino_with_the_resnet50_crops():
     assert spec.backbone_calls == "resolution" and spec.space == "hypersphere"
     with pytest.raises(UserError, match="local_crops_number must be an integer"):
         view_recipes("dino", 224, local_crops_number=-1)
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_logits_loss_and_criterion_input_are_float32_under_autocast(precision):
+    model = build_model("dino", "resnet-mini", HEADS)
+    dtypes = []
+    for name in ("last_layer", "teacher_last_layer", "projector.3"):
+        model.get_submodule(name).register_forward_hook(lambda m, a, out: dtypes.append(out.dtype))
+    with autocast(torch.device("cpu"), precision):
+        out = DINO(model, local_crops_number=1)(_crops(n_local=1))
+    assert dtypes == [torch.float32] * 3 and out.loss.dtype == torch.float32
+    assert all(e.dtype == torch.float32 for e in out.all_embeddings)
+
+
+def test_bases_lists_the_release_with_its_facts(cli):
+    r = cli("bases", "--json")
+    assert r.exit_code == 0, r.stderr
+    rows = {row["name"]: row for row in json.loads(r.stdout)}
+    for name, file in (("dino", "pretrain_full_checkpoint.pth"), ("dino-backbone", "pretrain.pth")):
+        row = rows[name]
+        assert (row["method"], row["epochs"], row["batch_size"], row["linear_top1"]) == (
+            "dino",
+            800,
+            4080,
+            75.3,
+        )
+        assert row["licence"] == "Apache-2.0" and row["url"].endswith(f"/dino_resnet50_{file}")
 
 
 # -- the two released files ------------------------------------------------------------------------
@@ -295,6 +324,48 @@ def test_two_processes_move_the_centre_as_one_process_on_the_whole_batch(tmp_pat
     torch.testing.assert_close(centre_a, centre_ref)
     torch.testing.assert_close(centre_b, centre_ref)
     torch.testing.assert_close((loss_a + loss_b) / 2, loss_ref)  # a mean over each local batch
+
+
+def _ddp_worker(rank: int, world: int, init_file: str, out_file: str):
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        from torch.nn.parallel import DistributedDataParallel
+
+        torch.manual_seed(0)  # the same initial weights on both processes
+        method = DINO(build_model("dino", "resnet-mini", HEADS), local_crops_number=1, freeze_last_layer=0)
+        method.on_train_start(total_steps=4, steps_per_epoch=2)
+        ddp = DistributedDataParallel(method)
+        opt = torch.optim.SGD([p for p in method.parameters() if p.requires_grad], lr=0.5)
+        torch.manual_seed(1 + rank)  # different images on each process
+        for step in range(2):
+            method.on_step_start(step, 0)
+            loss = ddp(_crops(bs=2, n_local=1, px=16, small=8)).loss
+            opt.zero_grad()
+            loss.backward()
+            method.on_after_backward(step)
+            opt.step()
+            method.on_after_step(step)
+        torch.save(
+            {k: v for k, v in method.model.state_dict().items() if "running" not in k}, f"{out_file}.{rank}"
+        )
+        dist.barrier()  # both ranks finish before either tears the group down (gloo aborts)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_under_ddp_the_centre_and_the_teacher_stay_the_same_on_every_process(tmp_path):
+    init_file, out_file = str(tmp_path / "init"), str(tmp_path / "out")
+    args = (2, init_file, out_file)
+    mp.start_processes(_ddp_worker, args=args, nprocs=2, join=True, start_method="fork")
+    a, b = (torch.load(f"{out_file}.{r}") for r in range(2))
+    torch.manual_seed(0)  # the weights both processes started from
+    start = build_model("dino", "resnet-mini", HEADS).state_dict()
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], rtol=0, atol=0, msg=key)
+    assert not torch.equal(a["dino_loss.center"], start["dino_loss.center"])
+    assert not torch.equal(a["teacher_last_layer.weight"], start["teacher_last_layer.weight"])
 
 
 # -- training from the released files --------------------------------------------------------------

@@ -183,7 +183,7 @@ def test_swav_scores_and_simsiam_cosines_are_float32_under_fp16():
 
 
 # main_vicreg.py (torch.cuda.amp), main_swav.py (apex O1), main_simsiam.py (no autocast)
-AUTHORS = {"vicreg": "fp16", "swav": "fp16", "simsiam": "fp32"}
+AUTHORS = {"vicreg": "fp16", "swav": "fp16", "simsiam": "fp32", "dino": "fp32"}
 
 
 @pytest.mark.parametrize("path", R.recipe_files(), ids=lambda p: p.stem)

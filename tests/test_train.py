@@ -27,6 +27,7 @@ TINY_HEADS = {
     "vicreg": {"mlp": "32-32-32"},
     "swav": {"hidden_mlp": 32, "feat_dim": 16, "n_prototypes": 20},
     "simsiam": {"dim": 32, "pred_dim": 8},
+    "dino": {"mlp": "32-16", "out_dim": 40},
 }
 N_IMAGES = 20  # + 1 corrupt file; batch 8 → 2 steps per epoch
 

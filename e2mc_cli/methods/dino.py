@@ -106,8 +106,16 @@ class DINO(Method):
     global crops (every crop in ``all_embeddings``), in space ``"hypersphere"``: DINO compares
     directions only — the head normalises the bottleneck and the weight-normed last layer scores
     it by cosine against ``out_dim`` unit vectors, as SwAV's prototypes score its 128-d head output
-    (whose pre-normalisation output the E2MC paper regularises) — so ``‖h‖`` is free and ``h`` is
-    read as a point whose direction matters, the geometry the Gaussian-CDF squashing assumes.
+    (whose pre-normalisation output the E2MC paper regularises) — so DINO belongs to the paper's
+    normalising family, whose embeddings the criterion squashes with the Gaussian CDF.
+
+    In a continuation (the ``dino-*`` recipes) the schedules that count epochs from the start of
+    the base run are past their end — the teacher temperature is 0.07 from the first step
+    (``warmup_teacher_temp_epochs = 0``) and no layer is frozen (``freeze_last_layer = 0``) —
+    while the teacher momentum's cosine runs again from 0.996 to 1 over the continuation's steps:
+    held at the base's final value 1 the teacher would not move at all. The canonical ``backbone``
+    is the student's, the network training changes and sslboost exports and evaluates; DINO's own
+    evaluations take the teacher's (``--checkpoint_key teacher``), kept as ``teacher_backbone``.
     """
 
     name = "dino"

@@ -1,6 +1,6 @@
 """The named public bases: where each official checkpoint lives and what its authors report.
 
-Facts come from the official repositories (facebookresearch/vicreg, /swav and /simsiam READMEs
+Facts come from the official repositories (facebookresearch/vicreg, /swav, /simsiam and /dino READMEs
 and training code). ``linear_top1`` is the ImageNet linear-probe top-1 (%) the authors report
 for that exact file.
 
