@@ -266,6 +266,8 @@ def test_backbone_only_file_needs_new_heads_and_starts_the_teacher_as_their_copy
     assert r.exit_code == 0, r.stderr
     assert "freshly initialised" in r.stderr
     assert "kept: teacher_backbone" in r.stdout and "a copy of backbone" in r.stdout
+    assert "kept: dino_loss (1 tensor): not in the file: its initial value" in r.stdout  # the zero centre
+    assert "NEW HEADS: last_layer, projector (" in r.stdout
     sd = resolve_base(str(out)).state_dict
     for key, tensor in official.source.items():
         assert torch.equal(sd[f"backbone.{key}"], tensor)
@@ -281,6 +283,11 @@ def test_other_containers_are_not_dino_and_foreign_entries_are_refused(tmp_path)
     assert official_unwrap({"student": {}, "epoch": 3}) is None
     with pytest.raises(UserError, match="foreign entries in the checkpoint: queue"):
         convert_state_dict(_load(dino_full(extra={"queue": torch.zeros(4)})), "dino", source="x")
+    no_centre = _load(dino_full())
+    del no_centre["dino_loss"]  # a file without the centre starts it as DINOLoss does: at zero
+    state, report = convert_state_dict(no_centre, "dino", source="x")
+    assert torch.equal(state["dino_loss.center"], torch.zeros(1, 40)) and report.new == []
+    assert [k[0] for k in report.kept] == ["dino_loss"]
     path = tmp_path / "checkpoint.pth"
     path.write_bytes(dino_full().data)
     with pytest.raises(UserError, match="looks like a dino checkpoint"):
