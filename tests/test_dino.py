@@ -1,5 +1,5 @@
 """DINO ResNet-50: the loss and its schedules against the paper and the official code, the release's
-two files converted tensor for tensor, the teacher and centre through training, resume and DDP."""
+two files converted tensor for tensor, the recipes, the teacher and centre through training and resume."""
 
 from __future__ import annotations
 
@@ -228,6 +228,31 @@ def test_bases_lists_the_release_with_its_facts(cli):
             75.3,
         )
         assert row["licence"] == "Apache-2.0" and row["url"].endswith(f"/dino_resnet50_{file}")
+
+
+def test_recipes_continue_the_resnet50_run_at_a_hundredth_of_its_learning_rate():
+    from e2mc_cli.training import recipe as R
+
+    e2mc, control = R.resolve_recipe("dino", "e2mc"), R.resolve_recipe("dino", "continued")
+    optim = e2mc["optim"]
+    assert (optim["name"], optim["lr"], optim["lr_batch_scaling"], optim["schedule"]) == (
+        "lars",
+        0.003,
+        True,
+        "constant",
+    )
+    assert (optim["weight_decay"], optim["eta"], optim["exclude_bias_and_norm"]) == (1e-6, 0.001, True)
+    assert e2mc["run"]["precision"] == "fp32" and e2mc["views"]["local_crops_number"] == 6
+    method = e2mc["method"]
+    assert (method["teacher_temp"], method["student_temp"], method["center_momentum"]) == (0.07, 0.1, 0.9)
+    # past the base's warm-up and freezing; the momentum's cosine runs again over the continuation
+    schedules = ("warmup_teacher_temp_epochs", "freeze_last_layer", "momentum_teacher")
+    assert [method[k] for k in schedules] == [0, 0, 0.996]
+    assert e2mc["criterion"] == {"name": "e2mc", "beta": 1.0, "gamma": 25.0, "view_reduction": "mean"}
+    assert control["criterion"]["name"] == "continued"
+    assert {k: control[k] for k in ("run", "optim", "method", "views")} == {
+        k: e2mc[k] for k in ("run", "optim", "method", "views")
+    }
 
 
 # -- the two released files ------------------------------------------------------------------------
