@@ -28,6 +28,7 @@ PAPER = {
     "vicreg": (1000.0, 100.0, "hypercube"),
     "swav": (1.0, 25.0, "hypersphere"),
     "simsiam": (0.001, 0.01, "hypersphere"),
+    "dino": (1.0, 25.0, "hypersphere"),  # not in the paper: the coefficients of its hypersphere family
 }
 
 # Points on the unit cube, ž (rows: 4 samples; columns: 2 dimensions), for views a and b.
@@ -69,7 +70,7 @@ def _shipped_e2mc_recipes():
 def test_every_method_ships_an_e2mc_recipe():
     methods = sorted({R.load_toml(p)["recipe"]["method"] for p in _shipped_e2mc_recipes()})
     assert methods == sorted(PAPER)
-    assert len(_shipped_e2mc_recipes()) == 6  # ImageNet and the built-in fmnist bases
+    assert len(_shipped_e2mc_recipes()) == len(PAPER) + 3  # ImageNet per method, the 3 built-in fmnist bases
 
 
 @pytest.mark.parametrize("path", _shipped_e2mc_recipes(), ids=lambda p: p.stem)

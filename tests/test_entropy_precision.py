@@ -16,6 +16,7 @@ EMBEDDING_DIM = {
     "vicreg": lambda heads: int(str(heads["mlp"]).split("-")[-1]),
     "swav": lambda heads: int(heads["feat_dim"]),
     "simsiam": lambda heads: int(heads["dim"]),
+    "dino": lambda heads: int(str(heads["mlp"]).split("-")[-1]),
 }
 
 

@@ -70,6 +70,7 @@ RECIPE_SHAPES = (
     RecipeShape("fmnist-swav-e2mc", 256, 64, "hypersphere"),
     RecipeShape("fmnist-simsiam-e2mc", 256, 256, "hypersphere"),
 )
+RECIPE_SHAPES += (RecipeShape("dino-e2mc", 512, 256, "hypersphere"),)  # DINO's 256-d bottleneck
 
 
 @dataclass
