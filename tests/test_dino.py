@@ -140,7 +140,7 @@ def test_forward_is_the_official_student_teacher_and_centre():
     student, teacher = (official.modules[k].train() for k in ("student", "teacher"))
     bottleneck = []
     student.head.mlp.register_forward_hook(lambda mod, args, out: bottleneck.append(out))
-    crops = _crops()
+    crops = _crops(px=16, small=8)
     with torch.no_grad():
         s_out, t_out = student(crops), teacher(crops[:2])
     centre = official.modules["center"]
@@ -165,7 +165,7 @@ def test_last_layer_is_frozen_in_the_first_epochs_and_the_teacher_follows_the_st
     for epoch, frozen in ((0, True), (1, False)):
         method.on_step_start(0, epoch)
         model.zero_grad(set_to_none=True)
-        method(_crops()).loss.backward()
+        method(_crops(bs=2, px=16, small=8)).loss.backward()
         method.on_after_backward(0)
         assert (model.last_layer.weight.grad is None) is frozen
         assert model.projector[0].weight.grad is not None
@@ -353,7 +353,7 @@ def test_each_base_continues_with_e2mc_and_the_result_evaluates_inspects_exports
         assert cli("convert", "--base", "dino-backbone", "--allow-new-heads", "--out", heads).exit_code == 0
         for base, given in (("dino", "dino"), ("dino-backbone", heads)):
             r = cli("continue", "--base", given, "--criterion", "e2mc", "--max-steps", "2", "--data", colours,
-                    "--out", runs[base], *SMALL)  # fmt: skip
+                    "--out", runs[base], *SMALL, "--batch-size", "4")  # fmt: skip
             assert r.exit_code == 0, r.stderr
             assert read_metadata(runs[base] / "sslboost.safetensors")["criterion"] == "e2mc"
     run = runs["dino"]
