@@ -203,6 +203,21 @@ PAPERS: dict[str, Paper] = {
         "ICCV",
         ARXIV + "2104.02057",
     ),
+    "dino": Paper(
+        "Emerging Properties in Self-Supervised Vision Transformers",
+        (
+            "Mathilde Caron",
+            "Hugo Touvron",
+            "Ishan Misra",
+            "Hervé Jégou",
+            "Julien Mairal",
+            "Piotr Bojanowski",
+            "Armand Joulin",
+        ),
+        2021,
+        "ICCV",
+        ARXIV + "2104.14294",
+    ),
 }
 
 

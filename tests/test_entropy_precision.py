@@ -18,6 +18,7 @@ EMBEDDING_DIM = {
     "simsiam": lambda heads: int(heads["dim"]),
     "barlowtwins": lambda heads: int(str(heads["mlp"]).split("-")[-1]),
     "mocov2": lambda heads: int(heads["dim"]),
+    "dino": lambda heads: int(str(heads["mlp"]).split("-")[-1]),
 }
 EMBEDDING_DIM["mocov3"] = lambda heads: int(heads["dim"])
 

@@ -186,6 +186,7 @@ def test_swav_scores_and_simsiam_cosines_are_float32_under_fp16():
 # Barlow Twins' main.py (torch.cuda.amp), MoCo's main_moco.py (no autocast)
 AUTHORS = {"vicreg": "fp16", "swav": "fp16", "simsiam": "fp32", "barlowtwins": "fp16", "mocov2": "fp32"}
 AUTHORS["mocov3"] = "fp16"  # main_moco.py: torch.cuda.amp.autocast(True) with a GradScaler
+AUTHORS["dino"] = "fp32"  # main_dino.py of the released RN50 run: use_fp16 off
 
 
 @pytest.mark.parametrize("path", R.recipe_files(), ids=lambda p: p.stem)

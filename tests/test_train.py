@@ -29,6 +29,7 @@ TINY_HEADS = {
     "simsiam": {"dim": 32, "pred_dim": 8},
     "barlowtwins": {"mlp": "32-32-32"},
     "mocov2": {"dim": 16, "queue_size": 64},
+    "dino": {"mlp": "32-16", "out_dim": 40},
 }
 TINY_HEADS["mocov3"] = {"dim": 16, "mlp_dim": 32}
 N_IMAGES = 20  # + 1 corrupt file; batch 8 → 2 steps per epoch

@@ -73,6 +73,7 @@ RECIPE_SHAPES = (
     RecipeShape("mocov2-e2mc", 256, 128, "hypersphere"),  # MoCo v2's 128-d query head, batch 256
 )
 RECIPE_SHAPES += (RecipeShape("mocov3-e2mc", 512, 256, "hypersphere"),)  # MoCo v3's 256-d projector
+RECIPE_SHAPES += (RecipeShape("dino-e2mc", 512, 256, "hypersphere"),)  # DINO's 256-d bottleneck
 
 
 @dataclass

@@ -10,6 +10,7 @@ Linear probe on frozen features, 100 epochs, cosine decay per epoch, SGD momentu
 | SimSiam | 1 % / 10 % / 100 % | LARC | 2.0 / 0.2 / 0.1 | 256 / 2048 / 2048 | 0 |
 | Barlow Twins | all | SGD   | 0.3  | 256   | 1e-6         |
 | MoCo v2 | all    | SGD       | 30, × 0.1 at epochs 60 and 80 | 256 | 0 |
+| DINO    | all    | SGD       | 0.3  | 256   | 0            |
 
 MoCo v2's row is its own ``main_lincls.py`` (facebookresearch/moco: its defaults and the README's
 ``--lr 30.0 --batch-size 256``), the one probe it gives, used at every labels fraction; a step
@@ -29,6 +30,14 @@ SimSiam's learning rates are the ``--lr`` of its ``main_lincls.py``, which scale
 the bias included (:class:`e2mc_cli.training.optim.LARC`); unlike VICReg's LARS, which leaves 1-d
 tensors to plain SGD. As in apex, a tensor whose norm is 0 (the zero-initialised bias, at the first
 step) is not rescaled.
+
+DINO's rows are its own ``eval_linear.py`` (Caron et al., ICCV 2021), not the E2MC paper's: SGD
+momentum 0.9 without weight decay, ``CosineAnnealingLR`` over 100 epochs stepped per epoch, on the
+2048-d pooled features of the ResNet (its ``fc`` an identity); the learning rate is the effective
+0.3 of the ResNet-50 release's linear-evaluation log (``train_lr`` 0.3 at epoch 0, then
+0.3 · ½(1 + cos(π e / 100))). The script scales its ``--lr`` by the batch over 256 and the log does
+not record the batch; 256 is the batch of the README's published evaluations. DINO reports the
+100 % row only; the 1 % and 10 % rows run the same protocol.
 
 Semi-supervised fine-tuning of backbone and classifier, 20 epochs, batch 256, SGD momentum 0.9,
 no weight decay:
@@ -129,6 +138,10 @@ _LINEAR: dict[str, dict[str, dict]] = {
         for row in ("1%", "10%", "100%")
     },
     "mocov2": dict.fromkeys(("1%", "10%", "100%"), _MOCO_LINCLS),
+    "dino": dict.fromkeys(
+        ("1%", "10%", "100%"),
+        {"optimizer": "sgd", "lr": 0.3, "batch_size": 256, "wd": 0.0, "source": "DINO eval_linear.py"},
+    ),
 }
 # MoCo v3's own probe (main_lincls.py of facebookresearch/moco-v3, run as CONFIG.md's ResNet-50
 # "linear classification" command with its defaults), one setting for every labels value.
@@ -170,6 +183,7 @@ EVAL_PRECISION: dict[str, str] = {
     "barlowtwins": "fp32",
     "mocov2": "fp32",
     "mocov3": "fp32",  # main_lincls.py of facebookresearch/moco-v3: no autocast
+    "dino": "fp32",  # DINO's eval_linear.py: no autocast
 }
 FALLBACK_PRECISION = "bf16"  # a method without a known evaluation precision: bf16 on CUDA
 SEMISUP_GAMMA = 0.2

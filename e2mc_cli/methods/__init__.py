@@ -16,7 +16,7 @@ from e2mc_cli.data.augment import MultiView
 from e2mc_cli.data.pipeline import ViewPipeline
 from e2mc_cli.data.views import ViewRecipe
 from e2mc_cli.errors import UserError, unknown_choice
-from e2mc_cli.methods import barlowtwins, mocov2, mocov3, simsiam, swav, vicreg
+from e2mc_cli.methods import barlowtwins, dino, mocov2, mocov3, simsiam, swav, vicreg
 from e2mc_cli.methods.base import Method, MethodOutput
 from e2mc_cli.methods.functional import simsiam_loss, sinkhorn_knopp, swav_loss, vicreg_loss
 from e2mc_cli.methods.simsiam import SimSiam
@@ -55,6 +55,7 @@ register_method(simsiam.SPEC)
 register_method(barlowtwins.SPEC)
 register_method(mocov2.SPEC)
 register_method(mocov3.SPEC)
+register_method(dino.SPEC)
 
 
 def build_model(method: str, arch: str = "resnet50", heads: Mapping[str, object] | None = None) -> SSLModel:

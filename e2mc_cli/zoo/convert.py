@@ -11,7 +11,8 @@ A method whose release has a container of its own (DINO's ``{student, teacher, â
 a common one first (:meth:`~e2mc_cli.methods.spec.MethodSpec.unwrap_official`). Its state modules
 (a momentum encoder, a queue, :attr:`~e2mc_cli.models.SSLModel.state_names`) are canonical
 tensors like the heads; one the file lacks that starts as a copy of a trained module
-(:attr:`~e2mc_cli.methods.spec.MethodSpec.state_copies`) is that copy, as at the official start.
+(:attr:`~e2mc_cli.methods.spec.MethodSpec.state_copies`) is that copy, and any other (a centre)
+its initial value, as at the official start.
 
 Every source tensor is either mapped to exactly one canonical key or named as dropped with a
 reason; every canonical tensor of the method's model is filled (heads may be freshly initialised
@@ -283,6 +284,27 @@ def copy_state(
     ]
 
 
+@functools.cache
+def _state_names(method: str, arch: str, heads_json: str) -> frozenset[str]:
+    with torch.device("meta"):
+        return frozenset(build_model(method, arch, json.loads(heads_json)).state_names)
+
+
+def start_state(canonical: dict[str, torch.Tensor], keys: list[str], report: ConversionReport) -> list:
+    """Fill ``keys``, tensors of state modules that are no copy of a trained module (DINO's centre),
+    with the value the method starts them from (its state builder's, as the official code);
+    one ``(module, tensors, reason)`` report entry per module."""
+    if not keys:
+        return []
+    fresh = build_model(report.method, report.arch, report.heads).state_dict()
+    started: Counter = Counter()
+    for key in keys:
+        canonical[key] = fresh[key]
+        started[key.split(".", 1)[0]] += 1
+    reason = "not in the file: its initial value, as the official code starts it"
+    return [(module, n, reason) for module, n in started.items()]
+
+
 def _fill_new_heads(
     canonical: dict[str, torch.Tensor], missing: list[str], report: ConversionReport, allow_new_heads: bool
 ) -> None:
@@ -346,9 +368,11 @@ def convert_state_dict(
         dropped=dropped + dropped_keys,
     )
     sources = dict(spec.state_copies)
+    state = _state_names(method, arch, json.dumps(heads, sort_keys=True))
     copies = [k for k in missing if k.split(".", 1)[0] in sources]
-    fresh = [k for k in missing if k not in copies]
+    initial = [k for k in missing if k.split(".", 1)[0] in state and k not in copies]
+    fresh = [k for k in missing if k not in copies and k not in initial]
     if fresh:
         _fill_new_heads(canonical, fresh, report, allow_new_heads)
-    report.kept += copy_state(spec, canonical, copies)
+    report.kept += start_state(canonical, initial, report) + copy_state(spec, canonical, copies)
     return {k: canonical[k] for k in target}, report

@@ -1,8 +1,8 @@
 """The named public bases: where each official checkpoint lives and what its authors report.
 
-Facts come from the official repositories (facebookresearch/vicreg, /swav, /simsiam and /moco
-READMEs and training code). ``linear_top1`` is the ImageNet linear-probe top-1 (%) the authors report
-for that exact file.
+Facts come from the official repositories (facebookresearch/vicreg, /swav, /simsiam, /moco,
+/moco-v3, /barlowtwins and /dino READMEs and training code). ``linear_top1`` is the ImageNet
+linear-probe top-1 (%) the authors report for that exact file.
 
 ``paper_rows`` names the rows of the E2MC paper's tables (Chakraborty et al., AISTATS 2025) whose
 runs start from that file. The E2MC authors' trainer scripts (``trainer_*_ft.sh``) name the files
@@ -24,6 +24,7 @@ from e2mc_cli.errors import UserError, close_matches
 
 MIT = "MIT"
 CC_BY_NC = "CC-BY-NC-4.0"
+APACHE = "Apache-2.0"
 E2MC = "E2MC"  # how ``paper_rows`` names the paper: PAPERS["e2mc"], Chakraborty et al., AISTATS 2025
 
 
@@ -281,6 +282,43 @@ _ENTRIES += [
     _mocov3(100, 68.9, lr=0.6, wd=1e-6, momentum=0.99),
     _mocov3(300, 72.8, lr=0.3, wd=1e-6, momentum=0.99),
     _mocov3(1000, 74.6, lr=0.3, wd=1.5e-6, momentum=0.996),
+]
+
+def _dino(name: str, file: str, notes: str) -> BaseSpec:
+    """DINO's ResNet-50 release (facebookresearch/dino README, "Pretrained models": linear 75.3 %,
+    k-NN 67.5 %; Apache 2.0 as the repository). Its run (the release's ``args.txt``, as the
+    maintainer describes it in facebookresearch/dino issue #133 and as it is reproduced elsewhere):
+    800 epochs at a total batch of 4080 (51 on each of 80 GPUs), LARS lr 0.3 (× batch / 256, cosine
+    to 0.0048 after 10 warm-up epochs), weight decay 1e-6, fp32, no gradient clipping; head
+    2048-4096-256 with BatchNorm, 60000 outputs, last layer normalised; teacher temperature 0.04 →
+    0.07 over 50 epochs, teacher momentum 0.996 → 1 (cosine), last layer frozen in epoch 0; 2 global
+    crops (scale 0.14-1) and 6 local crops of 96 px (scale 0.05-0.14)."""
+    return BaseSpec(
+        name=name,
+        method="dino",
+        arch="resnet50",
+        epochs=800,
+        batch_size=4080,
+        url=f"{OFFICIAL_HOST}/dino/dino_resnet50_pretrain/{file}",
+        licence=APACHE,
+        linear_top1=75.3,
+        notes=notes,
+    )
+
+
+_ENTRIES += [
+    _dino(
+        "dino",
+        "dino_resnet50_pretrain_full_checkpoint.pth",
+        "full checkpoint: student and teacher (backbone + head 4096-256, 60000 outputs) and the centre; "
+        "the canonical backbone is the student's, the teacher is kept as teacher_*; k-NN 67.5 %",
+    ),
+    _dino(
+        "dino-backbone",
+        "dino_resnet50_pretrain.pth",
+        "backbone only (the one DINO evaluates): needs --allow-new-heads (the head starts from random "
+        "weights, the teacher as its copy, the centre at zero); k-NN 67.5 %",
+    ),
 ]
 
 BASES: dict[str, BaseSpec] = {spec.name: spec for spec in _ENTRIES}

@@ -4,7 +4,10 @@ Everything goes through ``torch.load(weights_only=True)``: only tensors, contain
 plain values are rebuilt. The one non-tensor global the official files need is the VICReg full
 checkpoint's reference to ``__main__.exclude_bias_and_norm`` (the LARS filter function stored in
 its optimiser's ``param_groups``). That name is allowlisted with an inert :class:`StandIn`:
-the real function is never looked up, defined or run. Any other global is refused.
+the real function is never looked up, defined or run. One class is rebuilt as itself:
+``argparse.Namespace``, the training script's arguments that DINO's full checkpoint stores under
+``args`` (a plain attribute holder of strings and numbers; no method of it runs but ``__new__``,
+and the attributes are set from the pickled dict). Any other global is refused.
 
 The allowlist is scoped to one load: ``torch.serialization.safe_globals`` (torch ≥ 2.5), else,
 on torch 2.4, ``add_safe_globals`` with the stand-ins taken out again afterwards
@@ -18,6 +21,7 @@ A refusal says what was refused and why, never PyTorch's advice to load without
 
 from __future__ import annotations
 
+import argparse
 import os
 import pickle
 import re
@@ -55,6 +59,9 @@ class StandIn:
 # Globals the official checkpoints reference, each mapped to an inert stand-in.
 ALLOWED_REFERENCES: tuple[str, ...] = ("__main__.exclude_bias_and_norm",)
 _STAND_INS = [StandIn(name) for name in ALLOWED_REFERENCES]
+# Classes the official checkpoints pickle, rebuilt as themselves: plain attribute holders.
+ALLOWED_CLASSES: tuple[type, ...] = (argparse.Namespace,)
+_ALLOWED = [*_STAND_INS, *ALLOWED_CLASSES]
 
 _GLOBAL = re.compile(r"GLOBAL ([\w.]+)")
 _OPCODE = re.compile(r"Unsupported operand (\d+)")
@@ -113,7 +120,7 @@ def other_format(path: str | os.PathLike) -> str | None:
 
 @contextmanager
 def allowed_stand_ins():
-    """The stand-ins allowlisted for the duration of one load, whatever the torch version.
+    """The stand-ins and :data:`ALLOWED_CLASSES` allowlisted for one load, whatever the torch version.
 
     ``torch.serialization.safe_globals`` is a context manager from torch 2.5; torch 2.4 has only
     the process-wide ``add_safe_globals``, so there the stand-ins are added and taken out again
@@ -121,11 +128,11 @@ def allowed_stand_ins():
     """
     serialization = torch.serialization
     if hasattr(serialization, "safe_globals"):
-        with serialization.safe_globals(_STAND_INS):
+        with serialization.safe_globals(_ALLOWED):
             yield
         return
     listed = serialization.get_safe_globals()
-    added = [s for s in _STAND_INS if all(s is not g for g in listed)]
+    added = [s for s in _ALLOWED if all(s is not g for g in listed)]
     serialization.add_safe_globals(added)
     try:
         yield
