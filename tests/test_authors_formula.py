@@ -28,7 +28,6 @@ PAPER = {
     "vicreg": (1000.0, 100.0, "hypercube"),
     "swav": (1.0, 25.0, "hypersphere"),
     "simsiam": (0.001, 0.01, "hypersphere"),
-    "dino": (1.0, 25.0, "hypersphere"),  # not in the paper: the coefficients of its hypersphere family
 }
 # A method the paper does not continue takes the paper's coefficients for its space: VICReg's on
 # the hypercube, SwAV's on the hypersphere.
