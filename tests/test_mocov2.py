@@ -168,12 +168,17 @@ def test_fetch_and_convert_keep_every_tensor(cli, monkeypatch, tmp_path):
 def test_a_file_without_key_encoder_or_queue():
     official = mocov2_checkpoint()
     only_q = {k: v for k, v in official.source.items() if k.startswith("module.encoder_q.")}
-    with pytest.raises(UserError, match="no queue for mocov2 in this file"):
-        convert_state_dict(only_q, "mocov2", heads=TINY)
-    state, report = convert_state_dict(only_q, "mocov2", heads=TINY, allow_new_heads=True)
-    assert report.new == ["queue.keys", "queue.ptr"]
+    # the key encoder starts as a copy of the query encoder and the queue at a random start of
+    # normalised keys with its pointer at 0, as builder.MoCo's __init__: no new heads
+    state, report = convert_state_dict(only_q, "mocov2", heads=TINY)
+    assert report.new == []
     assert torch.equal(state["momentum_backbone.conv1.weight"], state["backbone.conv1.weight"])
-    assert any(what == "momentum_projector" and "a copy of projector" in why for what, _, why in report.kept)
+    kept = {what: why for what, _, why in report.kept}
+    assert "a copy of projector" in kept["momentum_projector"] and "initial value" in kept["queue"]
+    keys = state["queue.keys"]
+    assert int(state["queue.ptr"]) == 0 and torch.allclose(keys.norm(dim=0), torch.ones(keys.shape[1]))
+    again, _ = convert_state_dict(only_q, "mocov2", heads=TINY)
+    assert torch.equal(again["queue.keys"], keys)  # the same file converts to the same tensors
 
 
 # -- views and probe -------------------------------------------------------------------------------

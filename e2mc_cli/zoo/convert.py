@@ -296,7 +296,9 @@ def start_state(canonical: dict[str, torch.Tensor], keys: list[str], report: Con
     one ``(module, tensors, reason)`` report entry per module."""
     if not keys:
         return []
-    fresh = build_model(report.method, report.arch, report.heads).state_dict()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)  # a random start (MoCo's queue) is the same on every conversion
+        fresh = build_model(report.method, report.arch, report.heads).state_dict()
     started: Counter = Counter()
     for key in keys:
         canonical[key] = fresh[key]
