@@ -19,6 +19,7 @@ from e2mc_cli.data.views import BLUR_SIGMA, ViewRecipe, crop_scale
 from e2mc_cli.distributed import is_distributed, world_size
 from e2mc_cli.methods.base import Method, MethodOutput, check_views
 from e2mc_cli.methods.spec import MethodSpec
+from e2mc_cli.methods.vicreg import read_projector_sizes, scaled_projector
 from e2mc_cli.models import SSLModel, mlp, parse_dims
 from e2mc_cli.precision import full_precision
 
@@ -184,29 +185,13 @@ def _state(backbone: nn.Module, heads: Mapping[str, nn.Module], sizes: Mapping[s
     return {"bn": nn.BatchNorm1d(parse_dims(sizes["mlp"])[-1], affine=False)}
 
 
-def _read_heads(state_dict: Mapping[str, torch.Tensor]) -> dict:
-    layers = sorted(
-        int(k.split(".")[1])
-        for k, v in state_dict.items()
-        if k.startswith("projector.") and k.endswith("weight") and v.ndim == 2
-    )
-    if not layers:
-        raise KeyError("projector.0.weight")
-    return {"mlp": "-".join(str(state_dict[f"projector.{i}.weight"].shape[0]) for i in layers)}
-
-
-def _scaled_heads(width: int) -> dict:
-    """8192-8192-8192 → 4w-4w-4w (8192 = 4 × 2048 on ResNet-50)."""
-    return {"mlp": "-".join([str(4 * width)] * 3)}
-
-
 SPEC = MethodSpec(
     method=BarlowTwins,
     display_name="Barlow Twins",
     heads={"mlp": "8192-8192-8192"},
     head_builder=_heads,
-    head_reader=_read_heads,
-    head_scaler=_scaled_heads,
+    head_reader=read_projector_sizes,  # VICReg's projector shape: 8192-8192-8192
+    head_scaler=scaled_projector,
     view_builder=barlowtwins_recipes,
     view_options={"scale": (0.08, 1.0)},
     paper="barlowtwins",

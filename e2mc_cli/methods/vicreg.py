@@ -57,7 +57,9 @@ def _heads(width: int, sizes: Mapping[str, object]) -> dict[str, nn.Module]:
     return {"projector": mlp([width, *parse_dims(sizes["mlp"])], out_bias=False)}
 
 
-def _read_heads(state_dict: Mapping[str, torch.Tensor]) -> dict:
+def read_projector_sizes(state_dict: Mapping[str, torch.Tensor]) -> dict:
+    """``{"mlp": "a-b-c"}`` read off the Linear weights of a ``projector`` of (Linear-BN-ReLU) × n,
+    Linear (VICReg's, and Barlow Twins' of the same shape)."""
     layers = sorted(
         int(k.split(".")[1])
         for k, v in state_dict.items()
@@ -68,7 +70,7 @@ def _read_heads(state_dict: Mapping[str, torch.Tensor]) -> dict:
     return {"mlp": "-".join(str(state_dict[f"projector.{i}.weight"].shape[0]) for i in layers)}
 
 
-def _scaled_heads(width: int) -> dict:
+def scaled_projector(width: int) -> dict:
     """8192-8192-8192 → 4w-4w-4w (the projector costs 3.6 % of the backbone at every width)."""
     return {"mlp": "-".join([str(4 * width)] * 3)}
 
@@ -78,8 +80,8 @@ SPEC = MethodSpec(
     display_name="VICReg",
     heads={"mlp": "8192-8192-8192"},
     head_builder=_heads,
-    head_reader=_read_heads,
-    head_scaler=_scaled_heads,
+    head_reader=read_projector_sizes,
+    head_scaler=scaled_projector,
     view_builder=vicreg_recipes,
     view_options={"scale": (0.08, 1.0)},
     paper="vicreg",
