@@ -224,6 +224,13 @@ def base_option(
     return typer.Option(default, "--base", help=help, callback=parse_base)
 
 
+def allow_new_heads_option(what: str = "the base (a backbone-only file)"):
+    """``--allow-new-heads``: heads missing from ``what`` start from random weights."""
+    return typer.Option(
+        False, "--allow-new-heads", help=f"Initialise heads missing from {what} with random weights."
+    )
+
+
 def parse_epochs(value: float | None) -> float | int | None:
     """A positive, finite epoch count; a whole number comes back as an ``int``."""
     if value is None:

@@ -12,6 +12,7 @@ from rich.table import Table
 from e2mc_cli.cli.app import app, bench_app, call_with_options, console, err_console
 from e2mc_cli.cli.options import (
     ENVIRONMENT,
+    allow_new_heads_option,
     augment_option,
     base_option,
     decode_option,
@@ -37,17 +38,11 @@ def continue_(
     ),
     base_file: str = typer.Option(None, "--base-file", help="An official checkpoint file (with --method)."),
     method: str = typer.Option(None, "--method", help="Method of --base-file (see `sslboost bases`)."),
-    allow_new_heads: bool = typer.Option(
-        False,
-        "--allow-new-heads",
-        help="Initialise heads missing from the base (a backbone-only file) with random weights.",
-    ),
+    allow_new_heads: bool = allow_new_heads_option(),
     criterion: str = typer.Option(
         None, "--criterion", help="Add-on criterion (default e2mc; see `sslboost criteria`)."
     ),
-    data: str = typer.Option(
-        None, "--data", help="ImageFolder root (train/<class>/*, or class folders) or fmnist."
-    ),
+    data: str = typer.Option(None, "--data", help="ImageFolder root (train/<class>/*) or fmnist."),
     out: str = typer.Option(None, "--out", help="Run folder (default runs/<base>-<criterion>)."),
     recipe: str = typer.Option(None, "--recipe", help="A recipe TOML file instead of the shipped one."),
     epochs: float = epochs_option(),

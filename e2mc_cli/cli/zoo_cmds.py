@@ -12,7 +12,14 @@ from rich.markup import escape
 from rich.table import Table
 
 from e2mc_cli.cli.app import app, console
-from e2mc_cli.cli.options import BASE_ENV, base_option, json_option, print_json, reads_environment
+from e2mc_cli.cli.options import (
+    BASE_ENV,
+    allow_new_heads_option,
+    base_option,
+    json_option,
+    print_json,
+    reads_environment,
+)
 from e2mc_cli.errors import UserError
 
 
@@ -150,9 +157,7 @@ def convert(
     base: str = base_option(help="A name from `sslboost bases`, or hf://ORG/NAME\\[@REV]."),
     base_file: Path = typer.Option(None, "--base-file", help="A local file in an official layout."),
     method: str = typer.Option(None, "--method", help="Method of --base-file (see `sslboost bases`)."),
-    allow_new_heads: bool = typer.Option(
-        False, "--allow-new-heads", help="Initialise heads missing from the file with random weights."
-    ),
+    allow_new_heads: bool = allow_new_heads_option("the file"),
     optimizer_state: bool = typer.Option(
         False,
         "--optimizer-state",
