@@ -343,7 +343,10 @@ def convert_state_dict(
     state dict (the source tensors themselves, unchanged) and the accounting report.
     """
     spec = get_method_spec(method)
-    layout, inner, kept, dropped = unwrap_official(spec.unwrap_official(obj), source)
+    common = spec.unwrap_official(obj)
+    layout, inner, kept, dropped = unwrap_official(common, source)
+    if common is not obj:  # the method's own container: name its entries, not the common ones
+        layout = "{" + ", ".join(map(str, obj)) + "}"
     looks, evidence = detect_method(inner)
     if looks is not None and looks != method:
         raise UserError(
