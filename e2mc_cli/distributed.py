@@ -78,6 +78,19 @@ def barrier() -> None:
         dist.barrier()
 
 
+@torch.no_grad()
+def concat_all_gather(x: torch.Tensor) -> torch.Tensor:
+    """Every process's ``x`` concatenated along dim 0, in rank order, *without* gradients (MoCo's
+    ``concat_all_gather``: ``torch.distributed.all_gather``); ``x`` itself (detached) without a
+    process group. :func:`gather_with_grad` is the one whose shards keep their gradients."""
+    x = x.detach()
+    if not is_distributed():
+        return x
+    parts = [torch.empty_like(x) for _ in range(world_size())]
+    dist.all_gather(parts, x.contiguous())
+    return torch.cat(parts, dim=0)
+
+
 def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
     """Concatenate ``x`` from every process along dim 0, keeping gradients to every shard.
 

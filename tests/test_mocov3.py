@@ -28,12 +28,12 @@ from e2mc_cli.data.views import P
 from e2mc_cli.errors import UserError
 from e2mc_cli.evaluate.protocols import EVAL_PRECISION, default_config
 from e2mc_cli.methods import build_model, get_method_spec
+from e2mc_cli.methods.functional import momentum_update_
 from e2mc_cli.methods.mocov3 import (
     MoCoV3,
     contrastive_loss,
     cosine_momentum,
     mocov3_loss,
-    momentum_update_,
 )
 from e2mc_cli.run_layout import STATE_FILE
 from e2mc_cli.zoo import BASES, convert_base

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from e2mc_cli.distributed import is_distributed, world_size
 from e2mc_cli.methods import dino_heads as H
 from e2mc_cli.methods.base import Method, MethodOutput, check_views, resolution_groups
+from e2mc_cli.methods.functional import momentum_update_
 from e2mc_cli.methods.spec import MethodSpec
 from e2mc_cli.models import SSLModel
 from e2mc_cli.precision import full_precision
@@ -186,10 +187,8 @@ class DINO(Method):
         """``teacher ← m·teacher + (1 − m)·student`` for every parameter (buffers are the teacher's own)."""
         m = self.momentum_at(step)
         for teacher, student in H.STATE_COPIES:
-            t = list(getattr(self.model, teacher).parameters())
-            s = [p.detach() for p in getattr(self.model, student).parameters()]
-            torch._foreach_mul_(t, m)
-            torch._foreach_add_(t, torch._foreach_mul(s, 1 - m))
+            online = getattr(self.model, student).parameters()
+            momentum_update_(getattr(self.model, teacher).parameters(), online, m)
 
     # -- forward -----------------------------------------------------------------------------
     def forward(self, images: list[torch.Tensor]) -> MethodOutput:

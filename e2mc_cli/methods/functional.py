@@ -180,3 +180,16 @@ def simsiam_loss(
     cos_b = F.cosine_similarity(p_b.float(), z_a.detach().float(), dim=1).mean()
     loss = -(cos_a + cos_b) * 0.5
     return loss, {"cosine": (-loss).detach()}
+
+
+@torch.no_grad()
+def momentum_update_(target: Sequence[torch.Tensor], online: Sequence[torch.Tensor], m: float) -> None:
+    """``θ_t ← θ_t · m + θ_o · (1 − m)`` for every pair of tensors, in place: the momentum (EMA)
+    update of MoCo's key encoder (``_momentum_update_key_encoder``, ``_update_momentum_encoder``)
+    and DINO's teacher, with the same products and sum as their per-tensor loops, on all tensors at
+    once."""
+    target, online = list(target), [t.detach() for t in online]
+    if len(target) != len(online):
+        raise ValueError(f"momentum update of {len(target)} tensors from {len(online)}")
+    torch._foreach_mul_(target, m)
+    torch._foreach_add_(target, torch._foreach_mul(online, 1.0 - m))

@@ -19,9 +19,10 @@ from torch import nn
 
 from e2mc_cli.data.transforms import IMAGENET_STD, REFERENCE_SIZE
 from e2mc_cli.data.views import BLUR_SIGMA, ViewRecipe, crop_scale
-from e2mc_cli.distributed import is_distributed, rank, world_size
+from e2mc_cli.distributed import concat_all_gather, is_distributed, rank, world_size
 from e2mc_cli.errors import UserError
 from e2mc_cli.methods.base import Method, MethodOutput, check_views
+from e2mc_cli.methods.functional import momentum_update_
 from e2mc_cli.methods.spec import MethodSpec
 from e2mc_cli.models import Fp32Linear, SSLModel
 from e2mc_cli.precision import full_precision
@@ -59,26 +60,6 @@ def infonce_loss(
     with torch.no_grad():
         top1 = (logits.argmax(dim=1) == 0).float().mean() * 100
     return loss, {"top1": top1, "positive": l_pos.detach().mean()}
-
-
-@torch.no_grad()
-def momentum_update_(key: Sequence[torch.Tensor], query: Sequence[torch.Tensor], m: float) -> None:
-    """``θ_k ← m·θ_k + (1 − m)·θ_q`` for each pair of tensors, in place, rounded as the official
-    ``_momentum_update_key_encoder`` (``param_k * m + param_q * (1 − m)``: two products, one sum)."""
-    key = [t.data for t in key]
-    torch._foreach_mul_(key, m)
-    torch._foreach_add_(key, torch._foreach_mul([t.data for t in query], 1.0 - m))
-
-
-@torch.no_grad()
-def concat_all_gather(x: torch.Tensor) -> torch.Tensor:
-    """Every process's ``x`` concatenated along dim 0, in rank order, without gradients (the
-    official ``concat_all_gather``); ``x`` itself on one process."""
-    if not is_distributed():
-        return x
-    parts = [torch.empty_like(x) for _ in range(world_size())]
-    dist.all_gather(parts, x.contiguous())
-    return torch.cat(parts)
 
 
 @torch.no_grad()

@@ -13,14 +13,14 @@ import math
 from collections.abc import Mapping, Sequence
 
 import torch
-import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
 from e2mc_cli.data.transforms import REFERENCE_SIZE
 from e2mc_cli.data.views import BLUR_SIGMA, ViewRecipe, crop_scale
-from e2mc_cli.distributed import is_distributed, rank, world_size
+from e2mc_cli.distributed import concat_all_gather, rank
 from e2mc_cli.methods.base import Method, MethodOutput, check_views
+from e2mc_cli.methods.functional import momentum_update_
 from e2mc_cli.methods.spec import MethodSpec
 from e2mc_cli.models import SSLModel, mlp
 from e2mc_cli.precision import full_precision
@@ -34,19 +34,6 @@ def cosine_momentum(progress: float, base: float) -> float:
     ``base`` at the start, 1 at the end. The official code's progress is
     ``(epoch + i / iters_per_epoch) / epochs``, i.e. ``step / total_steps``."""
     return 1.0 - 0.5 * (1.0 + math.cos(math.pi * progress)) * (1.0 - base)
-
-
-@torch.no_grad()
-def concat_all_gather(x: torch.Tensor) -> torch.Tensor:
-    """Every process's ``x`` concatenated along dim 0, in rank order, *without* gradient (the
-    official ``concat_all_gather``: ``torch.distributed.all_gather``); ``x`` itself (detached)
-    without a process group."""
-    x = x.detach()
-    if not is_distributed():
-        return x
-    parts = [torch.empty_like(x) for _ in range(world_size())]
-    dist.all_gather(parts, x.contiguous())
-    return torch.cat(parts, dim=0)
 
 
 def contrastive_loss(q: torch.Tensor, k: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
@@ -86,17 +73,6 @@ def mocov3_loss(
     l12 = contrastive_loss(q1, k2, temperature)
     l21 = contrastive_loss(q2, k1, temperature)
     return l12 + l21, {"ctr_12": l12.detach(), "ctr_21": l21.detach()}
-
-
-@torch.no_grad()
-def momentum_update_(target: Sequence[torch.Tensor], online: Sequence[torch.Tensor], m: float) -> None:
-    """``MoCo._update_momentum_encoder``: ``θ_k ← θ_k · m + θ_q · (1 − m)`` for every pair, in
-    place (the same products and sum as the official per-tensor loop, on all tensors at once)."""
-    target, online = list(target), list(online)
-    if len(target) != len(online):
-        raise ValueError(f"momentum update of {len(target)} tensors from {len(online)}")
-    torch._foreach_mul_(target, m)
-    torch._foreach_add_(target, torch._foreach_mul(online, 1.0 - m))
 
 
 # -- the method ------------------------------------------------------------------------------------
