@@ -357,3 +357,19 @@ def test_builtin_bases_come_from_the_package_folder(cli, monkeypatch, tmp_path):
     assert "does not match its sha256" in line
     with pytest.raises(ValueError, match="exactly one of url and builtin"):
         zoo.BaseSpec(name="x", method="swav", arch="resnet-mini", epochs=1, batch_size=1)
+
+
+def test_bases_shows_the_measured_test_figures_of_the_built_in_bases(cli):
+    rows = {r["name"]: r for r in json.loads(cli("bases", "--json").stdout)}
+    for name in ("fmnist-vicreg", "fmnist-swav", "fmnist-simsiam"):
+        probe = rows[name]["probe"]
+        assert list(probe) == ["linear 1%", "linear 10%", "knn"] and rows[name]["linear_top1"] is None
+        assert 60 < probe["linear 1%"] < probe["linear 10%"] < 100
+    assert rows["swav800"]["probe"] is None
+    from e2mc_cli.cli.zoo_cmds import top1_cell
+
+    probe = {"linear 1%": 81.32, "linear 10%": 84.16, "knn": 86.35}
+    assert top1_cell({"linear_top1": None, "probe": probe}) == "81.3 / 84.2 / 86.3"
+    assert top1_cell({"linear_top1": 75.3, "probe": None}) == "75.3"
+    assert top1_cell({"linear_top1": None, "probe": None}) == "–"
+    assert top1_cell(rows["fmnist-vicreg"]) in cli("bases").stdout

@@ -36,6 +36,7 @@ def _row(spec) -> dict:
         "builtin": spec.builtin,
         "licence": spec.licence,
         "linear_top1": spec.linear_top1,
+        "probe": spec.probe,
         "sha256": spec.sha256,
         "heads": spec_heads(spec),
         "notes": spec.notes,
@@ -43,6 +44,16 @@ def _row(spec) -> dict:
         "cached": is_cached(spec),
         "path": str(base_path(spec)),
     }
+
+
+def top1_cell(row: dict) -> str:
+    """The top-1 cell of a base: the authors' ImageNet linear top-1, or for a built-in base the
+    figures sslboost measured on its test split (linear 1 % / 10 %, kNN); "–" for neither."""
+    if row["linear_top1"] is not None:
+        return f"{row['linear_top1']:.1f}"
+    if row["probe"]:
+        return " / ".join(f"{v:.1f}" for v in row["probe"].values())
+    return "–"
 
 
 _PAPER_ROW = re.compile(r"(?P<paper>.+) Table (?P<table>\S+): (?P<row>.+)")
@@ -99,7 +110,7 @@ def bases(
         table.add_column(column, no_wrap=True, **kw)
     table.add_column("URL", overflow="fold")
     for r in rows:
-        top1 = f"{r['linear_top1']:.1f}" if r["linear_top1"] is not None else "–"
+        top1 = top1_cell(r)
         if r["builtin"]:
             cached = "built-in" if r["cached"] else "[red]missing[/]"
         else:
@@ -116,12 +127,14 @@ def bases(
             escape(r["url"] or r["builtin"]),
         )
     # Piped output is not folded to 80 columns: one base per line.
-    out = console if console.is_terminal else Console(width=240)
+    out = console if console.is_terminal else Console(width=260)
     out.print(table)
     out.print(
         "top-1: ImageNet linear probe (%) reported by the authors for that file; paper: the rows of the "
         "E2MC paper's tables (Chakraborty et al., AISTATS 2025) whose runs start from that file; "
-        "fmnist-* bases are built in (pre-trained on Fashion-MNIST by sslboost, default --data fmnist)."
+        "fmnist-* bases are built in (pre-trained on Fashion-MNIST by sslboost, default --data fmnist), "
+        "their top-1 measured by sslboost on the Fashion-MNIST test split: linear probe at 1 % / 10 % "
+        "labels / kNN (evaluation protocol 3, seed 0)."
     )
 
 
