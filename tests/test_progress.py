@@ -123,7 +123,7 @@ def test_the_live_display_shows_every_term_wrapped_to_a_narrow_terminal():
         assert f"{name} {value:.4g}" in text, name
     assert all(len(line) <= 60 for line in last.splitlines())
     assert "device cpu, fp32, 2 data-loading workers per process" in text  # the header first
-    assert "data loading: 2 batches prefetched per worker, no pinned memory; views: official" in text
+    assert "data loading: 2 batches prefetched per worker, no pinned memory; views: the official" in text
 
 
 def test_eval_stages_print_plain_lines_with_their_size():

@@ -218,7 +218,7 @@ def test_the_augment_mode_is_saved_and_a_resume_keeps_it(cli, env, tmp_path):
     out = tmp_path / "run"
     r = run_cli(cli, env, out, "--max-steps", "1", "--augment", "cpu")
     assert r.exit_code == 0, r.stderr
-    assert "views: official per-image views on the loader's workers (--augment cpu)" in r.stdout
+    assert "views: the official per-image pipeline on the loader's workers (--augment cpu)" in r.stdout
     assert json.loads((out / "summary.json").read_text())["loader"]["augment"] == "cpu"
     state = torch.load(out / STATE_FILE, weights_only=True)
     assert state["augment"] == "cpu"

@@ -234,15 +234,15 @@ class ViewPipeline:
         of a device decode that falls back)."""
         photometric = "colour jitter, grayscale, blur, solarisation and normalisation batched on the device"
         if self.augment == "cpu":
-            line = "official per-image views on the loader's workers (--augment cpu)"
+            line = "the official per-image pipeline on the loader's workers (--augment cpu)"
         elif self.decode == "device" and not self.note:
             line = (
-                "split views: crop parameters on the loader's workers; JPEG decode, crops, flips, "
+                "crop parameters on the loader's workers; JPEG decode, crops, flips, "
                 f"{photometric} (--augment split --decode device)"
             )
         else:
             line = (
-                "split views: decode, crops and flips on the loader's workers (uint8), "
+                "decode, crops and flips on the loader's workers (uint8); "
                 f"{photometric} (--augment split)"
             )
         return f"{line}; note: {self.note}" if self.note else line

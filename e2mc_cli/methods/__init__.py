@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from e2mc_cli.data.augment import MultiView
-from e2mc_cli.data.pipeline import ViewPipeline
+from e2mc_cli.data.pipeline import DEFAULT_AUGMENT, ViewPipeline
 from e2mc_cli.data.views import ViewRecipe
 from e2mc_cli.errors import UserError, unknown_choice
 from e2mc_cli.methods import barlowtwins, dino, mocov2, mocov3, simsiam, swav, vicreg
@@ -95,16 +95,17 @@ def view_transform(method: str, image_size: int = 224, **overrides) -> MultiView
 def view_pipeline(
     method: str,
     image_size: int = 224,
-    augment: str = "cpu",
+    augment: str = DEFAULT_AUGMENT,
     *,
     decode: str = "cpu",
     device=None,
     **overrides,
 ) -> ViewPipeline:
     """How ``method``'s training views at ``image_size`` px are made for the loader and the
-    device (:class:`~e2mc_cli.data.pipeline.ViewPipeline`): ``augment`` ``"cpu"`` (official
-    per-image views) or ``"split"``; ``decode`` ``"device"`` decodes JPEG folders on ``device``
-    (the training device), else the workers decode; ``overrides`` are view options."""
+    device (:class:`~e2mc_cli.data.pipeline.ViewPipeline`): ``augment`` ``"split"`` (the default
+    of a training run) or ``"cpu"`` (official per-image views); ``decode`` ``"device"`` decodes
+    JPEG folders on ``device`` (the training device), else the workers decode; ``overrides`` are
+    view options."""
     transform = view_transform(method, image_size, **overrides)
     return ViewPipeline(transform, augment, decode=decode, device=device)
 
