@@ -26,9 +26,9 @@ def stage_table(doc: dict, stage: dict) -> Table:
     from e2mc_cli.tune.render import STAGE_TITLES, row_cells, stage_text, table_header
 
     title = escape(f"{STAGE_TITLES[stage['name']]}: {stage_text(doc, stage)}")
-    table = Table(box=box.SIMPLE_HEAD, title=title)
-    for name in table_header(doc):
-        table.add_column(escape(name), justify="right", no_wrap=True)
+    table = Table(box=box.SIMPLE_HEAD, title=title, collapse_padding=True, pad_edge=False)
+    for name in table_header(doc):  # "continued 1%" over two lines: the table fits a terminal
+        table.add_column(escape(name.replace(" ", "\n", 1)), justify="right", no_wrap=True)
     for row in stage["rows"]:
         table.add_row(*(escape(c) for c in row_cells(doc, stage, row)))
     return table
@@ -62,56 +62,68 @@ def report(result, out: str) -> None:
         err_console.print("interrupted: run the same command again to resume", highlight=False)
 
 
+# the options of `tune` that no other command has (kept here so that the command reads short)
+CRITERION = typer.Option(
+    "e2mc", "--criterion", help="The criterion whose coefficients are chosen (not `continued`)."
+)
+OUT = typer.Option(..., "--out", help="Tuning folder (trials/, controls/, tuning.json, tuning.md).")
+HOLDOUT = typer.Option(
+    10000, "--holdout", help="Training images held out to evaluate on (the test split is never read)."
+)
+SCALES = typer.Option(
+    "1,0.1,0.01,0.001", "--scales", help="Stage 1: every coefficient times each, their ratio kept."
+)
+RATIOS = typer.Option(
+    "0.1,10", "--ratios", help="Stage 2: the second … last coefficients times each, relative to the first."
+)
+LR_SCALES = typer.Option(
+    "0.33,3", "--lr-scales", help="Stage 3: the learning rate times each, each with its own control."
+)
+LABELS = typer.Option(
+    "1%,10%", "--labels", help="Label fractions of the linear probe; the first one chooses."
+)
+SEED = typer.Option(
+    0, "--seed", min=0, help="Data order, augmentations and the probe's label subset of every run."
+)
+KNN = typer.Option(False, "--knn/--no-knn", help="Also evaluate with kNN (k = 20, all labels).")
+DATA = typer.Option(None, "--data", help="Dataset (default: the one a built-in base was trained on).")
+SETS = typer.Option(
+    None,
+    "--set",
+    help="Override a recipe key (section.key=value), or for one criterion only "
+    "(e2mc:criterion.view_reduction=sum). Repeatable.",
+)
+EVAL_EPOCHS = typer.Option(
+    None,
+    "--eval-epochs",
+    min=1,
+    help="Linear-probe epochs, run exactly (default: the protocol's, see `sslboost eval --help`).",
+)
+IMAGE_SIZE = typer.Option(
+    None, "--image-size", min=8, help="Image size of training and evaluation (default: recipe / data)."
+)
+
+
 @app.command()
 @reads_environment(*ENVIRONMENT)
 def tune(
     base: str = base_option(..., help="Base to tune for: a registry name (e.g. fmnist-vicreg) or a file."),
-    criterion: str = typer.Option(
-        "e2mc", "--criterion", help="The criterion whose coefficients are chosen (not `continued`)."
-    ),
-    out: str = typer.Option(..., "--out", help="Tuning folder (trials/, controls/, tuning.json, tuning.md)."),
+    criterion: str = CRITERION,
+    out: str = OUT,
     epochs: float = epochs_option("Epochs of each continued pre-training (default: the recipe's)."),
-    holdout: int = typer.Option(
-        10000, "--holdout", help="Training images held out to evaluate on (the test split is never read)."
-    ),
-    scales: str = typer.Option(
-        "1,0.1,0.01,0.001", "--scales", help="Stage 1: every coefficient times each, their ratio kept."
-    ),
-    ratios: str = typer.Option(
-        "0.1,10",
-        "--ratios",
-        help="Stage 2: the second … last coefficients times each, relative to the first.",
-    ),
-    lr_scales: str = typer.Option(
-        "0.33,3", "--lr-scales", help="Stage 3: the learning rate times each, each with its own control."
-    ),
-    labels: str = typer.Option(
-        "1%,10%", "--labels", help="Label fractions of the linear probe; the first one chooses."
-    ),
-    seed: int = typer.Option(
-        0, "--seed", min=0, help="Data order, augmentations and the probe's label subset of every run."
-    ),
-    knn: bool = typer.Option(False, "--knn/--no-knn", help="Also evaluate with kNN (k = 20, all labels)."),
-    data: str = typer.Option(
-        None, "--data", help="Dataset (default: the one a built-in base was trained on)."
-    ),
-    sets: list[str] = typer.Option(
-        None,
-        "--set",
-        help="Override a recipe key (section.key=value), or for one criterion only "
-        "(e2mc:criterion.view_reduction=sum). Repeatable.",
-    ),
+    holdout: int = HOLDOUT,
+    scales: str = SCALES,
+    ratios: str = RATIOS,
+    lr_scales: str = LR_SCALES,
+    labels: str = LABELS,
+    seed: int = SEED,
+    knn: bool = KNN,
+    data: str = DATA,
+    sets: list[str] = SETS,
     batch_size: int = typer.Option(None, "--batch-size", min=1, help="Override run.batch_size."),
     max_steps: int = typer.Option(None, "--max-steps", min=1, help="Stop each training run after N steps."),
-    eval_epochs: int = typer.Option(
-        None,
-        "--eval-epochs",
-        min=1,
-        help="Linear-probe epochs, run exactly (default: the protocol's, see `sslboost eval --help`).",
-    ),
-    image_size: int = typer.Option(
-        None, "--image-size", min=8, help="Image size of training and evaluation (default: recipe / data)."
-    ),
+    eval_epochs: int = EVAL_EPOCHS,
+    image_size: int = IMAGE_SIZE,
     workers: int = workers_option(
         "Data-loading processes of each training run (default: chosen for the data and machine)."
     ),
