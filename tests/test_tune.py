@@ -364,3 +364,29 @@ def test_bad_input_is_one_line_before_anything_runs(cli, tmp_path, base, folder,
     lines = r.stderr.strip().splitlines()
     assert r.exit_code == 2 and len(lines) == 1 and message in lines[0], r.stderr
     assert not out.exists()
+
+
+def test_a_criterion_with_one_weight_has_no_ratio_stage(tmp_path, base, folder):
+    out = tmp_path / "tune"
+    result = T.run_tune(_config(base, folder, out, criterion="vne", scales="1,0.1", lr_scales="3"))
+    doc = result.tuning
+    assert result.status == "complete" and [s["name"] for s in doc["stages"]] == ["scale", "lr"]
+    assert doc["weights"] == ["coef"] and doc["start"]["weights"] == {"coef": 1.0}  # VNE's own default
+    assert sorted(os.listdir(out / "trials")) == sorted({r["slug"] for r in doc["trials"]})
+    assert len(doc["trials"]) == 3 and sorted(os.listdir(out / "controls")) == ["lr-1", "lr-3"]
+    _check_choices(doc)
+    assert (
+        "--criteria continued,vne" in doc["test_command"] and "Stage 2" not in (out / "tuning.md").read_text()
+    )
+
+
+def test_a_tuning_whose_trials_cannot_run_stops_and_says_so(cli, tmp_path, base, folder):
+    # CorInfoMax's log-determinant needs more samples per step than dimensions: 8 < 16 here
+    out = tmp_path / "tune"
+    r = cli(*_args(base, folder, out, criterion="logdet", scales="1,0.1"))
+    assert r.exit_code == 0 and "nothing chosen: no trial of the last stage has a Δ" in r.stderr
+    doc = json.loads((out / "tuning.json").read_text())
+    assert doc["status"] == "stopped" and doc["chosen"] is None and doc["test_command"] is None
+    assert [row["status"] for row in doc["stages"][0]["rows"]] == ["cannot run", "cannot run"]
+    assert [s["name"] for s in doc["stages"]] == ["scale"] and os.listdir(out / "controls") == ["lr-1"]
+    assert "Nothing chosen: no trial of the last stage has a Δ" in (out / "tuning.md").read_text()

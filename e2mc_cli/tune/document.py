@@ -20,13 +20,15 @@ from e2mc_cli.tune.plan import Point, choose
 TUNE_FORMAT = "sslboost-tune/1"
 NOT_RUN = "not run yet"
 DONE = "done"
+DIVERGED = "diverged"  # the run met a non-finite loss: a result (no Δ), not run again
+CANNOT_RUN = "cannot run"  # the criterion cannot run with this base (tried again next time)
 POINT_KEYS = ("slug", "factor", "weights", "lr")  # a chosen point in tuning.json
 
 
 @dataclass(frozen=True)
 class Outcome:
     """A cell of the tuning: its ``result.json`` document, or why it has none (``status``
-    ``diverged`` or ``cannot run``, and the ``reason``)."""
+    :data:`DIVERGED` or :data:`CANNOT_RUN`, and the ``reason``)."""
 
     result: dict | None
     status: str = DONE

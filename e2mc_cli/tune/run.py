@@ -36,7 +36,16 @@ from e2mc_cli.tune.config import (
     trial_key,
     trial_sets,
 )
-from e2mc_cli.tune.document import DONE, Outcome, point_row, stage_choice, summarise_tuning, tune_columns
+from e2mc_cli.tune.document import (
+    CANNOT_RUN,
+    DIVERGED,
+    DONE,
+    Outcome,
+    point_row,
+    stage_choice,
+    summarise_tuning,
+    tune_columns,
+)
 from e2mc_cli.tune.plan import Point, lr_grid, ratio_grid, scale_grid
 from e2mc_cli.tune.render import render_tuning_markdown
 from e2mc_cli.zoo import resolve_base
@@ -98,12 +107,13 @@ class Tuner:
                 result, now = run_cell(study, self.data, criterion, self.cfg.seed, _prefixed(self.log, key))
                 outcome = Outcome(result)
             except NonFiniteLoss as exc:  # too large a coefficient or rate: a result, not a fault
-                outcome, now = Outcome(None, "diverged", str(exc)), True
+                outcome, now = Outcome(None, DIVERGED, str(exc)), True
                 write_json_atomic(marker, {"status": outcome.status, "reason": outcome.reason})
             except UserError as exc:  # this criterion cannot run with this base: say why, go on
-                outcome = Outcome(None, "cannot run", str(exc))
+                outcome = Outcome(None, CANNOT_RUN, str(exc))
         self.outcomes[key] = outcome
-        (self.trained if now else self.skipped).append(key)
+        if now or outcome.status != CANNOT_RUN:  # a cell that cannot run is neither
+            (self.trained if now else self.skipped).append(key)
         if outcome.status != DONE:
             self.log(f"{key}: {outcome.status}: {outcome.reason}")
         if now:
