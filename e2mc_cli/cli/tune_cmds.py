@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import typer
 from rich import box
+from rich.console import Console
 from rich.markup import escape
+from rich.measure import Measurement
 from rich.table import Table
 
 from e2mc_cli.cli.app import app, console, err_console
@@ -27,11 +29,25 @@ def stage_table(doc: dict, stage: dict) -> Table:
 
     title = escape(f"{STAGE_TITLES[stage['name']]}: {stage_text(doc, stage)}")
     table = Table(box=box.SIMPLE_HEAD, title=title, collapse_padding=True, pad_edge=False)
-    for name in table_header(doc):  # "continued 1%" over two lines: the table fits a terminal
+    for name in table_header(doc):  # "continued 1%" over two lines: narrower
         table.add_column(escape(name.replace(" ", "\n", 1)), justify="right", no_wrap=True)
     for row in stage["rows"]:
         table.add_row(*(escape(c) for c in row_cells(doc, stage, row)))
     return table
+
+
+def print_whole(table: Table) -> None:
+    """``table`` at its natural width even where the console is narrower (a log, a small
+    terminal): a figure cut to ``82.…`` says nothing."""
+    width = Measurement.get(console, console.options.update(max_width=1000), table).maximum
+    if width <= console.width:
+        console.print(table)
+        return
+    wide = Console(
+        file=console.file, width=width, emoji=False, color_system=console.color_system,
+        force_terminal=console.is_terminal,
+    )  # fmt: skip
+    wide.print(table)
 
 
 def say(msg: str) -> None:
@@ -45,7 +61,7 @@ def report(result, out: str) -> None:
     doc = result.tuning
     say(f"validation split: {doc['evaluated_on']}")
     for stage in doc["stages"]:
-        console.print(stage_table(doc, stage))
+        print_whole(stage_table(doc, stage))
     trials = sum(k.startswith("trials/") for k in result.trained)
     say(
         f"{trials} trial(s) and {len(result.trained) - trials} control(s) run, {len(result.skipped)} "
