@@ -26,6 +26,7 @@ READS = {
     "continue": ALL,
     "eval": ALL,
     "study": ALL,
+    "tune": ALL,
     "reproduce": ALL,
     "pretrain": DATA,
     "curve": DATA,

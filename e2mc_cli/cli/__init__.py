@@ -22,6 +22,7 @@ try:  # Ctrl-C while the commands load is one line too
         reproduce_cmds,
         study_cmds,
         train_cmds,
+        tune_cmds,
         zoo_cmds,
     )
     from e2mc_cli.cli.app import app

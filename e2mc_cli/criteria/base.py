@@ -38,7 +38,9 @@ class Criterion(nn.Module):
     ablation sets the coefficients), ``over_views`` (how the views are combined, in words;
     ``{option}`` fields are filled with the instance's or the default options, see
     :meth:`describe_views`), ``choices`` (the allowed values of each string option, checked by
-    :meth:`check_choices` and by the recipe rules), and implement :meth:`compute`.
+    :meth:`check_choices` and by the recipe rules), ``weights`` (the constructor options that weigh
+    the criterion's terms against the base loss, in the order ``sslboost tune`` scales them: the
+    first sets the scale, the others their ratio to it), and implement :meth:`compute`.
     Every tensor :meth:`compute` reads is float32 or float64, whatever the autocast around it.
     """
 
@@ -49,6 +51,7 @@ class Criterion(nn.Module):
     where: ClassVar[str] = ""
     over_views: ClassVar[str] = ""
     choices: ClassVar[Mapping[str, tuple[str, ...]]] = {}
+    weights: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
     def check_choices(cls, name: str, **options: object) -> None:
@@ -111,6 +114,7 @@ class Continued(Criterion):
     over_views: ClassVar[str] = "—"
     paper: ClassVar[str] = "e2mc"
     where: ClassVar[str] = "Table 3, the control"
+    weights: ClassVar[tuple[str, ...]] = ()  # nothing to weigh
 
     def __init__(self) -> None:
         super().__init__()

@@ -42,6 +42,7 @@ class E2MC(Criterion):
     paper: ClassVar[str] = "e2mc"
     where: ClassVar[str] = "App. A"
     over_views: ClassVar[str] = "entropy {view_reduction}, covariance sum"
+    weights: ClassVar[tuple[str, ...]] = ("beta", "gamma")
     choices: ClassVar[dict[str, tuple[str, ...]]] = {
         "space": ("hypercube", "hypersphere"),
         "view_reduction": Fn.VIEW_REDUCTIONS,

@@ -34,6 +34,7 @@ class LogDet(Criterion):
     paper: ClassVar[str] = "corinfomax-thesis"
     where: ClassVar[str] = "Eq. 4.2"
     over_views: ClassVar[str] = "sum"
+    weights: ClassVar[tuple[str, ...]] = ("coef",)
 
     def __init__(
         self, coef: float = 1.0, forgetting: float = 0.01, eps: float = 1e-8, normalize: bool = True

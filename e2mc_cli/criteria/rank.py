@@ -29,6 +29,7 @@ class MMCR(Criterion):
     paper: ClassVar[str] = "mmcr"
     where: ClassVar[str] = "as in E2MC App. B.1.2, Eq. B.5"
     over_views: ClassVar[str] = "centroid of all crops"
+    weights: ClassVar[tuple[str, ...]] = ("lam",)
 
     def __init__(self, lam: float = 0.005, normalize: bool = True) -> None:
         super().__init__()
@@ -57,6 +58,7 @@ class VonNeumannEntropy(Criterion):
     paper: ClassVar[str] = "vne"
     where: ClassVar[str] = "Eq. 1, Algorithm 1"
     over_views: ClassVar[str] = "mean"
+    weights: ClassVar[tuple[str, ...]] = ("coef",)
 
     def __init__(self, coef: float = 1.0) -> None:
         super().__init__()
@@ -86,6 +88,7 @@ class SimMER(Criterion):
     paper: ClassVar[str] = "simmer"
     where: ClassVar[str] = "Eq. 5, 8–15"
     over_views: ClassVar[str] = "on the view-averaged embedding"
+    weights: ClassVar[tuple[str, ...]] = ("alpha_h", "alpha_r")
     choices: ClassVar[dict[str, tuple[str, ...]]] = {"rank": Fn.RANK_VARIANTS}
 
     def __init__(

@@ -44,6 +44,7 @@ class VCReg(Criterion):
     paper: ClassVar[str] = "vicreg"
     where: ClassVar[str] = "as in E2MC App. B.1.2"
     over_views: ClassVar[str] = "variance mean, covariance sum"
+    weights: ClassVar[tuple[str, ...]] = ("mu", "nu")
     choices: ClassVar[dict[str, tuple[str, ...]]] = {"reg_space": REG_SPACES}
 
     def __init__(self, mu: float = 0.1, nu: float = 0.001, reg_space: str = "hypersphere") -> None:
@@ -82,6 +83,7 @@ class Uniformity(Criterion):
     paper: ClassVar[str] = "uniformity"
     where: ClassVar[str] = "as in E2MC App. B.1.2, Eq. B.3"
     over_views: ClassVar[str] = "{view_reduction}"
+    weights: ClassVar[tuple[str, ...]] = ("lam",)
     choices: ClassVar[dict[str, tuple[str, ...]]] = {"view_reduction": Fn.VIEW_REDUCTIONS}
 
     def __init__(
