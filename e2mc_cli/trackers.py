@@ -274,16 +274,30 @@ def run_results(summary: dict) -> dict[str, float]:
     return {f"run/{k}": summary[k] for k in keys if isinstance(summary.get(k), (int, float))}
 
 
-def before_after_results(rows: list[dict]) -> dict[str, float]:
+def before_after_results(rows: list[dict], reference: dict | None = None) -> dict[str, float]:
     """The rows of ``continue --eval-after`` as results: ``eval/1pct/before_top1``, ``after_top1``,
-    ``difference``, ``p_mcnemar``."""
+    ``difference``, ``p_mcnemar``; with the recipe's study reference
+    (:mod:`e2mc_cli.study.reference`), for each row it has: ``study_difference`` and
+    ``study_difference_se`` (criterion − continued over its seeds, points), ``study_seeds``,
+    ``study_above_zero`` and ``study_p_mcnemar`` (pooled)."""
     keys = {
         "before": "before_top1",
         "after": "after_top1",
         "difference": "difference",
         "p_mcnemar": "p_mcnemar",
     }
-    return {f"eval/{_tag(r['labels'])}/{name}": r[key] for r in rows for key, name in keys.items()}
+    out = {f"eval/{_tag(r['labels'])}/{name}": r[key] for r in rows for key, name in keys.items()}
+    study = {
+        "mean_difference": "study_difference",
+        "se_difference": "study_difference_se",
+        "n": "study_seeds",
+        "above_zero": "study_above_zero",
+        "p_mcnemar_pooled": "study_p_mcnemar",
+    }
+    for r in rows:
+        col = (reference or {}).get("columns", {}).get(f"linear {r['labels']}")
+        out.update({f"eval/{_tag(r['labels'])}/{name}": col[key] for key, name in study.items() if col})
+    return out
 
 
 def eval_config(record: dict) -> dict:

@@ -30,6 +30,32 @@ def before_after_table(rows: list[dict], base: str, refined: str) -> Table:
     return table
 
 
+def study_reference_lines(reference: dict, labels: list[str]) -> list[str]:
+    """One line per label fraction of the before/after table that the recipe's study reference
+    (:mod:`e2mc_cli.study.reference`) has: the seed spread of criterion − continued in points
+    (mean ± SE, each seed's, how many above zero), the study's pooled McNemar p and the base's
+    top-1 (mean ± SE over the same seeds)."""
+    from e2mc_cli.study import CONTROL, column_name
+
+    lines = []
+    for lab in labels:
+        col = reference["columns"].get(column_name(lab))
+        if col is None:
+            continue
+        spread = f"{col['mean_difference']:+.2f}" + (
+            "" if col["se_difference"] is None else f" ± {col['se_difference']:.2f}"
+        )
+        seeds = ", ".join(f"{d:+.2f}" for d in col["differences"])
+        n, base = col["n"], col["base"]
+        lines.append(
+            f"study of this recipe ({n} seeds, {reference['study']}): {reference['criterion']} − "
+            f"{CONTROL} at {lab}: {spread} points (seeds {seeds}; {col['above_zero']} of {n} above 0), "
+            f"pooled McNemar p = {col['p_mcnemar_pooled']:.2g}; base {base['mean']:.1f}"
+            + ("" if base["se"] is None else f" ± {base['se']:.1f}")
+        )
+    return lines
+
+
 def study_table(study: dict, base: str) -> Table:
     """The top-1 table of a study document (mean ± SE over seeds, p-value against the control on
     the first column)."""

@@ -121,7 +121,7 @@ def continue_(
 
             eval_after = builtin_data(base) is not None
         if eval_after:
-            trackers.log_results(before_after_results(_before_after(result, base, base_file, method, data)))
+            trackers.log_results(before_after_results(*_before_after(result, base, base_file, method, data)))
 
 
 def run_and_report(opts, trackers):
@@ -168,19 +168,22 @@ def run_and_report(opts, trackers):
     return result
 
 
-def _before_after(result, base, base_file, method, data) -> list[dict]:
-    """Evaluate base and result (linear probe, 1 % and 10 % labels), print the table and export
-    the run folder again (its model card then holds the evaluations); the table's rows."""
-    from e2mc_cli.cli.tables import before_after_table
+def _before_after(result, base, base_file, method, data) -> tuple[list[dict], dict | None]:
+    """Evaluate base and result (linear probe, 1 % and 10 % labels), print the table (and under it
+    the seed spread of the recipe's study, where one ships for this recipe unchanged) and export
+    the run folder again (its model card then holds the evaluations); the table's rows and the
+    study reference (:mod:`e2mc_cli.study.reference`) or ``None``."""
+    from e2mc_cli.cli.tables import before_after_table, study_reference_lines
     from e2mc_cli.evaluate.progress import EvalDisplay, showing
     from e2mc_cli.publish import export_run
     from e2mc_cli.study import before_after
+    from e2mc_cli.study.reference import run_reference
     from e2mc_cli.zoo import builtin_data, resolve_base
 
     spec = data or builtin_data(base)
     if not spec or not (base or base_file):
         console.print("--eval-after: pass --base (and --data) to evaluate base and result", highlight=False)
-        return []
+        return [], None
     console.print("evaluating base and result (linear probe, cached features) …", highlight=False)
     with showing(EvalDisplay(console)):
         rows = before_after(
@@ -193,35 +196,23 @@ def _before_after(result, base, base_file, method, data) -> list[dict]:
     export_run(result.out)
     names = escape(base or str(base_file)), escape(str(result.out / MODEL_FILE))
     console.print(before_after_table(rows, *names))
+    reference = run_reference(result.out, base, data=spec)
+    for line in study_reference_lines(reference, [r["labels"] for r in rows]) if reference else []:
+        console.print(escape(line), highlight=False, soft_wrap=True)
     console.print(
         f"evaluations in {escape(str(result.out))}/eval-before and eval-after "
         "(`sslboost compare` gives the other tests)",
         highlight=False,
         soft_wrap=True,
     )
-    return rows
+    return rows, reference
 
 
-_FLAGS = {
-    "base": "--base",
-    "base_file": "--base-file",
-    "method": "--method",
-    "criterion": "--criterion",
-    "data": "--data",
-    "out": "--out",
-    "recipe": "--recipe",
-    "epochs": "--epochs",
-    "batch_size": "--batch-size",
-    "lr": "--lr",
-    "image_size": "--image-size",
-    "max_steps": "--max-steps",
-    "checkpoint_every": "--checkpoint-every",
-    "workers": "--workers",
-    "precision": "--precision",
-    "augment": "--augment",
-    "decode": "--decode",
-    "device": "--device",
-}
+_VALUE_OPTIONS = (
+    "base", "base_file", "method", "criterion", "data", "out", "recipe", "epochs", "batch_size", "lr",
+    "image_size", "max_steps", "checkpoint_every", "workers", "precision", "augment", "decode", "device",
+)  # fmt: skip
+_FLAGS = {name: "--" + name.replace("_", "-") for name in _VALUE_OPTIONS}
 
 
 def _argv(params: dict) -> list[str]:
