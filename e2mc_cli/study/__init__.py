@@ -46,8 +46,10 @@ Modules: :mod:`~e2mc_cli.study.config` (the configuration and its checks),
 :mod:`~e2mc_cli.study.cells` (one cell, the base, reading stored evaluations),
 :mod:`~e2mc_cli.study.summary` (statistics), :mod:`~e2mc_cli.study.render` (markdown, figure),
 :mod:`~e2mc_cli.study.points` and :mod:`~e2mc_cli.study.render_points` (a list of ``--epochs``),
-:mod:`~e2mc_cli.study.run` (the whole study) and :mod:`~e2mc_cli.study.before_after` (the
-before/after rows of ``sslboost continue --eval-after``).
+:mod:`~e2mc_cli.study.run` (the whole study), :mod:`~e2mc_cli.study.before_after` (the
+before/after rows of ``sslboost continue --eval-after``) and :mod:`~e2mc_cli.study.reference`
+(a recipe's study reference, ``recipes/<recipe>.study.json``: the seed spread quoted under those
+rows when the run is that recipe unchanged).
 """
 
 
