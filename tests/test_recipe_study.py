@@ -195,6 +195,7 @@ def _cosine(epochs: int) -> dict:
         (over_lengths(), {"epochs": 2, "recipe": cell_recipe(epochs=10)}, r"no point at 2 epochs \(its"),
         (over_lengths(), {"recipe": _cosine(10)}, "cosine schedule over the whole run"),
         ({**one_length(), "format": "sslboost-curve/1"}, {}, "not a study document"),
+        ({**one_length(), "columns": ["knn"]}, {}, "no column with the base"),
     ],
 )
 def test_refusals(doc, kw, message):

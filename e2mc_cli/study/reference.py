@@ -233,6 +233,8 @@ def recipe_study(doc: dict, *, criterion: str, epochs: float, recipe: dict, stud
     if "base" not in rows:
         raise UserError("the study has no base row")
     columns = [c for c in doc.get("columns", []) if all(c in rows[n] for n in ("base", CONTROL, criterion))]
+    if not columns:
+        raise UserError(f"the study has no column with the base, {CONTROL} and {criterion} in it")
     base = config.get("base")
     return {
         "format": REFERENCE_FORMAT,
