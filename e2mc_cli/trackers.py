@@ -294,8 +294,10 @@ def before_after_results(rows: list[dict], reference: dict | None = None) -> dic
         "above_zero": "study_above_zero",
         "p_mcnemar_pooled": "study_p_mcnemar",
     }
+    from e2mc_cli.study.cells import column_name  # the reference's columns are the study's
+
     for r in rows:
-        col = (reference or {}).get("columns", {}).get(f"linear {r['labels']}")
+        col = (reference or {}).get("columns", {}).get(column_name(r["labels"]))
         out.update({f"eval/{_tag(r['labels'])}/{name}": col[key] for key, name in study.items() if col})
     return out
 

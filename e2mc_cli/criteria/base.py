@@ -114,7 +114,6 @@ class Continued(Criterion):
     over_views: ClassVar[str] = "—"
     paper: ClassVar[str] = "e2mc"
     where: ClassVar[str] = "Table 3, the control"
-    weights: ClassVar[tuple[str, ...]] = ()  # nothing to weigh
 
     def __init__(self) -> None:
         super().__init__()

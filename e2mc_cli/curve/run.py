@@ -28,7 +28,7 @@ from pathlib import Path
 from e2mc_cli.checkpoint import load_checkpoint
 from e2mc_cli.curve.render import render_curve_markdown, render_curve_png
 from e2mc_cli.curve.verdict import PLATEAU_GAIN, doubling_gain, plateau_verdict
-from e2mc_cli.data.datasets import resolve_dataset
+from e2mc_cli.data.datasets import check_validation_holdout
 from e2mc_cli.data.subsets import parse_labels
 from e2mc_cli.errors import UserError
 from e2mc_cli.evaluate.protocols import PROTOCOL_VERSION
@@ -80,14 +80,7 @@ def check_curve(cfg: CurveConfig) -> CurveConfig:
     """Validate the budgets, the split, the labels and every budget's recipe up front."""
     cfg.epochs = parse_points(cfg.epochs, "--epochs")
     cfg.labels = parse_labels(cfg.labels)
-    if cfg.holdout < 1:
-        raise UserError(
-            f"--holdout must be a number of training images to evaluate on, got {cfg.holdout}; "
-            "the curve never reads the test split"
-        )
-    n = len(resolve_dataset(cfg.data, "train"))
-    if cfg.holdout >= n:
-        raise UserError(f"--holdout must be below the {n} images of the training split, got {cfg.holdout}")
+    check_validation_holdout(cfg.holdout, cfg.data, "the curve")
     opts, path, spec = pretrain_options(cfg.recipe, cfg.out, seed=cfg.seed, sets=cfg.sets)
     criterion = R.load_toml(path).get("criterion", {}).get("name", "continued")
     try:

@@ -190,6 +190,22 @@ def is_fmnist_spec(spec: str) -> bool:
     return _names_fmnist(spec) or (root.is_dir() and _fmnist_folder(root) is not None)
 
 
+def check_validation_holdout(holdout: int, data: str | None, reader: str) -> None:
+    """``holdout`` training images held out as a validation split, by ``reader`` ("tuning", "the
+    curve"), which never reads the test split: at least one, and, with ``data`` given, fewer than
+    the training split of ``data`` has; else one :class:`UserError`."""
+    if holdout < 1:
+        raise UserError(
+            f"--holdout must be a number of training images to evaluate on, got {holdout}; "
+            f"{reader} never reads the test split"
+        )
+    if data is None:
+        return
+    n = len(resolve_dataset(data, "train"))
+    if holdout >= n:
+        raise UserError(f"--holdout must be below the {n} images of the training split, got {holdout}")
+
+
 def resolve_dataset(spec: str, split: str = "train", *, verify: bool = True) -> Dataset:
     """The dataset named by ``spec`` (``--data``), split ``train``, ``val`` or ``test``.
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from e2mc_cli.criteria import CRITERIA, criterion_defaults
-from e2mc_cli.data.datasets import resolve_dataset
+from e2mc_cli.data.datasets import check_validation_holdout
 from e2mc_cli.errors import UserError
 from e2mc_cli.study.config import CONTROL, StudyConfig, check_config, check_sets
 from e2mc_cli.tune.plan import (
@@ -93,11 +93,7 @@ def check_tune(cfg: TuneConfig) -> TuneConfig:
     """Validate the criterion, the split, the factor lists and the study settings up front (one
     clear line each); normalise the lists."""
     check_criterion(cfg.criterion)
-    if cfg.holdout < 1:
-        raise UserError(
-            f"--holdout must be a number of training images to evaluate on, got {cfg.holdout}; "
-            "tuning never reads the test split"
-        )
+    check_validation_holdout(cfg.holdout, None, "tuning")
     if cfg.seed < 0:
         raise UserError(f"--seed must be 0 or more, got {cfg.seed}")
     if cfg.epochs is not None and not (math.isfinite(cfg.epochs) and cfg.epochs > 0):
@@ -110,13 +106,6 @@ def check_tune(cfg: TuneConfig) -> TuneConfig:
         raise UserError("--labels: give at least one label fraction; the first one chooses")
     cfg.labels = study.labels
     return cfg
-
-
-def check_holdout(cfg: TuneConfig, data: str) -> None:
-    """``--holdout`` leaves training images to train the probe on."""
-    n = len(resolve_dataset(data, "train"))
-    if cfg.holdout >= n:
-        raise UserError(f"--holdout must be below the {n} images of the training split, got {cfg.holdout}")
 
 
 def start_point(cfg: TuneConfig, method: str) -> Start:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
+from e2mc_cli.data.datasets import check_validation_holdout
 from e2mc_cli.errors import UserError
 from e2mc_cli.io import write_json_atomic, write_text_atomic
 from e2mc_cli.study.cells import Log, StudyInterrupted, quiet, run_cell
@@ -27,7 +28,6 @@ from e2mc_cli.training.state import NonFiniteLoss
 from e2mc_cli.tune.config import (
     Start,
     TuneConfig,
-    check_holdout,
     check_tune,
     control_key,
     control_sets,
@@ -184,7 +184,7 @@ def run_tune(cfg: TuneConfig, *, log: Log = quiet, command: str = "") -> TuneRun
     """Check everything, then run every missing cell, stage by stage (see the module docstring)."""
     cfg = check_tune(cfg)
     data = default_data(cfg.base, cfg.data)
-    check_holdout(cfg, data)
+    check_validation_holdout(cfg.holdout, data, "tuning")  # leaves images to train the probe on
     start = start_point(cfg, resolve_base(cfg.base).method)  # a bad --set fails here, before any run
     check_same_tuning(cfg)
     Path(cfg.out).mkdir(parents=True, exist_ok=True)
