@@ -120,6 +120,33 @@ def test_a_study_over_epochs_resumes_where_it_stopped_and_writes_every_point(
     assert (out / "study.png").read_bytes().startswith(PNG_MAGIC)
 
 
+def test_points_reached_before_an_interruption_are_evaluated_before_training_resumes(
+    tmp_path, base, folder, monkeypatch
+):
+    out = tmp_path / "study"
+    cfg = _config(base, folder, out, criteria="continued", seeds=1)
+    step = L.train_step
+    cell = out / "cells" / "continued-seed0"
+    seen: list[tuple[int, bool]] = []
+
+    def interrupting(state, plan, views, epoch):
+        seen.append((state.step, (cell / "epoch-0.2" / "result.json").is_file()))
+        record = step(state, plan, views, epoch)
+        if state.step == 1 and len(seen) == 1:
+            os.kill(os.getpid(), signal.SIGINT)
+        return record
+
+    monkeypatch.setattr(L, "train_step", interrupting)
+    assert ST.run_study(cfg).status == "interrupted"
+    assert not (cell / "epoch-0.2" / "result.json").exists()  # reached, not evaluated yet
+    second = ST.run_study(cfg)
+    assert second.status == "complete"
+    # the resumed run starts at step 1 with the first point's result already written
+    assert seen == [(0, False), (1, True)]
+    first_point = json.loads((cell / "epoch-0.2" / "result.json").read_text())
+    assert first_point["snapshot"]["step"] == 1 and first_point["train_wall_time_s_this_run"] == 0.0
+
+
 def test_study_epochs_bad_input_is_one_line(cli, tmp_path, base, folder):
     common = ("study", "--base", base, "--data", folder, "--criteria", "continued", "--batch-size", "8")
     for extra, says in (

@@ -62,18 +62,48 @@ def _point_results(cfg: StudyConfig, criterion: str, seed: int) -> dict[float, d
     }
 
 
+def _evaluate_point(cfg, data, key, run_dir, epochs, info, summary, train_s, log) -> dict:
+    criterion, seed = key
+    return evaluate_cell(
+        cfg,
+        data,
+        key,
+        snapshot_file(run_dir, epochs),
+        point_folder(cfg, criterion, seed, epochs),
+        summary=summary,
+        train_s=train_s,
+        log=log,
+        what=f" at {epochs:g} epochs",
+        extra={"epochs": epochs, "snapshot": info},
+    )
+
+
+def _run_summary(run_dir: Path) -> dict:
+    path = run_dir / SUMMARY_FILE
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
 def run_point_cell(
     cfg: StudyConfig, data: str, criterion: str, seed: int, log: Log = quiet
 ) -> tuple[dict[float, dict], bool]:
-    """Train one cell's run (unless finished) and evaluate each point not evaluated yet from its
-    snapshot; ``({epochs: result}, trained now)``."""
+    """Evaluate each point not evaluated yet whose snapshot the cell's run has already written
+    (an interrupted run's figures come before it trains on), train the run (unless finished),
+    then evaluate the remaining points; ``({epochs: result}, trained now)``."""
     results = _point_results(cfg, criterion, seed)
     if all(r is not None for r in results.values()):
         return results, False
+    key = (criterion, seed)
     run_dir = cell_folder(cfg, criterion, seed) / "train"
+    for epochs, result in results.items():
+        info = read_snapshot(run_dir, epochs) if result is None else None
+        if info is not None:
+            summary = _run_summary(run_dir)
+            results[epochs] = _evaluate_point(cfg, data, key, run_dir, epochs, info, summary, 0.0, log)
+    if all(r is not None for r in results.values()):
+        return results, False
     t0 = time.perf_counter()
     trained = train_if_needed(cfg, data, criterion, seed, run_dir, log)
-    summary = json.loads((run_dir / SUMMARY_FILE).read_text())
+    summary = _run_summary(run_dir)
     train_s = time.perf_counter() - t0
     for epochs, result in results.items():
         if result is not None:
@@ -84,19 +114,8 @@ def run_point_cell(
                 f"{run_dir}: no snapshot at {epochs:g} epochs (the run was trained without it); remove "
                 f"{run_dir.parent} to train the cell again"
             )
-        results[epochs] = evaluate_cell(
-            cfg,
-            data,
-            (criterion, seed),
-            snapshot_file(run_dir, epochs),
-            point_folder(cfg, criterion, seed, epochs),
-            summary=summary,
-            train_s=train_s,
-            log=log,
-            what=f" at {epochs:g} epochs",
-            extra={"epochs": epochs, "snapshot": info},
-        )
-        train_s = 0.0  # the training is counted once, with the first point evaluated
+        results[epochs] = _evaluate_point(cfg, data, key, run_dir, epochs, info, summary, train_s, log)
+        train_s = 0.0  # the training is counted once, with the first point evaluated after it
     return results, trained
 
 
