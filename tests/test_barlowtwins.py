@@ -265,6 +265,15 @@ def _views(rank: int | None = None) -> list[torch.Tensor]:
     return views if rank is None else [v[rank * 4 : (rank + 1) * 4] for v in views]
 
 
+# On some CPUs (seen on an AMD EPYC) oneDNN's kernels put the early layers' gradients of the
+# sharded model ~1 % of their largest value away from the unsharded model's (the loss agrees, and
+# from layer2 on the gradients agree to 1e-5); with oneDNN off both sides agree to 1e-5 everywhere.
+# The test checks the distributed arithmetic (global batch norm, the summed cross-correlation,
+# DDP's averaging), not the CPU's kernel library, so both sides run without it.
+def without_onednn():
+    return torch.backends.mkldnn.flags(enabled=False)
+
+
 def _seeded_method() -> BarlowTwins:
     torch.manual_seed(0)
     return _tiny()
@@ -283,8 +292,9 @@ def _worker(rank: int, world: int, init_file: str, out_file: str):
         pure = _loss_and_grads(n_a[shard], n_b[shard])
         method = convert_sync_batchnorm(_seeded_method(), "cpu")  # as training does under DDP
         ddp = DistributedDataParallel(method)
-        out = ddp(_views(rank))
-        out.loss.backward()  # DDP averages the gradients over the processes
+        with without_onednn():
+            out = ddp(_views(rank))
+            out.loss.backward()  # DDP averages the gradients over the processes
         grads = {n: p.grad.clone() for n, p in method.named_parameters()}
         torch.save({"pure": pure, "loss": out.loss.detach(), "grads": grads,
                     "bn": dict(method.model.bn.state_dict())}, f"{out_file}.{rank}")  # fmt: skip
@@ -310,8 +320,9 @@ def test_two_processes_give_the_single_process_loss_and_gradients(tmp_path):
         torch.testing.assert_close(gb, 2 * gb_ref[shard])
 
     method = _seeded_method()
-    out = method(_views())
-    out.loss.backward()
+    with without_onednn():
+        out = method(_views())
+        out.loss.backward()
     for part in parts:  # whole model under DDP with global batch norm: one process on 8 images
         torch.testing.assert_close(part["loss"], out.loss.detach(), rtol=1e-5, atol=1e-5)
         for name, param in method.named_parameters():  # float32 sums in another order: 1e-4 of the largest
