@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import os
+import signal
 from collections.abc import Iterator
 
 import torch
@@ -147,6 +148,16 @@ def loader_settings(workers: int, pin_memory: bool, augment: str) -> dict:
     }
 
 
+def leave_stop_signals_to_the_run(_worker_id: int) -> None:
+    """A loader worker's start: it ignores SIGINT and SIGTERM, which the run's main process handles
+    (it finishes the step, saves and stops the workers itself). A signal sent to every process of
+    the run (``kill -TERM -- -PGID``, ``pkill -f``, a cluster scheduler, Ctrl-C in a terminal)
+    then stops the run as one sent to the main process alone does, instead of killing a worker the
+    main process still reads from."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def make_loader(
     dataset: Dataset,
     sampler: Sampler,
@@ -169,6 +180,7 @@ def make_loader(
         pin_memory=pin_memory,
         prefetch_factor=prefetch_batches(workers),
         persistent_workers=persistent and workers > 0,
+        worker_init_fn=leave_stop_signals_to_the_run,
         # its own generator: creating a loader must not draw from the global torch RNG
         generator=torch.Generator().manual_seed(int(seed)),
     )

@@ -12,6 +12,7 @@ import signal
 import struct
 import subprocess
 import sys
+import time
 
 import pytest
 import torch
@@ -143,6 +144,41 @@ def test_resume_keeps_the_stop_point_and_the_command_unless_told(cli, env, tmp_p
     assert cli("continue", "--out", run, "--resume", "--max-steps", "4").exit_code == 0
     assert json.loads((run / "summary.json").read_text())["steps"] == 4
     assert read_metadata(run / "sslboost.safetensors")["command"] == command
+
+
+def test_sigterm_to_every_process_of_the_run_stops_it_as_one_to_the_main_process(
+    cli, env, tmp_path, monkeypatch
+):
+    """``kill -TERM -- -PGID`` (or a scheduler) signals the loader's workers too: they leave it to
+    the main process, which finishes the step, saves and stops."""
+    import multiprocessing
+
+    original = loop.train_step
+    signalled, alive = [], []
+
+    def terminating(state, plan, views, epoch):
+        record = original(state, plan, views, epoch)
+        if state.step == 1:
+            workers = multiprocessing.active_children()
+            signalled.extend(w.pid for w in workers)
+            for pid in [*signalled, os.getpid()]:
+                os.kill(pid, signal.SIGTERM)
+            time.sleep(1.0)  # long enough for a worker to die of it
+            alive.extend(w.is_alive() for w in workers)
+        return record
+
+    monkeypatch.setattr(loop, "train_step", terminating)
+    run = tmp_path / "run"
+    args = train_args(env, run, "--max-steps", "3")
+    args[args.index("--workers") + 1] = "1"  # one loader worker
+    r = cli(*args)
+    assert signalled, "the run had no loader worker to signal"
+    assert alive == [True] * len(signalled)  # the workers left the signal to the main process
+    assert r.exit_code == 0, r.stderr
+    assert "stopped at step 1" in r.stdout
+    summary = json.loads((run / "summary.json").read_text())
+    assert (summary["status"], summary["steps"]) == ("interrupted", 1)
+    assert load_training_state(run / STATE_FILE)["step"] == 1
 
 
 @pytest.fixture
