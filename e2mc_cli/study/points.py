@@ -62,25 +62,35 @@ def _point_results(cfg: StudyConfig, criterion: str, seed: int) -> dict[float, d
     }
 
 
-def _evaluate_point(cfg, data, key, run_dir, epochs, info, summary, train_s, log) -> dict:
-    criterion, seed = key
-    return evaluate_cell(
-        cfg,
-        data,
-        key,
-        snapshot_file(run_dir, epochs),
-        point_folder(cfg, criterion, seed, epochs),
-        summary=summary,
-        train_s=train_s,
-        log=log,
-        what=f" at {epochs:g} epochs",
-        extra={"epochs": epochs, "snapshot": info},
-    )
-
-
 def _run_summary(run_dir: Path) -> dict:
     path = run_dir / SUMMARY_FILE
     return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _evaluate_reached(
+    cfg: StudyConfig, data: str, key: tuple[str, int], results: dict, train_s: float, log: Log
+) -> None:
+    """Evaluate, into ``results``, every point of cell ``key`` not evaluated yet whose snapshot its
+    run has written; ``train_s`` (the training of this invocation) is counted with the first."""
+    criterion, seed = key
+    run_dir = cell_folder(cfg, criterion, seed) / "train"
+    reached = {e: read_snapshot(run_dir, e) for e, r in results.items() if r is None}
+    reached = {e: info for e, info in reached.items() if info is not None}
+    summary = _run_summary(run_dir) if reached else {}
+    for epochs, info in reached.items():
+        results[epochs] = evaluate_cell(
+            cfg,
+            data,
+            key,
+            snapshot_file(run_dir, epochs),
+            point_folder(cfg, criterion, seed, epochs),
+            summary=summary,
+            train_s=train_s,
+            log=log,
+            what=f" at {epochs:g} epochs",
+            extra={"epochs": epochs, "snapshot": info},
+        )
+        train_s = 0.0
 
 
 def run_point_cell(
@@ -90,32 +100,20 @@ def run_point_cell(
     (an interrupted run's figures come before it trains on), train the run (unless finished),
     then evaluate the remaining points; ``({epochs: result}, trained now)``."""
     results = _point_results(cfg, criterion, seed)
-    if all(r is not None for r in results.values()):
-        return results, False
     key = (criterion, seed)
-    run_dir = cell_folder(cfg, criterion, seed) / "train"
-    for epochs, result in results.items():
-        info = read_snapshot(run_dir, epochs) if result is None else None
-        if info is not None:
-            summary = _run_summary(run_dir)
-            results[epochs] = _evaluate_point(cfg, data, key, run_dir, epochs, info, summary, 0.0, log)
+    _evaluate_reached(cfg, data, key, results, 0.0, log)
     if all(r is not None for r in results.values()):
         return results, False
+    run_dir = cell_folder(cfg, criterion, seed) / "train"
     t0 = time.perf_counter()
     trained = train_if_needed(cfg, data, criterion, seed, run_dir, log)
-    summary = _run_summary(run_dir)
-    train_s = time.perf_counter() - t0
-    for epochs, result in results.items():
-        if result is not None:
-            continue
-        info = read_snapshot(run_dir, epochs)
-        if info is None:
-            raise UserError(
-                f"{run_dir}: no snapshot at {epochs:g} epochs (the run was trained without it); remove "
-                f"{run_dir.parent} to train the cell again"
-            )
-        results[epochs] = _evaluate_point(cfg, data, key, run_dir, epochs, info, summary, train_s, log)
-        train_s = 0.0  # the training is counted once, with the first point evaluated after it
+    _evaluate_reached(cfg, data, key, results, time.perf_counter() - t0, log)
+    missing = [e for e, r in results.items() if r is None]
+    if missing:
+        raise UserError(
+            f"{run_dir}: no snapshot at {missing[0]:g} epochs (the run was trained without it); remove "
+            f"{run_dir.parent} to train the cell again"
+        )
     return results, trained
 
 

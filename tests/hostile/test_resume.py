@@ -7,6 +7,7 @@ never stuck; ``--overwrite`` removes every output of the earlier run and never t
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 import signal
 import struct
@@ -151,8 +152,6 @@ def test_sigterm_to_every_process_of_the_run_stops_it_as_one_to_the_main_process
 ):
     """``kill -TERM -- -PGID`` (or a scheduler) signals the loader's workers too: they leave it to
     the main process, which finishes the step, saves and stops."""
-    import multiprocessing
-
     original = loop.train_step
     signalled, alive = [], []
 
