@@ -67,7 +67,7 @@ def test_piped_output_has_the_header_then_a_line_from_the_first_step(cli, env, t
     assert f"base {base} (vicreg, resnet-mini) + criterion e2mc" in header
     assert f"data {env['data']}: 20 images; batch 8 (1 process), 2 steps per epoch" in header
     assert "0.5 epochs = 1 steps (new run)" in header
-    assert "device cpu, fp32, 0 data-loading workers per process" in header
+    assert "device cpu, fp32, channels_last, 0 data-loading workers per process" in header
     described = view_pipeline("vicreg", 16, augment=DEFAULT_AUGMENT).describe()
     loading = "data loading: batches loaded by the training process itself, no pinned memory"
     assert f"{loading}; views: {described}" in header
@@ -122,7 +122,7 @@ def test_the_live_display_shows_every_term_wrapped_to_a_narrow_terminal():
     for name, value in TERMS.items():
         assert f"{name} {value:.4g}" in text, name
     assert all(len(line) <= 60 for line in last.splitlines())
-    assert "device cpu, fp32, 2 data-loading workers per process" in text  # the header first
+    assert "device cpu, fp32, channels_last, 2 data-loading workers per process" in text  # the header first
     assert "data loading: 2 batches prefetched per worker, no pinned memory; views: the official" in text
 
 

@@ -11,8 +11,8 @@ For each method the same views (random tensors shaped as the method's view recip
   alone; one call per resolution for SwAV), nothing else.
 
 The two are timed alternately in one process (median over ``steps`` timed steps each, after
-``warmup`` untimed ones), so both see the same machine load. On CUDA both run under bf16
-autocast with channels_last tensors already on the device. ``ratio`` is full / bare images/s;
+``warmup`` untimed ones), so both see the same machine load. Both run in channels_last,
+with the tensors already on the device; on CUDA under bf16 autocast. ``ratio`` is full / bare images/s;
 ``overhead_pct`` is the extra time per step relative to the bare backbone.
 """
 
@@ -117,16 +117,15 @@ def build_training(
     coefficients = {k: v for k, v in recipe["criterion"].items() if k != "name"}
     crit = build_criterion(cfg.criterion, space=method.space, **coefficients).to(device)
     optimizer = build_optimizer(method.param_groups(), recipe["optim"], cfg.batch_size)
-    if device.type == "cuda":
-        method.to(memory_format=torch.channels_last)
+    method.to(memory_format=torch.channels_last)
     return method, crit, optimizer, recipe, head_sizes
 
 
 def _random_views(sizes: list[int], batch_size: int, device: torch.device) -> list[torch.Tensor]:
-    views = [torch.randn(batch_size, 3, s, s, device=device) for s in sizes]
-    if device.type == "cuda":
-        views = [v.contiguous(memory_format=torch.channels_last) for v in views]
-    return views
+    return [
+        torch.randn(batch_size, 3, s, s, device=device).contiguous(memory_format=torch.channels_last)
+        for s in sizes
+    ]
 
 
 def bench_method(spec: MethodSpec, cfg: BenchConfig, device: torch.device) -> dict:

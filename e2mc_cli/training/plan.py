@@ -53,8 +53,8 @@ class RunPlan:
     A new run and a resumed one differ only in these values: a new run has ``base`` (the weights
     it starts from) and ``start_step`` 0; a resumed one has ``saved`` (the training state it
     continues from, :mod:`e2mc_cli.training.state`) and the step it stopped at. The forward pass
-    runs in ``precision`` (:mod:`e2mc_cli.precision`; also the recipe's ``run.precision``), with
-    channels_last on CUDA.
+    runs in ``precision`` (:mod:`e2mc_cli.precision`; also the recipe's ``run.precision``), in
+    channels_last.
     """
 
     out: Path  # the run folder

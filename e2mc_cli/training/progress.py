@@ -61,10 +61,10 @@ def format_epoch(step: int, steps_per_epoch: int, epochs: float) -> str:
 
 def precision(plan: RunPlan) -> str:
     """How the forward pass computes: the run's precision (``fp16 autocast + gradient scaler (heads'
-    last layers and losses in fp32)``, ``bf16 autocast (…)``, ``fp32``), channels_last on CUDA,
+    last layers and losses in fp32)``, ``bf16 autocast (…)``, ``fp32``), channels_last,
     torch.compile when asked."""
     parts = [describe_precision(plan.precision)]
-    parts += ["channels_last"] if plan.cuda else []
+    parts += ["channels_last"]
     parts += ["torch.compile"] if plan.compile else []
     return ", ".join(parts)
 

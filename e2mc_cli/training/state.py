@@ -337,8 +337,7 @@ def build_state(plan: RunPlan, say: Callable[[str], None]) -> TrainState:
         method = convert_sync_batchnorm(method, plan.device.type)
     method.to(plan.device)
     criterion.to(plan.device)
-    if plan.cuda:
-        method.to(memory_format=torch.channels_last)
+    method.to(memory_format=torch.channels_last)  # faster convolutions on CUDA and on oneDNN CPUs alike
     state = TrainState(
         method=method,
         criterion=criterion,

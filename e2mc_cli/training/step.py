@@ -1,7 +1,7 @@
 """One optimiser step of continued pre-training.
 
 The method's views of a global batch (each process its contiguous slice), ``out = method(views)``
-(under the run's ``--precision`` autocast, :mod:`e2mc_cli.precision`; channels_last on CUDA), the
+(under the run's ``--precision`` autocast, :mod:`e2mc_cli.precision`; in channels_last), the
 criterion on ``out.embeddings`` (criteria with ``views = "all"``: ``out.all_embeddings``) —
 criteria all-gather across processes themselves — ``loss = out.loss + criterion_out.loss``, every
 term gathered into one device vector with a non-finite flag (:mod:`~e2mc_cli.training.terms`;
@@ -64,16 +64,15 @@ def forward_step(
     module, criterion, views: list[torch.Tensor], device: torch.device, precision: str | None = None
 ):
     """Views to ``(loss, method_out, criterion_out)`` under the autocast of ``precision`` (``None``:
-    bf16 on CUDA, fp32 elsewhere), channels_last on CUDA.
+    bf16 on CUDA, fp32 elsewhere), in channels_last, as the model is
+    (:func:`~e2mc_cli.training.state.build_state`).
 
     ``module`` is the method (or its DistributedDataParallel wrapper); the criterion gets
     ``out.all_embeddings`` when its ``views`` is ``"all"``, else ``out.embeddings`` (float32: the
     heads' last layers compute in float32, :class:`~e2mc_cli.models.heads.Fp32Linear`).
     """
     precision = precision or resolve_precision(None, "bf16", device)
-    views = [v.to(device, non_blocking=True) for v in views]
-    if device.type == "cuda":
-        views = [v.contiguous(memory_format=torch.channels_last) for v in views]
+    views = [v.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last) for v in views]
     with autocast(device, precision):
         out = module(views)
         feed = out.all_embeddings if criterion.views == "all" else out.embeddings

@@ -152,7 +152,8 @@ def test_a_state_turned_non_finite_is_not_saved_and_the_last_finite_step_is_name
         original(method, optimizer, loss, step, scaler)
         if step == 1:  # the second step writes a NaN into the weights
             with torch.no_grad():
-                next(method.parameters()).view(-1)[0] = float("nan")
+                weight = next(method.parameters())
+                weight[(0,) * weight.ndim] = float("nan")
 
     monkeypatch.setattr(S, "backward_step", poisoned)
     out = tmp_path / "run"
