@@ -25,6 +25,7 @@ from e2mc_cli.diagnostics.stats import HIST_BINS, NEIGHBOUR_K, embedding_stats, 
 from e2mc_cli.errors import UserError
 from e2mc_cli.io import write_json_atomic
 from e2mc_cli.methods import get_method_spec, view_transform
+from e2mc_cli.models.memory_format import images_to
 from e2mc_cli.run_layout import run_folder_of
 from e2mc_cli.zoo import get_spec, resolve_base
 from e2mc_cli.zoo.hf import is_hf
@@ -127,7 +128,7 @@ def embed_for_inspection(
         torch.manual_seed(seed)
         for done, (x, va, vb, y) in enumerate(loader, start=1):
             for suffix, images in (("", x), ("_a", va), ("_b", vb)):
-                feats = model.backbone(images.to(device, non_blocking=True))
+                feats = model.backbone(images_to(images, device))
                 out["backbone" + suffix].append(feats.float().cpu())
                 out["projector" + suffix].append(model.projector(feats).float().cpu())
             out["labels"].append(y)

@@ -26,6 +26,7 @@ from torchvision.transforms import v2
 from e2mc_cli.data.transforms import EvalPreprocessing, ToRGB, normalised_tensor
 from e2mc_cli.errors import UserError
 from e2mc_cli.evaluate.progress import stage
+from e2mc_cli.models.memory_format import images_to
 from e2mc_cli.precision import autocast
 
 STANDARD_CROP_SCALE = (0.08, 1.0)  # torchvision's RandomResizedCrop default, the official recipes'
@@ -130,7 +131,7 @@ def extract_features(
         with stage(f"features ({split})" if split else "features", n, "images") as advance:
             for x, y in loader(dataset, indices, transform, batch_size, workers=workers):
                 with autocast(device, precision):
-                    f = backbone(x.to(device, non_blocking=True)).float().cpu()
+                    f = backbone(images_to(x, device)).float().cpu()
                 if feats is None:  # filled in place: no second copy of a large feature matrix
                     feats = torch.empty(n, f.shape[1], dtype=torch.float32)
                 feats[start : start + len(f)] = f

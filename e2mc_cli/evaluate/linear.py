@@ -32,6 +32,7 @@ from torch.utils.data import Dataset
 from e2mc_cli.evaluate.features import loader
 from e2mc_cli.evaluate.progress import stage
 from e2mc_cli.evaluate.protocols import ProtocolConfig
+from e2mc_cli.models.memory_format import images_to
 from e2mc_cli.precision import autocast
 from e2mc_cli.training.optim import LARC
 
@@ -169,7 +170,7 @@ class LabelledTraining:
             for epoch in range(cfg.epochs):
                 _set_lr(opt, base, epoch_factor(epoch, cfg))
                 for x, y in data:
-                    loss = F.cross_entropy(logits_of(x.to(device, non_blocking=True)), y.to(device))
+                    loss = F.cross_entropy(logits_of(images_to(x, device)), y.to(device))
                     opt.zero_grad(set_to_none=True)
                     if scaler is None:
                         loss.backward()

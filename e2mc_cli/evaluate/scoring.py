@@ -21,6 +21,7 @@ from torch import nn
 
 from e2mc_cli.evaluate import features as FX
 from e2mc_cli.evaluate.protocols import best_epoch
+from e2mc_cli.models.memory_format import images_to
 from e2mc_cli.precision import autocast
 
 
@@ -75,7 +76,7 @@ def predict_images(
     try:
         for x, _ in FX.loader(dataset, np.arange(len(dataset)), transform, batch_size, workers=workers):
             with autocast(device, precision):
-                out.append(model(x.to(device, non_blocking=True)).float().cpu())
+                out.append(model(images_to(x, device)).float().cpu())
     finally:
         model.train(was_training)
     return torch.cat(out)

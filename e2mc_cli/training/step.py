@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 import torch
 
+from e2mc_cli.models.memory_format import images_to
 from e2mc_cli.precision import autocast, resolve_precision
 from e2mc_cli.training.optim import apply_lr, lr_factor
 from e2mc_cli.training.plan import RunPlan
@@ -72,7 +73,7 @@ def forward_step(
     heads' last layers compute in float32, :class:`~e2mc_cli.models.heads.Fp32Linear`).
     """
     precision = precision or resolve_precision(None, "bf16", device)
-    views = [v.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last) for v in views]
+    views = [images_to(v, device) for v in views]
     with autocast(device, precision):
         out = module(views)
         feed = out.all_embeddings if criterion.views == "all" else out.embeddings
