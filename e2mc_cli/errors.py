@@ -19,6 +19,7 @@ EXIT_NONFINITE = 1
 EXIT_BAD_INPUT = 2
 EXIT_FAULT = 3
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143  # 128 + SIGTERM, as a shell reports a command it ended
 
 # errno → (what happened, what to do about it) for the faults of the machine (exit code 3)
 MACHINE_FAULTS = {

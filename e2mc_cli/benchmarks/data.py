@@ -33,6 +33,7 @@ from e2mc_cli.data.datasets import is_fmnist_spec, resolve_dataset
 from e2mc_cli.data.pipeline import ViewPipeline
 from e2mc_cli.errors import UserError
 from e2mc_cli.methods import get_method_spec, view_pipeline
+from e2mc_cli.stop_signals import leave_stop_signals_to_the_main_process
 
 SEED = 0
 
@@ -107,6 +108,7 @@ class _Workers(_InProcess):
             collate_fn=pipeline.collate,
             persistent_workers=True,
             prefetch_factor=2,
+            worker_init_fn=leave_stop_signals_to_the_main_process,
         )
 
     def round(self, batch, timed: bool) -> None:

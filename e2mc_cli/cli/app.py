@@ -20,8 +20,16 @@ except ImportError:
     from click import exceptions as click_exceptions
 
 from e2mc_cli import __version__
-from e2mc_cli.errors import EXIT_BAD_INPUT, EXIT_INTERRUPTED, UserError, describe_fault, next_step
+from e2mc_cli.errors import (
+    EXIT_BAD_INPUT,
+    EXIT_INTERRUPTED,
+    EXIT_TERMINATED,
+    UserError,
+    describe_fault,
+    next_step,
+)
 from e2mc_cli.secrets import scrubbing
+from e2mc_cli.stop_signals import Terminated, sigterm_interrupts
 
 # emoji codes off: user text such as ``cuda:abc:`` must print as typed (markup is escaped per call)
 console = Console(emoji=False)
@@ -56,9 +64,14 @@ def usage_message(exc: click_exceptions.ClickException) -> str:
 
 
 def interrupted(exc: KeyboardInterrupt) -> typer.Exit:
-    """``interrupted`` (and how to carry on, when the command recorded it) on stderr; exit 130."""
+    """``interrupted`` (``interrupted by SIGTERM``), and how to carry on when the command recorded
+    it, on stderr; exit 130 (143)."""
+    if isinstance(exc, Terminated):
+        what, code = "interrupted by SIGTERM", EXIT_TERMINATED
+    else:
+        what, code = "interrupted", EXIT_INTERRUPTED
     step = next_step(exc, default="")
-    return say_line(f"interrupted; {step}" if step else "interrupted", EXIT_INTERRUPTED)
+    return say_line(f"{what}; {step}" if step else what, code)
 
 
 @contextlib.contextmanager
@@ -68,7 +81,8 @@ def fault_boundary() -> Iterator[None]:
     A :class:`UserError` or a usage error of the command line is ``error: …`` and exit code 2; an
     OSError of the machine (no space, read-only, permission, a file in the way) is ``error: PATH:
     what happened; what to do`` and exit code 3 (:func:`e2mc_cli.errors.describe_fault`); Ctrl-C
-    is ``interrupted`` and exit code 130. Anything else is a bug and keeps its traceback.
+    is ``interrupted`` and exit code 130, SIGTERM (outside training, which saves and stops)
+    ``interrupted by SIGTERM`` and 143. Anything else is a bug and keeps its traceback.
     """
     try:
         yield
@@ -99,7 +113,8 @@ class _Group(TyperGroup):
             return super().make_context(info_name, args, parent=parent, **extra)
 
     def invoke(self, ctx):
-        with fault_boundary(), scrubbing():  # no token in any message, log record or warning
+        # no token in any message, log record or warning; SIGTERM ends the command as Ctrl-C does
+        with fault_boundary(), scrubbing(), sigterm_interrupts():
             return super().invoke(ctx)
 
 

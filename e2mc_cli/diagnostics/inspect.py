@@ -27,6 +27,7 @@ from e2mc_cli.io import write_json_atomic
 from e2mc_cli.methods import get_method_spec, view_transform
 from e2mc_cli.models.memory_format import images_to
 from e2mc_cli.run_layout import run_folder_of
+from e2mc_cli.stop_signals import leave_stop_signals_to_the_main_process
 from e2mc_cli.zoo import get_spec, resolve_base
 from e2mc_cli.zoo.hf import is_hf
 
@@ -120,6 +121,7 @@ def embed_for_inspection(
         shuffle=False,
         num_workers=num_workers,
         generator=torch.Generator().manual_seed(seed),
+        worker_init_fn=leave_stop_signals_to_the_main_process,
     )
     model.eval().to(device)
     keys = ("backbone", "projector", "backbone_a", "projector_a", "backbone_b", "projector_b")

@@ -28,6 +28,7 @@ from e2mc_cli.errors import UserError
 from e2mc_cli.evaluate.progress import stage
 from e2mc_cli.models.memory_format import images_to
 from e2mc_cli.precision import autocast
+from e2mc_cli.stop_signals import leave_stop_signals_to_the_main_process
 
 STANDARD_CROP_SCALE = (0.08, 1.0)  # torchvision's RandomResizedCrop default, the official recipes'
 SMALL_IMAGE_CROP_SCALE = (0.2, 1.0)  # native-size small images (fmnist): as their pre-training views
@@ -94,6 +95,7 @@ def loader(
         pin_memory=torch.cuda.is_available(),
         drop_last=drop_last,
         persistent_workers=workers > 0,  # one start-up for every epoch
+        worker_init_fn=leave_stop_signals_to_the_main_process,  # Ctrl-C or SIGTERM: the command stops
     )
 
 

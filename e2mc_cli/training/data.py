@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import math
 import os
-import signal
 from collections.abc import Iterator
 
 import torch
@@ -30,6 +29,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from e2mc_cli import distributed as D
 from e2mc_cli.data import pipeline as P
 from e2mc_cli.errors import UserError
+from e2mc_cli.stop_signals import leave_stop_signals_to_the_main_process
 
 # The pipeline a run uses when --augment is not given, and the modes there are: the view
 # pipeline's own (e2mc_cli.data.pipeline decides them), named here for the training code.
@@ -148,16 +148,6 @@ def loader_settings(workers: int, pin_memory: bool, augment: str) -> dict:
     }
 
 
-def leave_stop_signals_to_the_run(_worker_id: int) -> None:
-    """A loader worker's start: it ignores SIGINT and SIGTERM, which the run's main process handles
-    (it finishes the step, saves and stops the workers itself). A signal sent to every process of
-    the run (``kill -TERM -- -PGID``, ``pkill -f``, a cluster scheduler, Ctrl-C in a terminal)
-    then stops the run as one sent to the main process alone does, instead of killing a worker the
-    main process still reads from."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-
-
 def make_loader(
     dataset: Dataset,
     sampler: Sampler,
@@ -180,7 +170,7 @@ def make_loader(
         pin_memory=pin_memory,
         prefetch_factor=prefetch_batches(workers),
         persistent_workers=persistent and workers > 0,
-        worker_init_fn=leave_stop_signals_to_the_run,
+        worker_init_fn=leave_stop_signals_to_the_main_process,  # the run stops them
         # its own generator: creating a loader must not draw from the global torch RNG
         generator=torch.Generator().manual_seed(int(seed)),
     )

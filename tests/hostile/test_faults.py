@@ -429,6 +429,39 @@ def test_sigint_during_eval_prints_one_line_and_exits_130(cli, tmp_path, model, 
     assert temporaries(tmp_path) == []
 
 
+def test_sigterm_to_every_process_of_an_eval_is_one_line_and_exit_143(
+    cli, tmp_path, model, image_root, monkeypatch
+):
+    """``kill -TERM -- -PGID`` during feature extraction: the loader's worker leaves the signal to
+    the main process (no "DataLoader worker is killed" traceback), which stops with one line."""
+    import multiprocessing
+    import time
+
+    from e2mc_cli.evaluate import features
+
+    original, signalled, alive = features.images_to, [], []
+
+    def terminating(images, device):
+        if not signalled:
+            workers = multiprocessing.active_children()
+            signalled.extend(w.pid for w in workers)
+            for pid in signalled:
+                os.kill(pid, signal.SIGTERM)
+            time.sleep(1.0)  # long enough for a worker to die of it
+            alive.extend(w.is_alive() for w in workers)
+            os.kill(os.getpid(), signal.SIGTERM)
+        return original(images, device)
+
+    monkeypatch.setattr(features, "images_to", terminating)
+    args = ["eval", "--weights", model, "--data", image_root, "--labels", "100%", "--epochs", "1"]
+    r = cli(*args, "--mode", "cached", "--image-size", "12", "--workers", "1", "--out", tmp_path / "ev")
+    assert signalled, "the evaluation had no loader worker to signal"
+    assert alive == [True] * len(signalled)
+    assert (r.exit_code, r.stderr) == (143, "interrupted by SIGTERM\n")
+    assert temporaries(tmp_path) == [] and not (tmp_path / "ev" / "eval.json").exists()
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the command's handler is gone again
+
+
 def test_ctrl_c_while_loading_the_base_writes_nothing(cli, env, tmp_path, monkeypatch):
     from e2mc_cli.training import setup
 
