@@ -5,14 +5,12 @@ processes against one (facebookresearch/barlowtwins ``main.py``, ``evaluate.py``
 from __future__ import annotations
 
 import math
-import os
 
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 from PIL import Image
 from torch import nn
+from two_processes import on_two_processes
 
 from e2mc_cli.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from e2mc_cli.data.views import ViewRecipe
@@ -279,35 +277,25 @@ def _seeded_method() -> BarlowTwins:
     return _tiny()
 
 
-def _worker(rank: int, world: int, init_file: str, out_file: str):
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
-    try:
-        from torch.nn.parallel import DistributedDataParallel
+def _losses_and_gradients_of_a_shard(rank: int):
+    from torch.nn.parallel import DistributedDataParallel
 
-        from e2mc_cli.training.syncbn import convert_sync_batchnorm
+    from e2mc_cli.training.syncbn import convert_sync_batchnorm
 
-        shard = slice(rank * 4, (rank + 1) * 4)
-        n_a, n_b = _standardised()
-        pure = _loss_and_grads(n_a[shard], n_b[shard])
-        method = convert_sync_batchnorm(_seeded_method(), "cpu")  # as training does under DDP
-        ddp = DistributedDataParallel(method)
-        with without_onednn():
-            out = ddp(_views(rank))
-            out.loss.backward()  # DDP averages the gradients over the processes
-        grads = {n: p.grad.clone() for n, p in method.named_parameters()}
-        torch.save({"pure": pure, "loss": out.loss.detach(), "grads": grads,
-                    "bn": dict(method.model.bn.state_dict())}, f"{out_file}.{rank}")  # fmt: skip
-        dist.barrier()  # both ranks finish before either tears the group down (gloo aborts)
-    finally:
-        dist.destroy_process_group()
+    shard = slice(rank * 4, (rank + 1) * 4)
+    n_a, n_b = _standardised()
+    pure = _loss_and_grads(n_a[shard], n_b[shard])
+    method = convert_sync_batchnorm(_seeded_method(), "cpu")  # as training does under DDP
+    ddp = DistributedDataParallel(method)
+    with without_onednn():
+        out = ddp(_views(rank))
+        out.loss.backward()  # DDP averages the gradients over the processes
+    grads = {n: p.grad.clone() for n, p in method.named_parameters()}
+    return {"pure": pure, "loss": out.loss.detach(), "grads": grads, "bn": dict(method.model.bn.state_dict())}
 
 
 def test_two_processes_give_the_single_process_loss_and_gradients(tmp_path):
-    init_file, out_file = str(tmp_path / "init"), str(tmp_path / "out")
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    mp.start_processes(_worker, args=(2, init_file, out_file), nprocs=2, join=True, start_method="fork")
-    parts = [torch.load(f"{out_file}.{r}") for r in range(2)]
+    parts = on_two_processes(_losses_and_gradients_of_a_shard, tmp_path)
 
     loss_ref, ga_ref, gb_ref = _loss_and_grads(*_standardised())
     for rank, part in enumerate(parts):

@@ -8,16 +8,11 @@ loss; the backward pass sums the gradient over processes, so a shard's gradient 
 
 from __future__ import annotations
 
-import datetime
-import socket
-
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
+from two_processes import WORLD, on_two_processes
 
 from e2mc_cli.criteria import CRITERIA, build_criterion
 
-WORLD = 2
 N, D = 24, 6  # logdet needs n > d; m-spacings needs n > √n
 
 
@@ -37,41 +32,22 @@ def _run(crit, views):
     return out.loss.detach(), grads
 
 
-def _worker(rank: int, port: int, result_path: str) -> None:
-    torch.set_num_threads(1)
-    dist.init_process_group(
-        "gloo",
-        init_method=f"tcp://127.0.0.1:{port}",
-        rank=rank,
-        world_size=WORLD,
-        timeout=datetime.timedelta(seconds=30),
-    )
-    try:
-        results = {}
-        per = N // WORLD
-        for name, views in _inputs().items():
-            crit = build_criterion(name, space="hypersphere")
-            k = 3 if crit.views == "all" else 2
-            shard = [v[rank * per : (rank + 1) * per] for v in views[:k]]
-            results[name] = _run(crit, shard)
-            if name == "logdet":
-                results["logdet_state"] = crit.running_cov.clone()
-        torch.save(results, f"{result_path}.{rank}")
-        dist.barrier()  # both ranks finish before either tears the group down (gloo aborts)
-    finally:
-        dist.destroy_process_group()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def _shard_results(rank: int) -> dict:
+    """Every criterion's loss and input gradients on this process's half of the batch."""
+    results = {}
+    per = N // WORLD
+    for name, views in _inputs().items():
+        crit = build_criterion(name, space="hypersphere")
+        k = 3 if crit.views == "all" else 2
+        shard = [v[rank * per : (rank + 1) * per] for v in views[:k]]
+        results[name] = _run(crit, shard)
+        if name == "logdet":
+            results["logdet_state"] = crit.running_cov.clone()
+    return results
 
 
 def test_two_processes_match_one_process(tmp_path):
-    path = str(tmp_path / "result")
-    mp.start_processes(_worker, args=(_free_port(), path), nprocs=WORLD, join=True, start_method="spawn")
-    shards = [torch.load(f"{path}.{r}") for r in range(WORLD)]
+    shards = on_two_processes(_shard_results, tmp_path)
 
     per = N // WORLD
     for name, views in _inputs().items():

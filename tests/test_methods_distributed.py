@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import os
-
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 import torch.nn.functional as F
+from two_processes import on_two_processes
 
 from e2mc_cli.methods import sinkhorn_knopp, swav_loss, vicreg_loss
 
@@ -30,25 +27,15 @@ def _losses(z_a, z_b, crops):
     return v_loss.detach(), s_loss.detach(), z_a.grad, crops[2].grad, codes
 
 
-def _worker(rank: int, world: int, init_file: str, out_file: str):
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
-    try:
-        z_a, z_b, crops = _data()
-        shard = slice(rank * 4, (rank + 1) * 4)
-        result = _losses(z_a[shard], z_b[shard], [c[shard] for c in crops])
-        torch.save(result, f"{out_file}.{rank}")
-        dist.barrier()  # both ranks finish before either tears the group down (gloo aborts)
-    finally:
-        dist.destroy_process_group()
+def _shard_losses(rank: int):
+    z_a, z_b, crops = _data()
+    shard = slice(rank * 4, (rank + 1) * 4)
+    return _losses(z_a[shard], z_b[shard], [c[shard] for c in crops])
 
 
 def test_two_processes_match_one(tmp_path):
-    init_file, out_file = str(tmp_path / "init"), str(tmp_path / "out")
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    mp.start_processes(_worker, args=(2, init_file, out_file), nprocs=2, join=True, start_method="fork")
+    parts = on_two_processes(_shard_losses, tmp_path)
     v_ref, s_ref, ga_ref, gc_ref, codes_ref = _losses(*_data())
-    parts = [torch.load(f"{out_file}.{r}") for r in range(2)]
     for rank, (v, _s, ga, gc, codes) in enumerate(parts):
         shard = slice(rank * 4, (rank + 1) * 4)
         # VICReg works on the gathered batch: the same loss on every process; each process's
@@ -63,52 +50,36 @@ def test_two_processes_match_one(tmp_path):
     torch.testing.assert_close((parts[0][1] + parts[1][1]) / 2, s_ref)
 
 
-def _ddp_swav_worker(rank: int, world: int, init_file: str, out_file: str):
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
-    try:
-        from torch.nn.parallel import DistributedDataParallel
+def _swav_queue_and_weights_under_ddp(rank: int) -> dict:
+    from torch.nn.parallel import DistributedDataParallel
 
-        from e2mc_cli.methods import SwAV, build_model
+    from e2mc_cli.methods import SwAV, build_model
 
-        torch.manual_seed(0)  # the same initial weights on both processes
-        heads = {"hidden_mlp": 32, "feat_dim": 16, "n_prototypes": 20}
-        method = SwAV(
-            build_model("swav", "resnet-mini", heads), nmb_crops=[2, 2], queue_length=8, epoch_queue_starts=0
-        )
-        torch.manual_seed(1 + rank)  # different images on each process
-        # Start the queue before wrapping (as when resuming from a checkpoint that holds one).
-        method.on_step_start(0, 0)
-        with torch.no_grad():
-            method(
-                [torch.randn(2, 3, 16, 16) for _ in range(2)] + [torch.randn(2, 3, 8, 8) for _ in range(2)]
-            )
-        ddp = DistributedDataParallel(method)
-        opt = torch.optim.SGD(method.parameters(), lr=0.1)
-        for step in range(3):
-            method.on_step_start(step, 0)
-            views = [torch.randn(2, 3, 16, 16) for _ in range(2)] + [
-                torch.randn(2, 3, 8, 8) for _ in range(2)
-            ]
-            out = ddp(views)
-            opt.zero_grad()
-            out.loss.backward()
-            method.on_after_backward(step)
-            opt.step()
-        torch.save(
-            {"queue": method.queue, "proj": method.model.projector[0].weight.detach()}, f"{out_file}.{rank}"
-        )
-        dist.barrier()  # both ranks finish before either tears the group down (gloo aborts)
-    finally:
-        dist.destroy_process_group()
+    torch.manual_seed(0)  # the same initial weights on both processes
+    heads = {"hidden_mlp": 32, "feat_dim": 16, "n_prototypes": 20}
+    method = SwAV(
+        build_model("swav", "resnet-mini", heads), nmb_crops=[2, 2], queue_length=8, epoch_queue_starts=0
+    )
+    torch.manual_seed(1 + rank)  # different images on each process
+    # Start the queue before wrapping (as when resuming from a checkpoint that holds one).
+    method.on_step_start(0, 0)
+    with torch.no_grad():
+        method([torch.randn(2, 3, 16, 16) for _ in range(2)] + [torch.randn(2, 3, 8, 8) for _ in range(2)])
+    ddp = DistributedDataParallel(method)
+    opt = torch.optim.SGD(method.parameters(), lr=0.1)
+    for step in range(3):
+        method.on_step_start(step, 0)
+        views = [torch.randn(2, 3, 16, 16) for _ in range(2)] + [torch.randn(2, 3, 8, 8) for _ in range(2)]
+        out = ddp(views)
+        opt.zero_grad()
+        out.loss.backward()
+        method.on_after_backward(step)
+        opt.step()
+    return {"queue": method.queue, "proj": method.model.projector[0].weight.detach()}
 
 
 def test_swav_queue_stays_per_process_under_ddp(tmp_path):
-    init_file, out_file = str(tmp_path / "init"), str(tmp_path / "out")
-    mp.start_processes(
-        _ddp_swav_worker, args=(2, init_file, out_file), nprocs=2, join=True, start_method="fork"
-    )
-    a, b = (torch.load(f"{out_file}.{r}") for r in range(2))
+    a, b = on_two_processes(_swav_queue_and_weights_under_ddp, tmp_path)
     # 8 rounded down to a multiple of the global batch (2 × 2) is 8: 4 slots on each process.
     assert a["queue"].shape == b["queue"].shape == (2, 4, 16)
     # Each process queues its own embeddings: not even the older half (which a broadcast of the

@@ -9,15 +9,13 @@ import copy
 import dataclasses
 import json
 import math
-import os
 
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 import torch.nn.functional as F
 from safetensors.torch import load_file
 from torchvision.transforms import v2
+from two_processes import on_two_processes
 from zoo_fixtures import serve
 from zoo_fixtures_mocov2 import MOCOV2_PATHS, mocov2_checkpoint
 
@@ -329,35 +327,26 @@ def _start() -> MoCoV2:
     return method.train()
 
 
-def _ddp_worker(rank: int, world: int, init_file: str, out_file: str):
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
-    try:
-        from torch.nn.parallel import DistributedDataParallel
+def _loss_and_queue_of_a_shard(rank: int):
+    from torch.nn.parallel import DistributedDataParallel
 
-        method = _start()
-        ddp = DistributedDataParallel(method)
-        im_q, im_k = _images()
-        mine = slice(rank * N_LOCAL, (rank + 1) * N_LOCAL)
-        torch.manual_seed(5)  # the shuffle's permutation: process 0's is broadcast
-        out = ddp([im_q[mine], im_k[mine]])
-        out.loss.backward()
-        result = {
-            "loss": out.loss.detach(),
-            "keys": method.model.queue.keys.clone(),
-            "ptr": method.model.queue.ptr,
-        }
-        torch.save(result, f"{out_file}.{rank}")
-        dist.barrier()  # both ranks finish before either tears the group down (gloo aborts)
-    finally:
-        dist.destroy_process_group()
+    method = _start()
+    ddp = DistributedDataParallel(method)
+    im_q, im_k = _images()
+    mine = slice(rank * N_LOCAL, (rank + 1) * N_LOCAL)
+    torch.manual_seed(5)  # the shuffle's permutation: process 0's is broadcast
+    out = ddp([im_q[mine], im_k[mine]])
+    out.loss.backward()
+    result = {
+        "loss": out.loss.detach(),
+        "keys": method.model.queue.keys.clone(),
+        "ptr": method.model.queue.ptr,
+    }
+    return result
 
 
 def test_two_processes_share_one_queue_of_keys_made_with_shuffled_batch_norm(tmp_path):
-    init_file, out_file = str(tmp_path / "init"), str(tmp_path / "out")
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    mp.start_processes(_ddp_worker, args=(2, init_file, out_file), nprocs=2, join=True, start_method="fork")
-    parts = [torch.load(f"{out_file}.{r}") for r in range(2)]
+    parts = on_two_processes(_loss_and_queue_of_a_shard, tmp_path)
 
     # builder.py by hand on one process: the key encoder after its momentum update, run on each
     # process's share of the shuffled global batch (batch norm per share), keys put back in order.

@@ -8,16 +8,14 @@ import copy
 import dataclasses
 import json
 import math
-import os
 
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 import torch.nn.functional as F
 from photo_fixtures import photo_folder
 from safetensors.torch import load_file
 from test_split_views import PHOTOMETRIC, pairs
+from two_processes import on_two_processes
 from zoo_fixtures import serve
 from zoo_fixtures_mocov3 import expected_source_key, mocov3_checkpoint
 
@@ -221,37 +219,29 @@ def _reference(views):
     return out.loss.detach(), grads, m.model.momentum_projector.state_dict()
 
 
-def _worker(rank: int, world: int, init_file: str, out_file: str):
-    torch.set_num_threads(1)
-    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
-    try:
-        from torch.nn.parallel import DistributedDataParallel
+def _losses_and_gradients_of_a_shard(rank: int):
+    from torch.nn.parallel import DistributedDataParallel
 
-        from e2mc_cli.training.syncbn import convert_sync_batchnorm
+    from e2mc_cli.training.syncbn import convert_sync_batchnorm
 
-        g = torch.Generator().manual_seed(3)
-        q1, q2, k1, k2 = (torch.randn(8, 6, generator=g) for _ in range(4))
-        views = [torch.randn(4, 3, 16, 16, generator=g) for _ in range(2)]
-        shard = slice(rank * 4, (rank + 1) * 4)
-        q1, q2 = q1[shard].clone().requires_grad_(), q2[shard].clone().requires_grad_()
-        loss, _ = mocov3_loss(q1, q2, k1[shard], k2[shard])
-        loss.backward()
-        m = convert_sync_batchnorm(method(), "cpu")  # BatchNorm over the global batch, as SyncBN
-        ddp = DistributedDataParallel(m)
-        out = ddp([v[rank * 2 : (rank + 1) * 2] for v in views])
-        out.loss.backward()
-        grads = {n: p.grad.clone() for n, p in m.named_parameters() if p.grad is not None}
-        keys = m.model.momentum_projector.state_dict()
-        torch.save((loss.detach(), q1.grad, q2.grad, out.loss.detach(), grads, keys), f"{out_file}.{rank}")
-        dist.barrier()  # both ranks finish before either tears the group down (gloo aborts)
-    finally:
-        dist.destroy_process_group()
+    g = torch.Generator().manual_seed(3)
+    q1, q2, k1, k2 = (torch.randn(8, 6, generator=g) for _ in range(4))
+    views = [torch.randn(4, 3, 16, 16, generator=g) for _ in range(2)]
+    shard = slice(rank * 4, (rank + 1) * 4)
+    q1, q2 = q1[shard].clone().requires_grad_(), q2[shard].clone().requires_grad_()
+    loss, _ = mocov3_loss(q1, q2, k1[shard], k2[shard])
+    loss.backward()
+    m = convert_sync_batchnorm(method(), "cpu")  # BatchNorm over the global batch, as SyncBN
+    ddp = DistributedDataParallel(m)
+    out = ddp([v[rank * 2 : (rank + 1) * 2] for v in views])
+    out.loss.backward()
+    grads = {n: p.grad.clone() for n, p in m.named_parameters() if p.grad is not None}
+    keys = m.model.momentum_projector.state_dict()
+    return (loss.detach(), q1.grad, q2.grad, out.loss.detach(), grads, keys)
 
 
 def test_two_processes_match_one(tmp_path):
-    init_file, out_file = str(tmp_path / "init"), str(tmp_path / "out")
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
-    mp.start_processes(_worker, args=(2, init_file, out_file), nprocs=2, join=True, start_method="fork")
+    parts = on_two_processes(_losses_and_gradients_of_a_shard, tmp_path)
     g = torch.Generator().manual_seed(3)
     q1, q2, k1, k2 = (torch.randn(8, 6, generator=g) for _ in range(4))
     views = [torch.randn(4, 3, 16, 16, generator=g) for _ in range(2)]
@@ -259,7 +249,6 @@ def test_two_processes_match_one(tmp_path):
     loss, _ = mocov3_loss(q1, q2, k1, k2)
     loss.backward()
     ref_loss, ref_grads, ref_keys = _reference(views)
-    parts = [torch.load(f"{out_file}.{r}") for r in range(2)]
     # Each process: its own queries against the keys of both (labels offset by rank · N); the
     # losses average to the whole batch's, a query's gradient is 2 × the single-process one.
     torch.testing.assert_close((parts[0][0] + parts[1][0]) / 2, loss.detach())
