@@ -147,6 +147,48 @@ def test_points_reached_before_an_interruption_are_evaluated_before_training_res
     assert first_point["snapshot"]["step"] == 1 and first_point["train_wall_time_s_this_run"] == 0.0
 
 
+def test_each_point_is_evaluated_when_the_run_reaches_it_and_the_run_goes_on_bit_for_bit(
+    tmp_path, base, folder, monkeypatch
+):
+    """One invocation: the run stops at its 0.2-epoch point, which is evaluated before step 2 is
+    trained; the run then resumes and ends with the weights of a run trained without stopping."""
+    out = tmp_path / "study"
+    cfg = _config(base, folder, out, criteria="continued", seeds=1)
+    step = L.train_step
+    cell = out / "cells" / "continued-seed0"
+    seen: list[tuple[int, bool]] = []
+
+    def watching(state, plan, views, epoch):
+        seen.append((state.step, (cell / "epoch-0.2" / "result.json").is_file()))
+        return step(state, plan, views, epoch)
+
+    monkeypatch.setattr(L, "train_step", watching)
+    assert ST.run_study(cfg).status == "complete"
+    assert seen == [(0, False), (1, True)]  # step 1 → 2 is trained after the first point's figures
+    summary = json.loads((cell / "train" / "summary.json").read_text())
+    assert (summary["status"], summary["steps"]) == ("finished", 2)
+    first = json.loads((cell / "epoch-0.2" / "result.json").read_text())
+    assert first["snapshot"]["step"] == 1
+
+    # the same run in one go (plain `sslboost continue` with the cell's recipe): the same weights
+    from e2mc_cli.study.config import epoch_sets
+    from e2mc_cli.training.loop import run
+    from e2mc_cli.training.plan import TrainOptions
+
+    sets = [*cfg.sets, "run.seed=0", *epoch_sets(cfg)]
+    whole = tmp_path / "whole"
+    opts = TrainOptions(
+        base=str(base), criterion="continued", data=str(folder), out=str(whole), batch_size=8, image_size=8,
+        sets=sets, workers=0, device="cpu",
+    )  # fmt: skip
+    assert run(opts).status == "finished"
+    ours = load_file(str(cell / "train" / "sslboost.safetensors"))
+    theirs = load_file(str(whole / "sslboost.safetensors"))
+    assert ours.keys() == theirs.keys()
+    for key in ours:
+        assert torch.equal(ours[key], theirs[key]), key
+
+
 def test_study_epochs_bad_input_is_one_line(cli, tmp_path, base, folder):
     common = ("study", "--base", base, "--data", folder, "--criteria", "continued", "--batch-size", "8")
     for extra, says in (

@@ -196,9 +196,12 @@ def run_training(opts: TrainOptions, run_dir: Path) -> dict:
     return result.summary
 
 
-def train_cell(cfg: StudyConfig, data: str, criterion: str, seed: int, run_dir: Path) -> dict:
+def train_cell(
+    cfg: StudyConfig, data: str, criterion: str, seed: int, run_dir: Path, *, stop_at_snapshot: bool = False
+) -> dict:
     """Continued pre-training of the base with ``criterion`` and ``run.seed = seed`` (the recipe is
-    the one ``sslboost continue`` picks for this base and criterion)."""
+    the one ``sslboost continue`` picks for this base and criterion); with ``stop_at_snapshot``
+    only up to the run's next snapshot point (a later call resumes it from there)."""
     resume = (run_dir / STATE_FILE).is_file()
     sets = [*sets_for(cfg.sets, criterion), f"run.seed={seed}", *epoch_sets(cfg)]
     opts = TrainOptions(
@@ -210,6 +213,7 @@ def train_cell(cfg: StudyConfig, data: str, criterion: str, seed: int, run_dir: 
         image_size=None if resume else cfg.image_size,
         sets=[] if resume else sets,
         max_steps=cfg.max_steps,
+        stop_at_snapshot=stop_at_snapshot,
         workers=cfg.workers,
         augment=cfg.augment,
         resume=resume,

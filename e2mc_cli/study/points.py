@@ -4,7 +4,9 @@ the gain of each criterion is read after each epoch of one continued pre-trainin
 
 Each cell ``(criterion, seed)`` trains **one** run to the largest value, with a snapshot of the
 model at every value (:mod:`e2mc_cli.training.snapshots`), and each snapshot is evaluated as a
-one-length study evaluates its cell (the linear probe at each label fraction, kNN). Layout:
+one-length study evaluates its cell (the linear probe at each label fraction, kNN). The run stops
+at each point (``stop_at_snapshot``), which is evaluated before it resumes: resuming is bit for
+bit the uninterrupted run, and each point's figures are there as soon as the run reaches it. Layout:
 ``DIR/cells/<criterion>-seed<k>/train/`` (the run, ``snapshots/epoch-<e>/`` in it) and, per
 point, ``DIR/cells/<criterion>-seed<k>/epoch-<e>/`` (``eval/`` and ``result.json``, written last).
 A point whose ``result.json`` exists (made under today's evaluation protocol) is not evaluated
@@ -30,10 +32,11 @@ from e2mc_cli.study.cells import (
     RESULT_FILE,
     Log,
     cell_folder,
+    cell_name,
     evaluate_cell,
     quiet,
     read_current_result,
-    train_if_needed,
+    train_cell,
 )
 from e2mc_cli.study.config import CONTROL, StudyConfig, epoch_points
 from e2mc_cli.study.summary import (
@@ -96,24 +99,30 @@ def _evaluate_reached(
 def run_point_cell(
     cfg: StudyConfig, data: str, criterion: str, seed: int, log: Log = quiet
 ) -> tuple[dict[float, dict], bool]:
-    """Evaluate each point not evaluated yet whose snapshot the cell's run has already written
-    (an interrupted run's figures come before it trains on), train the run (unless finished),
-    then evaluate the remaining points; ``({epochs: result}, trained now)``."""
+    """Point by point: evaluate each point not evaluated yet whose snapshot the cell's run has
+    written; for the next one, train the run on (resuming) to its next snapshot point and evaluate
+    what it reached. Each point's figures are written as soon as the run reaches it, so a stopped
+    study keeps them all; ``({epochs: result}, trained now)``."""
     results = _point_results(cfg, criterion, seed)
     key = (criterion, seed)
-    _evaluate_reached(cfg, data, key, results, 0.0, log)
-    if all(r is not None for r in results.values()):
-        return results, False
     run_dir = cell_folder(cfg, criterion, seed) / "train"
-    t0 = time.perf_counter()
-    trained = train_if_needed(cfg, data, criterion, seed, run_dir, log)
-    _evaluate_reached(cfg, data, key, results, time.perf_counter() - t0, log)
-    missing = [e for e, r in results.items() if r is None]
-    if missing:
-        raise UserError(
-            f"{run_dir}: no snapshot at {missing[0]:g} epochs (the run was trained without it); remove "
-            f"{run_dir.parent} to train the cell again"
-        )
+    _evaluate_reached(cfg, data, key, results, 0.0, log)
+    trained = False
+    for epochs in sorted(e for e, r in results.items() if r is None):
+        while results[epochs] is None:
+            before = _run_summary(run_dir)
+            if before.get("status") == "finished":
+                raise UserError(
+                    f"{run_dir}: no snapshot at {epochs:g} epochs (the run was trained without it); "
+                    f"remove {run_dir.parent} to train the cell again"
+                )
+            log(f"{cell_name(criterion, seed)}: training to {epochs:g} epochs")
+            t0 = time.perf_counter()
+            train_cell(cfg, data, criterion, seed, run_dir, stop_at_snapshot=True)
+            trained = True
+            if _run_summary(run_dir).get("steps") == before.get("steps"):
+                raise UserError(f"{run_dir}: the run did not reach its snapshot at {epochs:g} epochs")
+            _evaluate_reached(cfg, data, key, results, time.perf_counter() - t0, log)
     return results, trained
 
 

@@ -35,6 +35,8 @@ class TrainOptions:
     sets: list[str] = field(default_factory=list)
     max_steps: int | None = None
     snapshot_epochs: list[float] | None = None  # run.snapshot_epochs (training.snapshots); None: the recipe's
+    # stop at the run's next snapshot point (sslboost study --epochs evaluates each point as it is reached)
+    stop_at_snapshot: bool = False
     workers: int | None = None  # None: training.data.default_workers(), the node's cores shared out
     augment: str | None = None  # None: training.data.DEFAULT_AUGMENT for a new run, the saved one on --resume
     decode: str | None = None  # --decode: where JPEG files are decoded (None: cpu, the loader's workers)

@@ -286,10 +286,11 @@ class _Steps(NamedTuple):
     snapshot_steps: tuple[int, ...]
 
 
-def _steps(start: _Start, world: int) -> _Steps:
+def _steps(start: _Start, world: int, stop_at_snapshot: bool = False) -> _Steps:
     """Batch size and step counts (the snapshots' included); a batch the processes cannot share or
     a dataset smaller than one batch is an error, and so is resuming a run already past
-    ``--max-steps`` or a snapshot point that is not a step of the run."""
+    ``--max-steps`` or a snapshot point that is not a step of the run. ``stop_at_snapshot``: this
+    invocation ends at the first snapshot point after the step it starts from (if there is one)."""
     run, optim = start.recipe["run"], start.recipe["optim"]
     batch_size = int(run["batch_size"])
     if batch_size % world:
@@ -307,12 +308,19 @@ def _steps(start: _Start, world: int) -> _Steps:
     warmup = int(round(float(optim.get("warmup_epochs", 0)) * per_epoch))
     points = run.get("snapshot_epochs")
     points = () if points is None else snapshot_steps(points, per_epoch, float(run["epochs"]))
+    if stop_at_snapshot:
+        end = min([end, *(p for p in points if p > start.start_step)])
     return _Steps(batch_size, per_epoch, total, end, warmup, points)
 
 
-def _stop_note(start: _Start, steps: _Steps) -> str:
+def _stop_note(start: _Start, steps: _Steps, stop_at_snapshot: bool = False) -> str:
     """Where a resumed run stops, and why there."""
-    why = f"--max-steps {start.max_steps}" if steps.end_step < steps.total_steps else "the end of its recipe"
+    if stop_at_snapshot and steps.end_step in steps.snapshot_steps and steps.end_step < steps.total_steps:
+        why = "its next snapshot point"
+    elif steps.end_step < steps.total_steps:
+        why = f"--max-steps {start.max_steps}"
+    else:
+        why = "the end of its recipe"
     if start.start_step == steps.end_step:
         return (
             f"note: {start.out} is already at step {start.start_step}, its stop point ({why}); writing its "
@@ -362,9 +370,9 @@ def plan_run(opts: TrainOptions, device: torch.device, rank: int = 0, world: int
     start = _resumed_run(opts) if opts.resume else _new_run(opts)
     precision = run_precision(opts, start, device)  # recorded as the run's recipe run.precision
     start = start._replace(recipe={**start.recipe, "run": {**start.recipe["run"], "precision": precision}})
-    steps = _steps(start, world)
+    steps = _steps(start, world, opts.stop_at_snapshot)
     if start.saved is not None:
-        start = start._replace(notes=(*start.notes, _stop_note(start, steps)))
+        start = start._replace(notes=(*start.notes, _stop_note(start, steps, opts.stop_at_snapshot)))
     recipe = start.recipe
     views = dict(recipe["views"])
     image_size = int(views.pop("image_size", 224))
