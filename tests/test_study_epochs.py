@@ -120,23 +120,29 @@ def test_a_study_over_epochs_resumes_where_it_stopped_and_writes_every_point(
     assert (out / "study.png").read_bytes().startswith(PNG_MAGIC)
 
 
+def _watch_the_first_point(monkeypatch, cell, interrupt_at_step: int | None = None) -> list:
+    """Each training step of the cell's run records ``(step before it, whether the 0.2-epoch point's
+    result.json exists)``; Ctrl-C once after optimiser step ``interrupt_at_step``."""
+    step, seen = L.train_step, []
+
+    def watching(state, plan, views, epoch):
+        seen.append((state.step, (cell / "epoch-0.2" / "result.json").is_file()))
+        record = step(state, plan, views, epoch)
+        if state.step == interrupt_at_step and len(seen) == 1:
+            os.kill(os.getpid(), signal.SIGINT)
+        return record
+
+    monkeypatch.setattr(L, "train_step", watching)
+    return seen
+
+
 def test_points_reached_before_an_interruption_are_evaluated_before_training_resumes(
     tmp_path, base, folder, monkeypatch
 ):
     out = tmp_path / "study"
     cfg = _config(base, folder, out, criteria="continued", seeds=1)
-    step = L.train_step
     cell = out / "cells" / "continued-seed0"
-    seen: list[tuple[int, bool]] = []
-
-    def interrupting(state, plan, views, epoch):
-        seen.append((state.step, (cell / "epoch-0.2" / "result.json").is_file()))
-        record = step(state, plan, views, epoch)
-        if state.step == 1 and len(seen) == 1:
-            os.kill(os.getpid(), signal.SIGINT)
-        return record
-
-    monkeypatch.setattr(L, "train_step", interrupting)
+    seen = _watch_the_first_point(monkeypatch, cell, interrupt_at_step=1)
     assert ST.run_study(cfg).status == "interrupted"
     assert not (cell / "epoch-0.2" / "result.json").exists()  # reached, not evaluated yet
     second = ST.run_study(cfg)
@@ -154,15 +160,8 @@ def test_each_point_is_evaluated_when_the_run_reaches_it_and_the_run_goes_on_bit
     trained; the run then resumes and ends with the weights of a run trained without stopping."""
     out = tmp_path / "study"
     cfg = _config(base, folder, out, criteria="continued", seeds=1)
-    step = L.train_step
     cell = out / "cells" / "continued-seed0"
-    seen: list[tuple[int, bool]] = []
-
-    def watching(state, plan, views, epoch):
-        seen.append((state.step, (cell / "epoch-0.2" / "result.json").is_file()))
-        return step(state, plan, views, epoch)
-
-    monkeypatch.setattr(L, "train_step", watching)
+    seen = _watch_the_first_point(monkeypatch, cell)
     assert ST.run_study(cfg).status == "complete"
     assert seen == [(0, False), (1, True)]  # step 1 → 2 is trained after the first point's figures
     summary = json.loads((cell / "train" / "summary.json").read_text())
