@@ -71,15 +71,16 @@ def _run_summary(run_dir: Path) -> dict:
 
 
 def _evaluate_reached(
-    cfg: StudyConfig, data: str, key: tuple[str, int], results: dict, train_s: float, log: Log
-) -> None:
+    cfg: StudyConfig, data: str, key: tuple[str, int], results: dict, train_s: float, log: Log,
+    summary: dict,
+) -> None:  # fmt: skip
     """Evaluate, into ``results``, every point of cell ``key`` not evaluated yet whose snapshot its
-    run has written; ``train_s`` (the training of this invocation) is counted with the first."""
+    run has written; ``train_s`` (the training of this invocation) is counted with the first;
+    ``summary``: the run's ``summary.json``."""
     criterion, seed = key
     run_dir = cell_folder(cfg, criterion, seed) / "train"
     reached = {e: read_snapshot(run_dir, e) for e, r in results.items() if r is None}
     reached = {e: info for e, info in reached.items() if info is not None}
-    summary = _run_summary(run_dir) if reached else {}
     for epochs, info in reached.items():
         results[epochs] = evaluate_cell(
             cfg,
@@ -106,23 +107,24 @@ def run_point_cell(
     results = _point_results(cfg, criterion, seed)
     key = (criterion, seed)
     run_dir = cell_folder(cfg, criterion, seed) / "train"
-    _evaluate_reached(cfg, data, key, results, 0.0, log)
+    summary = _run_summary(run_dir)
+    _evaluate_reached(cfg, data, key, results, 0.0, log, summary)
     trained = False
     for epochs in sorted(e for e, r in results.items() if r is None):
         while results[epochs] is None:
-            before = _run_summary(run_dir)
-            if before.get("status") == "finished":
+            if summary.get("status") == "finished":
                 raise UserError(
                     f"{run_dir}: no snapshot at {epochs:g} epochs (the run was trained without it); "
                     f"remove {run_dir.parent} to train the cell again"
                 )
             log(f"{cell_name(criterion, seed)}: training to {epochs:g} epochs")
             t0 = time.perf_counter()
-            train_cell(cfg, data, criterion, seed, run_dir, stop_at_snapshot=True)
+            after = train_cell(cfg, data, criterion, seed, run_dir, stop_at_snapshot=True)
             trained = True
-            if _run_summary(run_dir).get("steps") == before.get("steps"):
+            if after.get("steps") == summary.get("steps"):
                 raise UserError(f"{run_dir}: the run did not reach its snapshot at {epochs:g} epochs")
-            _evaluate_reached(cfg, data, key, results, time.perf_counter() - t0, log)
+            summary = after
+            _evaluate_reached(cfg, data, key, results, time.perf_counter() - t0, log, summary)
     return results, trained
 
 
