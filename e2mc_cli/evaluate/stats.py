@@ -26,7 +26,6 @@ import math
 from dataclasses import asdict, dataclass
 
 import numpy as np
-from scipy import stats
 
 
 def mean_se(values) -> tuple[float, float | None]:
@@ -68,6 +67,8 @@ def mcnemar(correct_a, correct_b) -> McNemar:
     m = n01 + n10
     if m == 0:
         return McNemar(0, 0, 0.0, 1.0, 1.0)
+    from scipy import stats  # here, not at the top: scipy.stats alone takes a second to import
+
     chi2 = (n01 - n10) ** 2 / m
     p_chi2 = float(stats.chi2.sf(chi2, df=1))
     p_exact = float(stats.binomtest(n01, m, 0.5).pvalue)
@@ -75,6 +76,8 @@ def mcnemar(correct_a, correct_b) -> McNemar:
 
 
 def _rng_kwarg(seed: int) -> dict:
+    from scipy import stats
+
     params = inspect.signature(stats.permutation_test).parameters
     key = "rng" if "rng" in params else "random_state"
     return {key: np.random.default_rng(seed)}
@@ -89,6 +92,8 @@ def paired_permutation_test(correct_a, correct_b, n_resamples: int = 10_000, see
     nonzero = d[d != 0]  # zeros flip to themselves: they change neither statistic nor null
     if nonzero.size == 0:
         return {"mean_difference": mean, "p": 1.0, "n_resamples": int(n_resamples), "seed": seed}
+    from scipy import stats
+
     res = stats.permutation_test(
         (nonzero,),
         lambda x, axis: np.sum(x, axis=axis),
