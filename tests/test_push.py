@@ -244,6 +244,28 @@ def test_unedited_card_gets_the_repository_snippets(cli, run, token, hub):
     assert "sslboost continue --base hf://me/mini-e2mc" in (run / "README.md").read_text()
 
 
+def test_tracker_outputs_of_the_run_and_its_evaluations_are_sent_but_not_wandb(run):
+    from e2mc_cli.publish import export_run
+    from e2mc_cli.publish import hub as H
+
+    export_run(run)
+    after = run / "eval-after" / "linear-1pct"
+    for folder in (run, after):
+        (folder / "tensorboard").mkdir()
+        (folder / "tensorboard" / "events.out.tfevents.1.host.1.0").write_bytes(b"\0" * 8)
+        (folder / "metrics.csv").write_text("step,loss\n1,2.0\n")
+    (run / "results.csv").write_text("name,value\nrun/steps,1\n")
+    (run / "wandb" / "offline-run-1").mkdir(parents=True)
+    (run / "wandb" / "offline-run-1" / "run-1.wandb").write_bytes(b"\0" * 8)
+    sent = [f.path_in_repo for f in H.publishable_files(run)]
+    assert set(sent) == PUBLISHED | {
+        "tensorboard/events.out.tfevents.1.host.1.0", "metrics.csv", "results.csv",
+        "eval-after/linear-1pct/tensorboard/events.out.tfevents.1.host.1.0",
+        "eval-after/linear-1pct/metrics.csv",
+    }  # fmt: skip
+    assert sent.index("results.csv") < sent.index("eval-after/linear-1pct/eval.json")  # the run's first
+
+
 def test_large_predictions_stay_home(run, monkeypatch):
     from e2mc_cli.publish import export_run
     from e2mc_cli.publish import hub as H

@@ -168,6 +168,14 @@ def test_a_training_run_logs_every_record_the_recipe_and_the_results(cli, env, t
         results = {row["name"]: float(row["value"]) for row in csv.DictReader(f)}
     assert results["run/steps"] == 4 and results["run/epochs_trained"] == 2
 
+    # a push sends the TensorBoard events (the Hub's Training metrics tab) and the CSVs, not wandb/
+    from e2mc_cli.publish import publishable_files
+
+    sent = {f.path_in_repo for f in publishable_files(out)}
+    events = {p.relative_to(out).as_posix() for p in (out / "tensorboard").rglob("events.out.tfevents.*")}
+    assert events and events <= sent and {"metrics.csv", "results.csv"} <= sent
+    assert not any(path.startswith("wandb/") for path in sent)
+
 
 @needs_extras
 def test_a_resumed_run_continues_its_trackers_without_duplicates(cli, env, tmp_path):

@@ -4,7 +4,10 @@ Publishable: ``sslboost.safetensors``, ``model.safetensors``, ``config.json``, `
 ``recipe.toml``, ``summary.json``, ``metrics.jsonl``, the ``eval.json`` of every evaluation below
 the run folder (``eval-after/linear-1pct/eval.json`` included) and, beside each, its
 ``predictions.npz`` when it is small (at most :data:`MAX_PREDICTIONS_BYTES`: what ``sslboost
-compare`` needs); never ``checkpoints/`` (training state, optimiser included) or anything else.
+compare`` needs), and what ``--log tensorboard`` and ``--log csv`` wrote into the run folder and
+into those evaluation folders (``tensorboard/`` event files, which the Hub shows in the model's
+*Training metrics* tab; ``metrics.csv``, ``results.csv``). Never ``checkpoints/`` (training state,
+optimiser included), ``wandb/`` (a W&B run goes to W&B with ``wandb sync``) or anything else.
 
 The token comes from ``HF_TOKEN`` or the huggingface-hub login (``hf auth login``); it is handed
 to :class:`huggingface_hub.HfApi` and to nothing else: never printed, logged or written (every
@@ -30,7 +33,16 @@ from e2mc_cli.network import NetworkError
 from e2mc_cli.publish.card import build_model_card
 from e2mc_cli.publish.export import export_run, stale_exports
 from e2mc_cli.publish.run_folder import check_run_dir, eval_files, read_run
-from e2mc_cli.run_layout import CARD_FILE, CHECKPOINT_FILE, CONFIG_FILE, MODEL_FILE, RECORD_FILES
+from e2mc_cli.run_layout import (
+    CARD_FILE,
+    CHECKPOINT_FILE,
+    CONFIG_FILE,
+    CSV_METRICS_FILE,
+    CSV_RESULTS_FILE,
+    MODEL_FILE,
+    RECORD_FILES,
+    TENSORBOARD_DIR,
+)
 from e2mc_cli.secrets import scrub, scrubbing
 
 __all__ = ["PUBLISHABLE", "PushResult", "UploadFile", "publishable_files", "push_run", "resolve_token"]
@@ -86,11 +98,21 @@ def publishable_files(run_dir: str | Path) -> list[UploadFile]:
     """The files of a run folder that a push uploads, in upload order."""
     run = Path(run_dir)
     paths = [run / name for name in PUBLISHABLE if (run / name).is_file()]
+    paths += tracker_files(run)
     for record in eval_files(run):
         predictions = record.with_name(PREDICTIONS_FILE)
         small = predictions.is_file() and predictions.stat().st_size <= MAX_PREDICTIONS_BYTES
         paths += [record, predictions] if small else [record]
+        paths += tracker_files(record.parent)
     return [UploadFile(p.relative_to(run).as_posix(), p, p.stat().st_size) for p in paths]
+
+
+def tracker_files(folder: Path) -> list[Path]:
+    """What the TensorBoard and CSV trackers wrote into ``folder``: every file under
+    ``tensorboard/`` (sorted), then ``metrics.csv`` and ``results.csv`` where they are."""
+    board = folder / TENSORBOARD_DIR
+    events = sorted(p for p in board.rglob("*") if p.is_file()) if board.is_dir() else []
+    return events + [folder / n for n in (CSV_METRICS_FILE, CSV_RESULTS_FILE) if (folder / n).is_file()]
 
 
 def _check_repo_id(repo: str) -> str:
