@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -106,6 +107,15 @@ def test_study_runs_writes_outputs_and_resumes(tmp_path, base, folder):
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
     assert {p: p.stat().st_mtime_ns for p in evals} == evals
     assert json.loads((out / "study.json").read_text())["rows"] == study["rows"]
+
+    # A study folder moved elsewhere (its results name their evaluations where they were made)
+    # reads its evaluations where they are now: the same tables, nothing evaluated again.
+    (tmp_path / "elsewhere").mkdir()
+    moved = out.rename(tmp_path / "elsewhere" / "study")
+    evals = {p: p.stat().st_mtime_ns for p in moved.glob("**/eval.json")}
+    again = ST.run_study(dataclasses.replace(cfg, out=moved))
+    assert again.trained == [] and {p: p.stat().st_mtime_ns for p in evals} == evals
+    assert json.loads((moved / "study.json").read_text())["rows"] == study["rows"]
 
 
 def test_study_resumes_a_missing_cell_only(tmp_path, base, folder):

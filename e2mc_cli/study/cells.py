@@ -46,11 +46,17 @@ def quiet(_: str) -> None:
 
 def read_current_result(path: Path) -> dict | None:
     """The study's ``result.json`` at ``path`` if it exists and was made under today's evaluation
-    protocol, else ``None``."""
+    protocol, else ``None``. Its evaluations are named where they are now, ``eval/<column>/``
+    beside it, whatever path they were written from: a study folder can be moved or read from
+    another working directory."""
     if not path.is_file():
         return None
     result = json.loads(path.read_text())
-    return result if protocol_version_of(result) == PROTOCOL_VERSION else None
+    if protocol_version_of(result) != PROTOCOL_VERSION:
+        return None
+    for evaluation in result.get("eval", {}).values():
+        evaluation["path"] = str(path.parent / "eval" / Path(evaluation["path"]).name)
+    return result
 
 
 def read_correctness(path: str | Path) -> tuple[EvalRecord, dict, dict[int, np.ndarray]]:
