@@ -36,6 +36,7 @@ from e2mc_cli.io import write_json_atomic, write_text_atomic
 from e2mc_cli.pretrain import pretrain_options, recipe_path
 from e2mc_cli.run_layout import CHECKPOINT_FILE, RECIPE_FILE, STATE_FILE, SUMMARY_FILE
 from e2mc_cli.study.cells import (
+    EVAL_DIR,
     KNN,
     RESULT_FILE,
     TRAIN_KEYS,
@@ -150,7 +151,7 @@ def run_budget(cfg: CurveConfig, epochs: float, log: Log = quiet) -> tuple[dict,
     log(f"{epochs:g} epochs: evaluating")
     model = run_dir / CHECKPOINT_FILE
     evals = evaluate_checkpoint(
-        load_checkpoint(model), folder / "eval", data=cfg.data, labels=[cfg.labels], knn=True,
+        load_checkpoint(model), folder / EVAL_DIR, data=cfg.data, labels=[cfg.labels], knn=True,
         seeds=[cfg.seed], source=str(model), eval_epochs=cfg.eval_epochs, device=cfg.device,
         holdout=cfg.holdout, log=log,
     )  # fmt: skip

@@ -23,7 +23,7 @@ from e2mc_cli.papers import PAPERS
 from e2mc_cli.reproduce import estimate as E
 from e2mc_cli.reproduce.paper import LINEAR_LABELS, TABLES, PaperRow, PaperTable, get_table, select_rows
 from e2mc_cli.run_layout import MODEL_FILE
-from e2mc_cli.study import StudyConfig, cell_name
+from e2mc_cli.study import EVAL_DIR, StudyConfig, cell_name
 from e2mc_cli.training import recipe as R
 from e2mc_cli.zoo import get_spec
 
@@ -239,20 +239,20 @@ def _group(opts: ReproduceOptions, base: str, rows: list[PaperRow]) -> GroupPlan
     jobs: list[dict] = []
     if not group.trains:  # the base alone: its linear probes as the study's base would run them
         for lab in LINEAR_LABELS:
-            where = folder / "base" / "eval" / f"linear-{labels_tag(lab)}"
+            where = folder / "base" / EVAL_DIR / f"linear-{labels_tag(lab)}"
             jobs.append({"folder": where, "base": base, "protocol": "linear", "labels": lab, "seeds": seeds})
     for row in rows:
         for lab in _semisup_labels(row):
             tag = f"semisup-{labels_tag(lab)}"
             if not row.trained:
-                where = folder / "base" / "eval" / tag
+                where = folder / "base" / EVAL_DIR / tag
                 job = {"folder": where, "base": base, "protocol": "semisup", "labels": lab, "seeds": seeds}
                 group.semisup.append(job)
                 continue
             for k in seeds:
                 cell = folder / "cells" / cell_name(row.criterion, k)
                 weights = cell / "train" / MODEL_FILE
-                job = {"folder": cell / "eval" / tag, "weights": weights, "cell": cell,
+                job = {"folder": cell / EVAL_DIR / tag, "weights": weights, "cell": cell,
                        "protocol": "semisup", "labels": lab, "seeds": [0]}  # fmt: skip
                 group.semisup.append(job)
     group.commands = [_study_command(opts, group.study)] if group.trains else []

@@ -18,7 +18,7 @@ from e2mc_cli.evaluate import records
 from e2mc_cli.evaluate.stats import format_mean_se, mean_se
 from e2mc_cli.papers import PAPERS
 from e2mc_cli.reproduce.plan import PROBE_MODE, Plan, PlannedRow
-from e2mc_cli.study import cell_name
+from e2mc_cli.study import EVAL_DIR, cell_name
 
 RESULTS_FORMAT = "sslboost-reproduce/1"
 
@@ -29,7 +29,7 @@ def eval_folder(plan: Plan, row: PlannedRow, column: str, seed: int) -> Path:
     protocol, labels = column.split(" ")
     r = row.paper
     inner = Path("base") if not r.trained else Path("cells") / cell_name(r.criterion, seed)
-    return plan.out / r.base / inner / "eval" / f"{protocol}-{labels_tag(labels)}"
+    return plan.out / r.base / inner / EVAL_DIR / f"{protocol}-{labels_tag(labels)}"
 
 
 def _read(folder: Path, protocol: str):

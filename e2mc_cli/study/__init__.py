@@ -57,6 +57,7 @@ from __future__ import annotations
 
 from e2mc_cli.study.before_after import before_after
 from e2mc_cli.study.cells import (
+    EVAL_DIR,
     KNN,
     RESULT_FILE,
     StudyInterrupted,
@@ -95,6 +96,7 @@ __all__ = [
     "DEFAULT_CRITERIA",
     "DEFAULT_LABELS",
     "KNN",
+    "EVAL_DIR",
     "RESULT_FILE",
     "STUDY_EPOCHS_FORMAT",
     "STUDY_FORMAT",

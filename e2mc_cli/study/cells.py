@@ -31,6 +31,7 @@ from e2mc_cli.training.plan import TrainOptions
 from e2mc_cli.zoo import resolve_base
 
 RESULT_FILE = "result.json"
+EVAL_DIR = "eval"  # beside a result.json: its evaluations, one folder per column
 KNN = "knn"
 TRAIN_KEYS = ("status", "steps", "epochs_trained", "images_seen", "wall_time_s", "images_per_s")
 
@@ -55,7 +56,7 @@ def read_current_result(path: Path) -> dict | None:
     if protocol_version_of(result) != PROTOCOL_VERSION:
         return None
     for evaluation in result.get("eval", {}).values():
-        evaluation["path"] = str(path.parent / "eval" / Path(evaluation["path"]).name)
+        evaluation["path"] = str(path.parent / EVAL_DIR / Path(evaluation["path"]).name)
     return result
 
 
@@ -143,7 +144,7 @@ def _evaluate(cfg: StudyConfig, ckpt, folder: Path, data: str, seeds: list[int],
     """:func:`evaluate_checkpoint` into ``folder/eval`` with the study's evaluation settings."""
     return evaluate_checkpoint(
         ckpt,
-        folder / "eval",
+        folder / EVAL_DIR,
         data=data,
         labels=cfg.labels,
         knn=cfg.knn,
