@@ -116,3 +116,44 @@ def test_curve_bad_input_is_one_line(cli, tmp_path, recipe, folder):
         assert r.exit_code == 2 and says in r.stderr, r.stderr
         assert len(r.stderr.strip().splitlines()) == 1
         assert not out.exists()
+
+
+def test_curve_takes_finished_budgets_from_an_earlier_curve(cli, tmp_path, recipe, folder):
+    first, second = tmp_path / "first", tmp_path / "second"
+    common = ("curve", "--recipe", recipe, "--holdout", "8", "--data", folder, "--eval-epochs", "1",
+              "--workers", "0", "--device", "cpu")  # fmt: skip
+    r = cli(*common, "--epochs", "0.2", "--out", first)
+    assert r.exit_code == 0, r.stderr
+    earlier = json.loads((first / "curve.json").read_text())
+    assert earlier["protocol_version"] >= 3
+
+    r = cli(*common, "--epochs", "0.2,0.4", "--out", second, "--earlier", first / "curve.json")
+    assert r.exit_code == 0, r.stderr
+    assert "1 budget(s) trained, 1 already finished" in r.stdout
+    assert not (second / "epochs-0.2").exists()  # not trained again
+    doc = json.loads((second / "curve.json").read_text())
+    old, new = doc["points"]
+    assert old["from"] == str(first / "curve.json") and "from" not in new
+    assert (old["knn"], old["linear"]) == (earlier["points"][0]["knn"], earlier["points"][0]["linear"])
+    assert old["model"] == earlier["points"][0]["model"]
+    knn = json.loads((second / "epochs-0.4" / "result.json").read_text())["columns"]["knn"]
+    assert new["knn_gain"] == pytest.approx(knn - old["knn"])
+    assert doc["verdict"]["last"] == 0.4 and doc["verdict"]["half"] == 0.2
+    md = (second / "curve.md").read_text()
+    assert f"Budgets of 0.2 epochs: finished in `{first / 'curve.json'}` (`--earlier`)." in md
+
+    stale = dict(earlier)
+    del stale["protocol_version"]  # a curve.json that does not say how it was evaluated
+    (tmp_path / "stale.json").write_text(json.dumps(stale))
+    (tmp_path / "other.json").write_text(json.dumps({"format": "sslboost-study/1"}))
+    for extra, says in (
+        (("--earlier", first / "curve.json", "--seed", "1"), "made with seed 0, this curve with 1"),
+        (("--earlier", first / "curve.json", "--labels", "10%"), "made with labels '1%', this curve with"),
+        (("--earlier", tmp_path / "stale.json"), "does not record its evaluation protocol"),
+        (("--earlier", tmp_path / "other.json"), "not an sslboost curve.json"),
+        (("--earlier", tmp_path / "missing.json"), "no such file"),
+    ):
+        r = cli(*common, "--epochs", "0.2,0.4", "--out", tmp_path / "third", *extra)
+        assert r.exit_code == 2 and says in r.stderr, r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1
+        assert not (tmp_path / "third").exists()

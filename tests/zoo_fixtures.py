@@ -272,8 +272,10 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.flush()
             self.close_connection = True  # the connection ends before Content-Length bytes
             return
-        self.wfile.write(body)
+        # counted before the write: the client may have read every byte (and the test looked)
+        # before this thread runs again
         srv.sent[self.path] = srv.sent.get(self.path, 0) + len(body)
+        self.wfile.write(body)
 
     def log_message(self, *args):
         pass

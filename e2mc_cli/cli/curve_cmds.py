@@ -76,6 +76,12 @@ def curve(
     sets: list[str] = typer.Option(
         None, "--set", help="Override a recipe key (section.key=value) of every budget. Repeatable."
     ),
+    earlier: list[str] = typer.Option(
+        None,
+        "--earlier",
+        help="An earlier curve.json of the same recipe, seed and split: its finished budgets count "
+        "here and are not trained again. Repeatable.",
+    ),
     workers: int = workers_option("Data-loading worker processes of each pre-training."),
     precision: str = precision_option(),
     augment: str = augment_option(),
@@ -87,7 +93,8 @@ def curve(
     Each budget is a full `sslboost pretrain --epochs E` (its own schedule), evaluated with kNN
     and the cached linear probe on --holdout training images. The plateau: kNN gains less than
     0.3 points over the last doubling of epochs. Finished budgets are skipped and an interrupted
-    one resumes: run the same command again.
+    one resumes: run the same command again. --earlier CURVE.json takes the budgets another curve
+    folder finished, so a curve run in pieces gets one table and one verdict.
 
     Example:
 
@@ -99,7 +106,7 @@ def curve(
     cfg = CurveConfig(
         recipe=recipe, out=out, epochs=epochs, holdout=holdout, seed=seed, data=data, labels=labels,
         eval_epochs=eval_epochs, batch_size=batch_size, sets=list(sets or []), workers=workers,
-        precision=precision, augment=augment, decode=decode, device=device,
+        precision=precision, augment=augment, decode=decode, device=device, earlier=list(earlier or []),
     )  # fmt: skip
 
     def log(msg: str) -> None:

@@ -8,15 +8,16 @@ than 0.3 points over the last doubling of epochs. Resumable: a finished budget i
 interrupted one resumes from its last checkpoint.
 
 Modules: :mod:`~e2mc_cli.curve.run` (the budgets, their evaluations, the document),
+:mod:`~e2mc_cli.curve.document` (``curve.json``'s format, budgets from an earlier curve),
 :mod:`~e2mc_cli.curve.verdict` (the plateau rule, pure) and :mod:`~e2mc_cli.curve.render`
 (``curve.md``, ``curve.png``).
 """
 
 from __future__ import annotations
 
+from e2mc_cli.curve.document import CURVE_FORMAT, earlier_results, read_curve_document
 from e2mc_cli.curve.render import render_curve_markdown, render_curve_png
 from e2mc_cli.curve.run import (
-    CURVE_FORMAT,
     CurveConfig,
     CurveRun,
     budget_folder,
@@ -37,7 +38,9 @@ __all__ = [
     "budget_folder",
     "check_curve",
     "doubling_gain",
+    "earlier_results",
     "plateau_verdict",
+    "read_curve_document",
     "render_curve_markdown",
     "render_curve_png",
     "run_budget",

@@ -52,6 +52,12 @@ def render_curve_markdown(doc: dict) -> str:
             f"| {p['epochs']:g} | {_points(p['knn'])} | {_points(p['linear'])} | {_gain(p['knn_gain'])} | "
             f"{_gain(p['linear_gain'])} | {wall_text(p['train_wall_time_s'])} |"
         )
+    sources: dict[str, list[str]] = {}
+    for p in doc["points"]:
+        if p.get("from"):
+            sources.setdefault(p["from"], []).append(f"{p['epochs']:g}")
+    for source, budgets in sources.items():
+        lines += ["", f"Budgets of {', '.join(budgets)} epochs: finished in `{source}` (`--earlier`)."]
     rule = f"kNN gains less than {doc['plateau_gain']:g} points over the last doubling of epochs"
     lines += ["", f"**Verdict** (the plateau: {rule}): {doc['verdict']['text']}."]
     if not doc["complete"]:

@@ -8,7 +8,8 @@ from the same initial weights (the recipe and ``--seed``). Layout: ``DIR/epochs-
 run folder, resumed from its last checkpoint by a later invocation, and by ``sslboost pretrain
 --resume --out`` too), ``DIR/epochs-<E>/eval/`` (kNN and the cached linear probe,
 :func:`e2mc_cli.study.cells.evaluate_checkpoint`) and ``DIR/epochs-<E>/result.json``, written
-last: a budget with one (under today's evaluation protocol) is skipped.
+last: a budget with one (under today's evaluation protocol) is skipped, and so is a budget that
+an earlier curve (``--earlier``, :mod:`e2mc_cli.curve.document`) finished.
 
 Every evaluation reads ``--holdout N`` class-balanced images held out of the training split
 (:func:`e2mc_cli.data.subsets.carve_validation`, the same for every budget); the test split is
@@ -26,6 +27,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from e2mc_cli.checkpoint import load_checkpoint
+from e2mc_cli.curve.document import CURVE_FORMAT, earlier_results
 from e2mc_cli.curve.render import render_curve_markdown, render_curve_png
 from e2mc_cli.curve.verdict import PLATEAU_GAIN, doubling_gain, plateau_verdict
 from e2mc_cli.data.datasets import check_validation_holdout
@@ -53,8 +55,6 @@ from e2mc_cli.training import recipe as R
 from e2mc_cli.training.outputs import epoch_text
 from e2mc_cli.training.snapshots import parse_points
 
-CURVE_FORMAT = "sslboost-curve/1"
-
 
 @dataclass
 class CurveConfig:
@@ -75,6 +75,7 @@ class CurveConfig:
     augment: str | None = None
     decode: str | None = None
     device: str = "auto"
+    earlier: list[str] = field(default_factory=list)  # curve.json files whose finished budgets count here
 
 
 def check_curve(cfg: CurveConfig) -> CurveConfig:
@@ -190,6 +191,7 @@ def summarise_curve(cfg: CurveConfig, results: dict[float, dict], meta: dict) ->
                 "train_wall_time_s": r["train"].get("wall_time_s"),
                 "steps": r["train"].get("steps"),
                 "model": r["model"],
+                **({"from": r["from"]} if "from" in r else {}),
             }
         )
     return {
@@ -197,6 +199,7 @@ def summarise_curve(cfg: CurveConfig, results: dict[float, dict], meta: dict) ->
         "config": {**asdict(cfg), "out": str(cfg.out)},
         "recipe": recipe_name(cfg.recipe),
         "linear_column": col,
+        "protocol_version": PROTOCOL_VERSION,
         "evaluated_on": f"{cfg.holdout} images held out from the training split (not the test split)",
         "points": points,
         "plateau_gain": PLATEAU_GAIN,
@@ -229,11 +232,18 @@ class CurveRun:
 def run_curve(cfg: CurveConfig, *, log: Log = quiet, command: str = "") -> CurveRun:
     """Every missing budget, smallest first, then the outputs (see the module docstring)."""
     cfg = check_curve(cfg)
+    config = {**asdict(cfg), "out": str(cfg.out)}
+    earlier = earlier_results(cfg.earlier, recipe_name(cfg.recipe), config, column_name(cfg.labels))
     Path(cfg.out).mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     results, trained, skipped, status = {}, [], [], "complete"
     try:
         for e in cfg.epochs:
+            if e in earlier and read_current_result(budget_folder(cfg, e) / RESULT_FILE) is None:
+                log(f"{e:g} epochs: finished in {earlier[e]['from']}")
+                results[e] = earlier[e]
+                skipped.append(e)
+                continue
             results[e], now = run_budget(cfg, e, log)
             (trained if now else skipped).append(e)
     except StudyInterrupted as exc:
