@@ -78,6 +78,11 @@ class CurveConfig:
     earlier: list[str] = field(default_factory=list)  # curve.json files whose finished budgets count here
 
 
+def config_record(cfg: CurveConfig) -> dict:
+    """``cfg`` as ``curve.json`` records it (and an ``--earlier`` curve is compared against)."""
+    return {**asdict(cfg), "out": str(cfg.out)}
+
+
 def check_curve(cfg: CurveConfig) -> CurveConfig:
     """Validate the budgets, the split, the labels and every budget's recipe up front."""
     cfg.epochs = parse_points(cfg.epochs, "--epochs")
@@ -136,14 +141,21 @@ def train_budget(cfg: CurveConfig, epochs: float, run_dir: Path) -> dict:
     return run_training(opts, run_dir)
 
 
-def run_budget(cfg: CurveConfig, epochs: float, log: Log = quiet) -> tuple[dict, bool]:
-    """Pre-train (unless finished) and evaluate one budget; ``(result, trained now)``."""
+def run_budget(
+    cfg: CurveConfig, epochs: float, log: Log = quiet, earlier: dict | None = None
+) -> tuple[dict, bool]:
+    """Pre-train (unless finished) and evaluate one budget; ``(result, trained now)``. A result of
+    the curve folder wins over ``earlier`` (the budget's point in an ``--earlier`` curve), and that
+    over training it."""
     folder = budget_folder(cfg, epochs)
     run_dir = folder / "train"
     check_run(cfg, epochs, run_dir)
     done = read_current_result(folder / RESULT_FILE)
     if done is not None:
         return done, False
+    if earlier is not None:
+        log(f"{epochs:g} epochs: finished in {earlier['from']}")
+        return earlier, False
     trained = not train_done(run_dir)
     if trained:
         log(f"{epochs:g} epochs: pre-training")
@@ -196,7 +208,7 @@ def summarise_curve(cfg: CurveConfig, results: dict[float, dict], meta: dict) ->
         )
     return {
         "format": CURVE_FORMAT,
-        "config": {**asdict(cfg), "out": str(cfg.out)},
+        "config": config_record(cfg),
         "recipe": recipe_name(cfg.recipe),
         "linear_column": col,
         "protocol_version": PROTOCOL_VERSION,
@@ -232,19 +244,15 @@ class CurveRun:
 def run_curve(cfg: CurveConfig, *, log: Log = quiet, command: str = "") -> CurveRun:
     """Every missing budget, smallest first, then the outputs (see the module docstring)."""
     cfg = check_curve(cfg)
-    config = {**asdict(cfg), "out": str(cfg.out)}
-    earlier = earlier_results(cfg.earlier, recipe_name(cfg.recipe), config, column_name(cfg.labels))
+    earlier = earlier_results(
+        cfg.earlier, recipe_name(cfg.recipe), config_record(cfg), column_name(cfg.labels)
+    )
     Path(cfg.out).mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     results, trained, skipped, status = {}, [], [], "complete"
     try:
         for e in cfg.epochs:
-            if e in earlier and read_current_result(budget_folder(cfg, e) / RESULT_FILE) is None:
-                log(f"{e:g} epochs: finished in {earlier[e]['from']}")
-                results[e] = earlier[e]
-                skipped.append(e)
-                continue
-            results[e], now = run_budget(cfg, e, log)
+            results[e], now = run_budget(cfg, e, log, earlier.get(e))
             (trained if now else skipped).append(e)
     except StudyInterrupted as exc:
         log(f"{exc}; run the same command again to resume")
