@@ -45,6 +45,7 @@ from e2mc_cli.study.cells import (
     Log,
     StudyInterrupted,
     column_name,
+    config_record,
     evaluate_checkpoint,
     quiet,
     read_current_result,
@@ -76,11 +77,6 @@ class CurveConfig:
     decode: str | None = None
     device: str = "auto"
     earlier: list[str] = field(default_factory=list)  # curve.json files whose finished budgets count here
-
-
-def config_record(cfg: CurveConfig) -> dict:
-    """``cfg`` as ``curve.json`` records it (and an ``--earlier`` curve is compared against)."""
-    return {**asdict(cfg), "out": str(cfg.out)}
 
 
 def check_curve(cfg: CurveConfig) -> CurveConfig:

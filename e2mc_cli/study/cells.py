@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +44,12 @@ def quiet(_: str) -> None:
 
 
 # -- reading stored evaluations ------------------------------------------------------------------
+
+
+def config_record(cfg) -> dict:
+    """A study's, tune's or curve's configuration (a dataclass with an ``out`` folder) as its
+    document records it, and as a later run that takes its results over compares it."""
+    return {**asdict(cfg), "out": str(cfg.out)}
 
 
 def read_current_result(path: Path) -> dict | None:

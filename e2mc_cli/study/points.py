@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 from e2mc_cli.errors import UserError
@@ -33,6 +32,7 @@ from e2mc_cli.study.cells import (
     Log,
     cell_folder,
     cell_name,
+    config_record,
     evaluate_cell,
     quiet,
     read_current_result,
@@ -182,7 +182,7 @@ def summarise_points(cfg: StudyConfig, base: dict, cells: dict[float, Cells], me
     ]
     return {
         "format": STUDY_EPOCHS_FORMAT,
-        "config": {**asdict(cfg), "out": str(cfg.out)},
+        "config": config_record(cfg),
         "columns": columns,
         "epochs": epoch_points(cfg),
         "points": points,

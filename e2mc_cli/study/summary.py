@@ -3,13 +3,11 @@ test of each criterion against the control with the predictions of all seeds poo
 
 from __future__ import annotations
 
-from dataclasses import asdict
-
 import numpy as np
 
 from e2mc_cli.evaluate.compare import check_comparable
 from e2mc_cli.evaluate.stats import mcnemar, mean_se
-from e2mc_cli.study.cells import KNN, column_name, read_correctness
+from e2mc_cli.study.cells import KNN, column_name, config_record, read_correctness
 from e2mc_cli.study.config import CONTROL, StudyConfig
 
 STUDY_FORMAT = "sslboost-study/1"
@@ -89,7 +87,7 @@ def summarise(cfg: StudyConfig, base: dict, cells: dict[tuple[str, int], dict], 
     """The ``study.json`` document: per row and column the per-seed top-1, mean ± SE, p-values."""
     return {
         "format": STUDY_FORMAT,
-        "config": {**asdict(cfg), "out": str(cfg.out)},
+        "config": config_record(cfg),
         "columns": study_columns(cfg),
         "rows": summary_rows(cfg, base, cells),
         "mcnemar": MCNEMAR_NOTE,

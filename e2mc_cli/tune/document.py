@@ -7,13 +7,13 @@ tuning read back after an interruption has the same stages and choices as one ru
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 
 from e2mc_cli.evaluate.compare import check_comparable
 from e2mc_cli.evaluate.stats import mcnemar
-from e2mc_cli.study.cells import KNN, column_name, read_correctness
+from e2mc_cli.study.cells import KNN, column_name, config_record, read_correctness
 from e2mc_cli.tune.config import Start, TuneConfig, control_key, test_command, trial_key
 from e2mc_cli.tune.plan import Point, choose
 
@@ -144,7 +144,7 @@ def summarise_tuning(
     point = None if final is None else [p for _, g in stages for p in g if p.slug == final["slug"]][0]
     return {
         "format": TUNE_FORMAT,
-        "config": {**asdict(cfg), "out": str(cfg.out)},
+        "config": config_record(cfg),
         "base": cfg.base,
         "criterion": cfg.criterion,
         "weights": list(start.weights),
