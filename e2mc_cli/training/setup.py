@@ -8,11 +8,12 @@ point (``--max-steps``) and its command line included, unless a new ``--max-step
 ``--base`` on a resume's command line must be the run's own base (a note says it is not read
 again); ``--overwrite`` contradicts it. A run stopped before its first checkpoint is started again
 (without ``--overwrite``, or from its base on ``--resume``). ``--overwrite`` never deletes the base
-it starts from. From there both take the same path: batch and step counts, the view pipeline
-(``--augment``; a resume keeps the run's own, and another mode on its command line is an error),
-the method and criterion options. Every check happens here, before anything is built or written;
-the only side effects are reading files (recipe, data listing, base, saved state) and removing
-the temporary files of a killed run that ``--resume`` cannot continue.
+it starts from (the folder's rules: :mod:`e2mc_cli.training.run_folder`). From there both take the
+same path: batch and step counts, the view pipeline (``--augment``; a resume keeps the run's own,
+and another mode on its command line is an error), the method and criterion options. Every check
+happens here, before anything is built or written; the only side effects are reading files
+(recipe, data listing, base, saved state) and removing the temporary files of a killed run that
+``--resume`` cannot continue.
 """
 
 from __future__ import annotations
@@ -33,62 +34,13 @@ from e2mc_cli.precision import check_precision, resolve_precision
 from e2mc_cli.run_layout import RECIPE_FILE, STATE_FILE
 from e2mc_cli.training import recipe as R
 from e2mc_cli.training.data import DEFAULT_AUGMENT, default_workers, steps_per_epoch
-from e2mc_cli.training.outputs import earlier_outputs, never_checkpointed, remove_temporaries, resume_command
+from e2mc_cli.training.outputs import never_checkpointed, remove_temporaries, resume_command
 from e2mc_cli.training.plan import RunPlan, TrainOptions
 from e2mc_cli.training.progress import metrics_interval
+from e2mc_cli.training.run_folder import check_base_kept, check_out, default_out, resume_base_notes
 from e2mc_cli.training.snapshots import snapshot_steps
 from e2mc_cli.training.state import load_training_state
 from e2mc_cli.zoo import builtin_data, resolve_base
-
-
-def base_label(base: str | None, base_file: str | None) -> str:
-    """A short name for a base, used in the default output folder ``runs/<label>-<criterion>``."""
-    text = base or str(base_file or "base")
-    if text.startswith("hf://"):
-        return text[5:].split("@")[0].rstrip("/").split("/")[-1]
-    p = Path(text)
-    if p.suffix in (".safetensors", ".pth", ".tar", ".pt"):
-        return p.parent.name if p.stem == "model" and p.parent.name else p.stem.split(".")[0]
-    return p.name or text
-
-
-def default_out(base: str | None, base_file: str | None, criterion: str) -> Path:
-    """``runs/<base label>-<criterion>``."""
-    return Path("runs") / f"{base_label(base, base_file)}-{criterion}"
-
-
-def check_out(out: Path, overwrite: bool) -> None:
-    """The ``--out`` of a new run is new, empty, holds a run stopped before its first checkpoint,
-    or is to be replaced (``--overwrite``)."""
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out}: exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not overwrite and not never_checkpointed(out):
-        raise UserError(
-            f"--out {out}: folder exists and is not empty; continue that run with --resume, "
-            "pick another --out, or replace it with --overwrite"
-        )
-
-
-def check_base_kept(out: Path, given: list[str | None]) -> None:
-    """A UserError when starting a run in ``out`` would delete the base file it starts from (a base
-    inside one of the earlier outputs :func:`~e2mc_cli.training.outputs.clear_outputs` removes)."""
-    doomed = [p.resolve() for p in earlier_outputs(out)] if out.is_dir() else []
-    for name in given:
-        if name is None or not Path(name).exists():
-            continue
-        base = Path(name).resolve()
-        if any(base == p or base.is_relative_to(p) for p in doomed):
-            raise UserError(
-                f"--out {out}: replacing its earlier outputs would delete {name}, the base this run "
-                "starts from; copy the base out of it first, or pick another --out"
-            )
-
-
-def _same_base(given: str, recorded: str) -> bool:
-    if given == recorded:
-        return True
-    a, b = Path(given), Path(recorded)
-    return a.exists() and b.exists() and a.resolve() == b.resolve()
 
 
 class _Start(NamedTuple):
@@ -226,21 +178,6 @@ def _restart(opts: TrainOptions, out: Path) -> _Start:
     )
 
 
-def _given_base(opts: TrainOptions, out: Path, recorded: str) -> tuple[str, ...]:
-    """What ``--resume`` does with a ``--base`` on its command line: a note when it is the run's own
-    base (not read again), a UserError when it is another one."""
-    given = opts.base or opts.base_file
-    if given is None:
-        return ()
-    flag = "--base" if opts.base else "--base-file"
-    if not _same_base(str(given), recorded):
-        raise UserError(
-            f"--resume continues {out}, which started from {recorded}, not {flag} {given}; drop {flag} "
-            "to resume it, or start a new run from that base with another --out"
-        )
-    return (f"note: {flag} {given} is the base of {out}: resuming from {out / STATE_FILE} instead",)
-
-
 def _resumed_run(opts: TrainOptions) -> _Start:
     if opts.out is None:
         raise UserError("--resume needs --out DIR (the folder of the run to continue)")
@@ -254,7 +191,7 @@ def _resumed_run(opts: TrainOptions) -> _Start:
     criterion = recipe["criterion"]["name"]
     if opts.criterion and opts.criterion != criterion:
         raise UserError(f"{out}: this run trains with {criterion!r}, not {opts.criterion!r}")
-    notes = _given_base(opts, out, saved["model_info"]["base"])
+    notes = resume_base_notes(opts.base, opts.base_file, out, saved["model_info"]["base"])
     overrides = [opts.recipe_file, opts.epochs, opts.batch_size, opts.lr, opts.image_size, *opts.sets]
     overrides.append(opts.snapshot_epochs)
     if any(o is not None for o in overrides):
