@@ -142,6 +142,15 @@ def test_curve_takes_finished_budgets_from_an_earlier_curve(cli, tmp_path, recip
     md = (second / "curve.md").read_text()
     assert f"Budgets of 0.2 epochs: finished in `{first / 'curve.json'}` (`--earlier`)." in md
 
+    planted = second / "epochs-0.2" / "train"  # another run under the name of a budget --earlier settles
+    planted.mkdir(parents=True)
+    theirs = (first / "epochs-0.2" / "train" / "recipe.toml").read_text()
+    (planted / "recipe.toml").write_text(theirs.replace("seed = 0", "seed = 5"))
+    r = cli(*common, "--epochs", "0.2,0.4", "--out", second, "--earlier", first / "curve.json")
+    assert r.exit_code == 2 and len(r.stderr.strip().splitlines()) == 1
+    assert "with seed 5, not of tiny-vicreg for 0.2 epochs with seed 0; remove it" in r.stderr
+    assert json.loads((second / "curve.json").read_text()) == doc  # the curve is left as it was
+
     stale = dict(earlier)
     del stale["protocol_version"]  # a curve.json that does not say how it was evaluated
     (tmp_path / "stale.json").write_text(json.dumps(stale))

@@ -9,7 +9,8 @@ run folder, resumed from its last checkpoint by a later invocation, and by ``ssl
 --resume --out`` too), ``DIR/epochs-<E>/eval/`` (kNN and the cached linear probe,
 :func:`e2mc_cli.study.cells.evaluate_checkpoint`) and ``DIR/epochs-<E>/result.json``, written
 last: a budget with one (under today's evaluation protocol) is skipped, and so is a budget that
-an earlier curve (``--earlier``, :mod:`e2mc_cli.curve.document`) finished.
+an earlier curve (``--earlier``, :mod:`e2mc_cli.curve.document`) finished. A run folder of another
+recipe, length or seed under a budget's name is an error, whichever way the budget is settled.
 
 Every evaluation reads ``--holdout N`` class-balanced images held out of the training split
 (:func:`e2mc_cli.data.subsets.carve_validation`, the same for every budget); the test split is
@@ -80,7 +81,8 @@ class CurveConfig:
 
 
 def check_curve(cfg: CurveConfig) -> CurveConfig:
-    """Validate the budgets, the split, the labels and every budget's recipe up front."""
+    """Validate the budgets, the split, the labels, every budget's recipe and the runs already in
+    the budgets' folders up front."""
     cfg.epochs = parse_points(cfg.epochs, "--epochs")
     cfg.labels = parse_labels(cfg.labels)
     check_validation_holdout(cfg.holdout, cfg.data, "the curve")
@@ -93,6 +95,8 @@ def check_curve(cfg: CurveConfig) -> CurveConfig:
         )  # fmt: skip
     except UserError as exc:
         raise UserError(f"{path}: {exc}") from None
+    for e in cfg.epochs:
+        check_run(cfg, e, budget_folder(cfg, e) / "train")
     return cfg
 
 
