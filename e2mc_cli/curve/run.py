@@ -144,12 +144,12 @@ def train_budget(cfg: CurveConfig, epochs: float, run_dir: Path) -> dict:
 def run_budget(
     cfg: CurveConfig, epochs: float, log: Log = quiet, earlier: dict | None = None
 ) -> tuple[dict, bool]:
-    """Pre-train (unless finished) and evaluate one budget; ``(result, trained now)``. A result of
+    """Pre-train (unless finished) and evaluate one budget of ``cfg`` as :func:`check_curve` returns
+    it (which has checked the run in every budget's folder); ``(result, trained now)``. A result of
     the curve folder wins over ``earlier`` (the budget's point in an ``--earlier`` curve), and that
     over training it."""
     folder = budget_folder(cfg, epochs)
     run_dir = folder / "train"
-    check_run(cfg, epochs, run_dir)
     done = read_current_result(folder / RESULT_FILE)
     if done is not None:
         return done, False
