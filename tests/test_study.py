@@ -447,3 +447,71 @@ def test_cell_formats_and_the_seed_statistic():
     assert ST.fmt_p({"mcnemar_vs_continued": {"pooled": {"p_exact": 0.0123}}}) == "0.012"
     assert ST.fmt_p({"mcnemar_vs_continued": {"pooled": {"p_exact": 1e-6}}}) == "<1e-4"
     assert ST.fmt_p({"mcnemar_vs_continued": {"pooled": None}}) == "–" and ST.fmt_p({}) == "–"
+
+
+
+class _Holder:
+    """Another process's lock on ``name`` of the study ``out``: taken on a thread of its own (as
+    another process takes it), held until :meth:`release`."""
+
+    def __init__(self, out, name):
+        import threading
+
+        from filelock import FileLock
+
+        from e2mc_cli.study.locks import lock_file
+
+        self._held, self._done = threading.Event(), threading.Event()
+        lock = FileLock(lock_file(out, name))
+
+        def hold():
+            with lock:
+                self._held.set()
+                self._done.wait(30)
+
+        self._thread = threading.Thread(target=hold, daemon=True)
+        self._thread.start()
+        assert self._held.wait(10)
+
+    def release(self):
+        self._done.set()
+        self._thread.join(10)
+
+
+def test_a_cell_another_process_is_running_is_skipped_and_joins_later(tmp_path, base, folder):
+    """Two processes on one study folder: a cell the other one holds is left to it, not trained twice."""
+    out = tmp_path / "study"
+    cfg = _config(base, folder, out, criteria="continued,e2mc", seeds=1, labels="100%", knn=False)
+    other = _Holder(out, "e2mc-seed0")  # another process, running that cell
+    said: list[str] = []
+    first = ST.run_study(cfg, log=said.append)
+    assert (first.status, first.trained, first.busy) == ("incomplete", ["continued-seed0"], ["e2mc-seed0"])
+    assert "e2mc-seed0: being run by another process; skipped" in said
+    assert not (out / "cells" / "e2mc-seed0").exists()
+    assert json.loads((out / "study.json").read_text())["complete"] is False
+    other.release()  # it has finished (or died: the system releases the lock either way)
+    second = ST.run_study(cfg)
+    assert (second.status, second.trained, second.busy) == ("complete", ["e2mc-seed0"], [])
+    assert json.loads((out / "study.json").read_text())["complete"] is True
+
+
+def test_the_base_is_evaluated_once_while_another_process_waits_for_it(tmp_path, base, folder):
+    import threading
+
+    out = tmp_path / "study"
+    cfg = _config(base, folder, out, criteria="continued", seeds=1, labels="100%", knn=False)
+    ST.run_study(cfg)
+    evals = {p: p.stat().st_mtime_ns for p in (out / "base").glob("**/eval.json")}
+    assert evals
+    other = _Holder(out, "base")  # another process, evaluating the base
+    said: list[str] = []
+
+    def log(line: str) -> None:
+        said.append(line)
+        if "waiting" in line:  # it finishes a moment after this process starts waiting
+            threading.Timer(0.2, other.release).start()
+
+    again = ST.run_study(cfg, log=log)
+    assert said[0] == "base: another process is on it; waiting for it to finish"
+    assert again.status == "complete"
+    assert {p: p.stat().st_mtime_ns for p in evals} == evals  # read back, not evaluated again

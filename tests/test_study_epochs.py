@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+from pathlib import Path
 
 import pytest
 import torch
@@ -15,6 +16,8 @@ from test_study import base as base  # noqa: F401  (a fixture)
 from test_study import folder as folder  # noqa: F401  (a fixture)
 
 from e2mc_cli import study as ST
+from e2mc_cli.checkpoint import save_checkpoint
+from e2mc_cli.methods import build_model
 from e2mc_cli.study import cells as C
 from e2mc_cli.training import loop as L
 
@@ -153,14 +156,28 @@ def test_points_reached_before_an_interruption_are_evaluated_before_training_res
     assert first_point["snapshot"]["step"] == 1 and first_point["train_wall_time_s_this_run"] == 0.0
 
 
+@pytest.fixture
+def swav_base(tmp_path) -> Path:
+    torch.manual_seed(0)
+    path = tmp_path / "swav.safetensors"
+    heads = {"hidden_mlp": 16, "feat_dim": 8, "n_prototypes": 10}
+    save_checkpoint(path, build_model("swav", "resnet-mini", heads), base="tiny-swav", epoch=1)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("method", "criterion"),
+    [("vicreg", "continued"), ("swav", "e2mc")],  # SwAV: multi-crop views, prototypes, Sinkhorn
+)
 def test_each_point_is_evaluated_when_the_run_reaches_it_and_the_run_goes_on_bit_for_bit(
-    tmp_path, base, folder, monkeypatch
+    tmp_path, base, swav_base, folder, monkeypatch, method, criterion
 ):
     """One invocation: the run stops at its 0.2-epoch point, which is evaluated before step 2 is
     trained; the run then resumes and ends with the weights of a run trained without stopping."""
+    base = swav_base if method == "swav" else base
     out = tmp_path / "study"
-    cfg = _config(base, folder, out, criteria="continued", seeds=1)
-    cell = out / "cells" / "continued-seed0"
+    cfg = _config(base, folder, out, criteria=criterion, seeds=1)
+    cell = out / "cells" / f"{criterion}-seed0"
     seen = _watch_the_first_point(monkeypatch, cell)
     assert ST.run_study(cfg).status == "complete"
     assert seen == [(0, False), (1, True)]  # step 1 → 2 is trained after the first point's figures
@@ -177,7 +194,7 @@ def test_each_point_is_evaluated_when_the_run_reaches_it_and_the_run_goes_on_bit
     sets = [*cfg.sets, "run.seed=0", *epoch_sets(cfg)]
     whole = tmp_path / "whole"
     opts = TrainOptions(
-        base=str(base), criterion="continued", data=str(folder), out=str(whole), batch_size=8, image_size=8,
+        base=str(base), criterion=criterion, data=str(folder), out=str(whole), batch_size=8, image_size=8,
         sets=sets, workers=0, device="cpu",
     )  # fmt: skip
     assert run(opts).status == "finished"

@@ -285,3 +285,38 @@ def test_plan_run_writes_nothing_and_a_resumed_plan_reads_the_run_back(cli, env,
     assert resumed.notes and resumed.notes[0].startswith("note: resuming with the recipe saved in")
     for name in ("method_name", "arch", "base_name", "base_epoch", "steps_per_epoch", "total_steps"):
         assert getattr(resumed, name) == getattr(plan, name), name
+
+
+def test_a_run_stopped_early_logs_at_the_steps_of_the_whole_run(env, tmp_path):
+    """The metrics interval comes from the run's length, not from where this invocation stops, so a
+    run stopped at --max-steps (or at a snapshot point) and resumed logs as one trained in one go."""
+    common = dict(
+        base=str(env["bases"]["vicreg"]), data=str(env["data"]), batch_size=1, image_size=16, epochs=20
+    )
+    whole = plan_run(TrainOptions(out=str(tmp_path / "whole"), **common), torch.device("cpu"))
+    part = plan_run(TrainOptions(out=str(tmp_path / "part"), max_steps=10, **common), torch.device("cpu"))
+    assert whole.total_steps == part.total_steps == 20 * whole.steps_per_epoch >= 400
+    assert part.end_step == 10
+    # the run's length // 100 points, under the recipe's log_every of 20; not every step (10 // 100 → 1)
+    assert part.log_every == whole.log_every == whole.total_steps // 100 >= 4
+
+
+def test_a_cpu_run_resumed_on_other_threads_says_it_no_longer_matches_bit_for_bit(cli, env, tmp_path):
+    out = tmp_path / "run"
+    assert run_cli(cli, env, "vicreg", out, "--max-steps", "1").exit_code == 0
+    state = torch.load(out / STATE_FILE, weights_only=True)
+    assert isinstance(state["cpu_threads"], int) and state["cpu_threads"] >= 1
+
+    def notes_with(threads: int) -> list[str]:
+        torch.save({**state, "cpu_threads": threads}, out / STATE_FILE)
+        plan = plan_run(TrainOptions(out=str(out), resume=True), torch.device("cpu"))
+        return [n for n in plan.notes if "CPU threads" in n]
+
+    now = torch.get_num_threads()
+    assert notes_with(now) == []
+    (note,) = notes_with(now + 1)
+    assert note == (
+        f"note: this run trained on {now + 1} CPU threads and resumes on {now}; from here its weights "
+        f"differ from an uninterrupted run's by floating-point rounding (OMP_NUM_THREADS={now + 1} "
+        "resumes it bit for bit)"
+    )

@@ -40,6 +40,12 @@ def report_unfinished(result) -> None:
         err_console.print(
             f"warning: {escape(cell)} cannot run: {escape(why)}", highlight=False, soft_wrap=True
         )
+    if result.busy:
+        err_console.print(
+            f"note: {len(result.busy)} cell(s) being run by another process, skipped: "
+            f"{escape(', '.join(result.busy))}; run the same command once they finish for the full tables",
+            highlight=False, soft_wrap=True,
+        )  # fmt: skip
     if result.status == "interrupted":
         err_console.print("interrupted: run the same command again to resume", highlight=False)
 

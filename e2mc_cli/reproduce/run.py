@@ -23,6 +23,7 @@ from e2mc_cli.io import write_json_atomic, write_text_atomic
 from e2mc_cli.reproduce.plan import GroupPlan, Plan
 from e2mc_cli.reproduce.results import render_markdown, tabulate
 from e2mc_cli.study import RESULT_FILE, evaluate_checkpoint, read_current_result, run_base, run_study
+from e2mc_cli.study.locks import waiting_for
 from e2mc_cli.zoo import resolve_base
 
 Log = Callable[[str], None]
@@ -37,10 +38,11 @@ class ReproduceRun:
     """What one invocation did, and the table document it wrote."""
 
     document: dict
-    status: str  # "complete" or "interrupted"
+    status: str  # "complete", "interrupted" or "incomplete" (cells left to other processes)
     trained: list[str] = field(default_factory=list)  # "<base>/<cell>" trained now
     skipped: list[str] = field(default_factory=list)  # "<base>/<cell>" finished before
     cannot_run: dict[str, str] = field(default_factory=dict)
+    busy: list[str] = field(default_factory=list)  # cells another process was running
 
 
 def _semisup(group: GroupPlan, plan: Plan, log: Log) -> None:
@@ -109,11 +111,15 @@ def run_reproduction(plan: Plan, *, log: Log = _quiet, command: str = "") -> Rep
             run.trained += [f"{group.base}/{c}" for c in result.trained]
             run.skipped += [f"{group.base}/{c}" for c in result.skipped]
             run.cannot_run.update({f"{group.base}/{c}": why for c, why in result.cannot_run.items()})
+            run.busy += [f"{group.base}/{c}" for c in result.busy]
             if result.status == "interrupted":
                 run.status = "interrupted"
                 break
+            if result.status == "incomplete":
+                run.status = "incomplete"
         else:
-            run_base(group.study, plan.options.data, glog)
+            with waiting_for(group.study.out, "base", glog):
+                run_base(group.study, plan.options.data, glog)
         _semisup(group, plan, glog)
     meta = {
         "command": command or f"sslboost reproduce --table {plan.table.number}",

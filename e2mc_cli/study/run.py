@@ -20,6 +20,7 @@ from e2mc_cli.study.config import (
     default_data,
     epoch_points,
 )
+from e2mc_cli.study.locks import claimed, waiting_for
 from e2mc_cli.study.points import collect_points, run_point_cell, summarise_points
 from e2mc_cli.study.render import render_markdown, render_png
 from e2mc_cli.study.render_points import render_points_markdown, render_points_png
@@ -50,8 +51,9 @@ class StudyRun:
     study: dict
     trained: list[str]
     skipped: list[str]
-    status: str  # "complete" or "interrupted"
+    status: str  # "complete", "interrupted" or "incomplete" (cells left to other processes)
     cannot_run: dict[str, str] = field(default_factory=dict)  # cell name → reason
+    busy: list[str] = field(default_factory=list)  # cells another process was running
 
 
 def run_study(cfg: StudyConfig, *, log: Log = quiet, command: str = "") -> StudyRun:
@@ -64,8 +66,9 @@ def run_study(cfg: StudyConfig, *, log: Log = quiet, command: str = "") -> Study
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    base = run_base(cfg, data, log)
-    trained, skipped = [], []
+    with waiting_for(out, "base", log):  # one process evaluates the base, the others read it
+        base = run_base(cfg, data, log)
+    trained, skipped, busy = [], [], []
     cannot_run: dict[str, str] = {}
     status = "complete"
 
@@ -82,18 +85,25 @@ def run_study(cfg: StudyConfig, *, log: Log = quiet, command: str = "") -> Study
     try:
         for seed in range(cfg.seeds):
             for crit in cfg.criteria:
-                t = time.perf_counter()
-                try:
-                    _, now = run_one(cfg, data, crit, seed, log)
-                except UserError as exc:  # this criterion cannot run with this base: say why, go on
-                    cannot_run[cell_name(crit, seed)] = str(exc)
-                    log(f"{cell_name(crit, seed)}: cannot run: {exc}")
-                    continue
-                (trained if now else skipped).append(cell_name(crit, seed))
+                name, t = cell_name(crit, seed), time.perf_counter()
+                with claimed(out, name) as mine:
+                    if not mine:  # another process is running it: its figures join when it is done
+                        busy.append(name)
+                        log(f"{name}: being run by another process; skipped")
+                        continue
+                    try:
+                        _, now = run_one(cfg, data, crit, seed, log)
+                    except UserError as exc:  # this criterion cannot run with this base: say why, go on
+                        cannot_run[name] = str(exc)
+                        log(f"{name}: cannot run: {exc}")
+                        continue
+                (trained if now else skipped).append(name)
                 if now:
-                    log(f"{cell_name(crit, seed)}: done in {time.perf_counter() - t:.0f} s")
+                    log(f"{name}: done in {time.perf_counter() - t:.0f} s")
                     outputs()  # the tables so far, after every new cell
     except StudyInterrupted as exc:
         log(f"{exc}; run the same command again to resume")
         status = "interrupted"
-    return StudyRun(outputs(), trained, skipped, status, cannot_run)
+    if busy and status == "complete":
+        status = "incomplete"
+    return StudyRun(outputs(), trained, skipped, status, cannot_run, busy)

@@ -298,6 +298,19 @@ def _augment(opts: TrainOptions, start: _Start) -> str:
     return saved
 
 
+def _threads_note(saved: dict, device: torch.device) -> tuple[str, ...]:
+    """A note when a CPU run resumes on another number of threads than it trained on: its sums
+    are then split otherwise, and its weights no longer match an uninterrupted run's bit for bit."""
+    before, now = saved.get("cpu_threads"), torch.get_num_threads()
+    if device.type != "cpu" or before is None or int(before) == now:
+        return ()
+    return (
+        f"note: this run trained on {before} CPU threads and resumes on {now}; from here its weights "
+        f"differ from an uninterrupted run's by floating-point rounding (OMP_NUM_THREADS={before} "
+        "resumes it bit for bit)",
+    )
+
+
 def plan_run(opts: TrainOptions, device: torch.device, rank: int = 0, world: int = 1) -> RunPlan:
     """The :class:`RunPlan` of ``opts`` for process ``rank`` of ``world`` on ``device``.
 
@@ -309,7 +322,8 @@ def plan_run(opts: TrainOptions, device: torch.device, rank: int = 0, world: int
     start = start._replace(recipe={**start.recipe, "run": {**start.recipe["run"], "precision": precision}})
     steps = _steps(start, world, opts.stop_at_snapshot)
     if start.saved is not None:
-        start = start._replace(notes=(*start.notes, _stop_note(start, steps, opts.stop_at_snapshot)))
+        notes = (_stop_note(start, steps, opts.stop_at_snapshot), *_threads_note(start.saved, device))
+        start = start._replace(notes=(*start.notes, *notes))
     recipe = start.recipe
     views = dict(recipe["views"])
     image_size = int(views.pop("image_size", 224))
@@ -321,7 +335,9 @@ def plan_run(opts: TrainOptions, device: torch.device, rank: int = 0, world: int
         world=world,
         schedule=recipe["optim"].get("schedule", "cosine"),
         final_lr_ratio=float(recipe["optim"].get("final_lr_ratio", 0.0)),
-        log_every=metrics_interval(steps.end_step, recipe["run"]["log_every"]),
+        # from the whole run's length, so that a run stopped and resumed (--max-steps, a snapshot
+        # point) logs at the same steps as one trained in one go
+        log_every=metrics_interval(steps.total_steps, recipe["run"]["log_every"]),
         checkpoint_every=int(recipe["run"]["checkpoint_every"]),
         seed=int(recipe["run"]["seed"]),
         workers=default_workers() if opts.workers is None else max(int(opts.workers), 0),

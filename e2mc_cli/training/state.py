@@ -267,6 +267,7 @@ class TrainState:
             "augment": plan.augment,
             "n_items": len(plan.dataset),
             "wall_time": wall,
+            "cpu_threads": torch.get_num_threads(),  # a resume on other threads rounds differently
             "failed_indices": sorted(self.failed_indices),
             "last_terms": self.last_terms,
             "health": self.health.state_dict(),
