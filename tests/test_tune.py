@@ -390,3 +390,27 @@ def test_a_tuning_whose_trials_cannot_run_stops_and_says_so(cli, tmp_path, base,
     assert [row["status"] for row in doc["stages"][0]["rows"]] == ["cannot run", "cannot run"]
     assert [s["name"] for s in doc["stages"]] == ["scale"] and os.listdir(out / "controls") == ["lr-1"]
     assert "Nothing chosen: no trial of the last stage has a Δ" in (out / "tuning.md").read_text()
+
+
+def test_two_processes_on_one_tuning_share_its_cells(tmp_path, base, folder):
+    """`sslboost tune` started twice on one folder: every cell is trained by one process only, and
+    both end with the same complete tuning."""
+    import re
+    import subprocess
+    import sys
+
+    out = tmp_path / "tune"
+    argv = [str(a) for a in _args(base, folder, out)]
+    code = "import sys; from e2mc_cli.cli import main; sys.argv = ['sslboost', *sys.argv[1:]]; main()"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    pipes = dict(stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    procs = [subprocess.Popen([sys.executable, "-c", code, *argv], **pipes) for _ in range(2)]
+    outputs = [p.communicate(timeout=300)[0] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    done = [re.findall(r"^((?:trials|controls)/\S+): done in", o, re.M) for o in outputs]
+    trained = done[0] + done[1]
+    assert len(trained) == len(set(trained)) == 6, done  # each cell once, by one of the two
+    doc = json.loads((out / "tuning.json").read_text())
+    assert doc["complete"] is True
+    _check_rows(out, doc)
+    _check_choices(doc)

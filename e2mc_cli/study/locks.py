@@ -4,6 +4,7 @@ The base is evaluated by one process while the others wait for its result (:func
 each cell is run by the process that claims it first, and the others skip it and go on
 (:func:`claimed`). So ``sslboost study`` started twice on the same folder uses two cores, and a
 process started for some criteria (``--criteria e2mc``) beside another never trains a cell twice.
+``sslboost tune`` shares the cells of each stage the same way (:mod:`e2mc_cli.tune.run`).
 
 The locks are ``flock`` locks (:mod:`filelock`) on empty files in ``DIR/.locks/``: the operating
 system releases them when their process ends, however it ends, so a killed run never leaves a
@@ -22,10 +23,11 @@ LOCKS = ".locks"  # under the study folder
 
 
 def lock_file(out: str | Path, name: str) -> Path:
-    """The lock file of ``name`` (``base``, a cell name) in the study folder ``out``."""
-    folder = Path(out) / LOCKS
-    folder.mkdir(parents=True, exist_ok=True)
-    return folder / f"{name}.lock"
+    """The lock file of ``name`` (``base``, a cell name, a tuning's ``trials/<slug>``) in the
+    folder ``out``."""
+    path = Path(out) / LOCKS / f"{name}.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
 
 
 @contextmanager

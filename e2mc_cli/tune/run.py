@@ -24,6 +24,7 @@ from e2mc_cli.errors import UserError
 from e2mc_cli.io import write_json_atomic, write_text_atomic
 from e2mc_cli.study.cells import Log, StudyInterrupted, quiet, run_cell
 from e2mc_cli.study.config import CONTROL, default_data
+from e2mc_cli.study.locks import claimed, waiting_for
 from e2mc_cli.training.state import NonFiniteLoss
 from e2mc_cli.tune.config import (
     Start,
@@ -122,12 +123,28 @@ class Tuner:
         return outcome
 
     def run_stage(self, name: str, grid: list[Point]) -> Point | None:
-        """Every point of ``grid`` (its control first); the point chosen in it (``None``: no Δ)."""
+        """Every point of ``grid`` (its control first); the point chosen in it (``None``: no Δ).
+
+        A cell another process on this folder is running is skipped; once every other cell of the
+        stage is done, this process waits for it and reads it back (or runs it, if that process
+        ended without finishing it), so that both go on to the same next stage."""
         self.stages.append((name, grid))
         self.write()
+        cells: dict[str, tuple[str, list[str]]] = {}
         for point in grid:
-            self.cell(control_key(point.lr), CONTROL, control_sets(point.lr))
-            self.cell(trial_key(point), self.cfg.criterion, trial_sets(self.cfg.criterion, point))
+            cells.setdefault(control_key(point.lr), (CONTROL, control_sets(point.lr)))
+            cells.setdefault(trial_key(point), (self.cfg.criterion, trial_sets(self.cfg.criterion, point)))
+        busy = []
+        for key, (criterion, sets) in cells.items():
+            with claimed(self.cfg.out, key) as mine:
+                if mine:
+                    self.cell(key, criterion, sets)
+                else:
+                    busy.append(key)
+                    self.log(f"{key}: being run by another process; the other cells first")
+        for key in busy:
+            with waiting_for(self.cfg.out, key, self.log):
+                self.cell(key, *cells[key])
         columns = tune_columns(self.cfg)
         rows = [point_row(self.cfg, p, self.outcomes, columns) for p in grid]
         chosen = stage_choice(grid, rows, columns[0])
