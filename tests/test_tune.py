@@ -20,6 +20,7 @@ from e2mc_cli import tune as T
 from e2mc_cli.checkpoint import load_checkpoint
 from e2mc_cli.criteria import CRITERIA, criterion_defaults
 from e2mc_cli.errors import UserError
+from e2mc_cli.evaluate.stats import gain_difference_test
 from e2mc_cli.training import loop as L
 from e2mc_cli.training.recipe import RECIPES_DIR, load_toml
 from e2mc_cli.training.state import NonFiniteLoss
@@ -85,6 +86,35 @@ def test_the_highest_delta_is_chosen_and_a_tie_keeps_the_point_closer_to_the_sta
     assert T.choose(points(0.1, 1), [81.55 - 81.54, 81.49 - 81.48]) == 1
     assert T.choose(points(1, 0.1), [None, -1.0]) == 1  # a diverged run has no Δ; the best is kept
     assert T.choose(points(1, 0.1), [None, None]) is None
+
+
+def test_a_stage_leaves_its_start_only_for_a_significantly_higher_delta():
+    def points(*factors):
+        return [_point("lr", f, [("beta", 1.0)], 0.1 * f) for f in factors]
+
+    grid, deltas = points(1, 0.33, 3), [0.1, 0.5, 0.3]
+    assert T.choose(grid, deltas, [None, 0.2, 0.01], alpha=0.05) == 0  # the highest: p 0.2, kept ×1
+    assert T.choose(grid, deltas, [None, 0.04, 0.5], alpha=0.05) == 1
+    assert T.choose(grid, deltas, [None, 0.05, 0.01], alpha=0.05) == 0  # p < α, not ≤
+    assert T.choose(grid, deltas, [None, 0.2, 0.01], alpha=1.0) == 1  # α = 1: the highest Δ
+    assert T.choose(grid, deltas, [None, 0.2, 0.01]) == 1  # the default of the pure rule
+    assert T.choose(grid, [0.6, 0.5, 0.3], [None, 0.01, 0.01], alpha=0.05) == 0  # ×1 is the highest
+    assert T.choose(grid, [None, 0.5, 0.3], [None, None, None], alpha=0.05) == 1  # ×1 diverged
+    assert T.choose(points(0.1, 10), [0.1, 0.5], [None, None], alpha=0.05) == 1  # no ×1 point
+
+
+def test_the_gain_difference_test_on_hand_made_correctness():
+    # gains of two points over their own controls on five images: d = h − g = [2, 1, −1, 0, 0]
+    control_a, model_a = [1, 0, 0, 1, 0], [0, 0, 1, 1, 0]  # g = [−1, 0, 1, 0, 0]
+    control_b, model_b = [0, 0, 1, 1, 1], [1, 1, 1, 1, 1]  # h = [1, 1, 0, 0, 0]
+    test = gain_difference_test(control_a, model_a, control_b, model_b)
+    # Σd = 2; the 8 sign flips of (2, 1, −1) give ±2 ± 1 ± 1 ∈ {4, 2, 2, 0, 0, −2, −2, −4}: 6 of 8 as far
+    assert (test["n1"], test["n2"]) == (2, 1)
+    assert test["difference"] == pytest.approx(100 * 2 / 5) and test["p"] == pytest.approx(6 / 8)
+    # one shared control: McNemar's exact test of the two models (6 disagreements, all one way)
+    shared = gain_difference_test([0] * 10, [0] * 6 + [1] * 4, [0] * 10, [1] * 10)
+    assert shared["p"] == pytest.approx(2 / 64) and (shared["n1"], shared["n2"]) == (6, 0)
+    assert gain_difference_test([1, 0], [1, 0], [0, 1], [0, 1])["p"] == 1.0  # same gains
 
 
 @pytest.mark.parametrize(
@@ -239,16 +269,46 @@ def _check_rows(out: Path, doc: dict) -> None:
         assert recipes[1]["criterion"]["name"] == "continued"
 
 
-def _check_choices(doc: dict) -> None:
-    """Every stage's choice is the argmax of its recorded Δs (a tie: the smallest |log factor|),
-    and the next stage starts from it."""
-    col = doc["choose_by"]
+def _correct(cell: dict, col: str) -> np.ndarray:
+    arrays = np.load(Path(cell["eval"][col]["path"]) / "predictions.npz")
+    return (arrays["pred"][0] == arrays["target"]).astype(int)
+
+
+def _sign_flip_p(d: np.ndarray) -> float:
+    """The two-sided sign-flip p-value of Σd by enumerating every flip of the non-zero d."""
+    nonzero = d[d != 0]
+    if nonzero.sum() == 0:
+        return 1.0
+    flips = np.array(np.meshgrid(*[[1, -1]] * nonzero.size)).reshape(nonzero.size, -1).T
+    return float(np.mean(np.abs(flips @ nonzero) >= abs(nonzero.sum())))
+
+
+def _check_choices(out: Path, doc: dict) -> None:
+    """Every row's gain against its stage's ×1 row, from the predictions on disk (p by
+    enumerating the sign flips); every stage's choice is the argmax of its recorded Δs (a tie: the
+    smallest |log factor|) if that beats the ×1 row with p < alpha, else the ×1 row; the next
+    stage starts from it."""
+    col, alpha = doc["choose_by"], doc["config"]["alpha"]
     for stage in doc["stages"]:
         scored = [r for r in stage["rows"] if r["status"] == "done"]
+        start = next(r for r in stage["rows"] if r["factor"] == 1.0)
+        gain = {
+            r["slug"]: _correct(_result(out / r["trial"]), col) - _correct(_result(out / r["control"]), col)
+            for r in scored
+        }
+        for r in scored:
+            if r is start:
+                assert "vs_start" not in r
+                continue
+            d = gain[r["slug"]] - gain[start["slug"]]
+            assert r["vs_start"]["delta"] == pytest.approx(100 * d.mean())
+            assert r["vs_start"]["p"] == pytest.approx(_sign_flip_p(d))
         top = max(r["columns"][col]["delta"] for r in scored)
         ties = [r for r in scored if math.isclose(r["columns"][col]["delta"], top, abs_tol=1e-9)]
         best = min(ties, key=lambda r: abs(math.log(r["factor"])))
-        assert stage["chosen"]["slug"] == best["slug"], stage["name"]
+        moves = best is start or best["vs_start"]["p"] < alpha
+        assert stage["chosen"]["slug"] == (best if moves else start)["slug"], stage["name"]
+        assert stage["highest"] == best["slug"] and stage["kept_start"] is not moves
     for before, after in zip(doc["stages"], doc["stages"][1:]):
         assert after["rows"][0]["slug"] == before["chosen"]["slug"] and after["rows"][0]["reused"]
     assert doc["chosen"]["slug"] == doc["stages"][-1]["chosen"]["slug"]
@@ -271,7 +331,7 @@ def test_a_tuning_shares_its_controls_chooses_the_best_and_resumes(cli, tmp_path
     assert sorted(os.listdir(out / "controls")) == sorted(f"lr-{lr:g}" for lr in lrs) == ["lr-1", "lr-3"]
     assert not (out / "test").exists()  # the test split is not read
     _check_rows(out, doc)
-    _check_choices(doc)
+    _check_choices(out, doc)
 
     # the printed command reads the test split once with the chosen values
     chosen = doc["chosen"]
@@ -316,7 +376,7 @@ def test_an_interrupted_tuning_says_how_to_resume_and_resumes(cli, tmp_path, bas
     assert "Nothing chosen yet" in (out / "tuning.md").read_text()
     again = T.run_tune(_config(base, folder, out, scales="1", lr_scales="3", ratios="10"))
     assert again.status == "complete" and "controls/lr-1" in again.trained
-    _check_choices(again.tuning)
+    _check_choices(out, again.tuning)
 
 
 def test_a_diverged_trial_has_no_delta_and_is_not_run_again(tmp_path, base, folder, monkeypatch):
@@ -374,7 +434,7 @@ def test_a_criterion_with_one_weight_has_no_ratio_stage(tmp_path, base, folder):
     assert doc["weights"] == ["coef"] and doc["start"]["weights"] == {"coef": 1.0}  # VNE's own default
     assert sorted(os.listdir(out / "trials")) == sorted({r["slug"] for r in doc["trials"]})
     assert len(doc["trials"]) == 3 and sorted(os.listdir(out / "controls")) == ["lr-1", "lr-3"]
-    _check_choices(doc)
+    _check_choices(out, doc)
     assert (
         "--criteria continued,vne" in doc["test_command"] and "Stage 2" not in (out / "tuning.md").read_text()
     )
@@ -413,4 +473,4 @@ def test_two_processes_on_one_tuning_share_its_cells(tmp_path, base, folder):
     doc = json.loads((out / "tuning.json").read_text())
     assert doc["complete"] is True
     _check_rows(out, doc)
-    _check_choices(doc)
+    _check_choices(out, doc)

@@ -98,6 +98,12 @@ LR_SCALES = typer.Option(
 LABELS = typer.Option(
     "1%,10%", "--labels", help="Label fractions of the linear probe; the first one chooses."
 )
+ALPHA = typer.Option(
+    0.05,
+    "--alpha",
+    help="A stage leaves its ×1 point only for a higher Δ that beats it with p below this "
+    "(exact test of the two gains); 1: the highest Δ whatever its p.",
+)
 SEED = typer.Option(
     0, "--seed", min=0, help="Data order, augmentations and the probe's label subset of every run."
 )
@@ -132,6 +138,7 @@ def tune(
     ratios: str = RATIOS,
     lr_scales: str = LR_SCALES,
     labels: str = LABELS,
+    alpha: float = ALPHA,
     seed: int = SEED,
     knn: bool = KNN,
     data: str = DATA,
@@ -150,7 +157,8 @@ def tune(
 
     From the recipe's values (the paper's), stage 1 scales every coefficient at their ratio, stage 2
     the ratio of the others to the first, stage 3 the learning rate; each keeps the highest Δ top-1
-    over `continued` at the same learning rate on the first --labels. Finished runs are skipped: run
+    over `continued` at the same learning rate on the first --labels, if it beats the stage's ×1
+    point with p < --alpha (else the ×1 point stays). Finished runs are skipped: run
     the same command again to resume. The test split is not read: the command prints the one
     `sslboost study` that reads it with the chosen values.
 
@@ -162,7 +170,7 @@ def tune(
 
     cfg = TuneConfig(
         base=base, out=out, criterion=criterion, epochs=epochs, holdout=holdout, scales=scales, ratios=ratios,
-        lr_scales=lr_scales, labels=labels, seed=seed, knn=knn, data=data, sets=list(sets or []),
+        lr_scales=lr_scales, labels=labels, alpha=alpha, seed=seed, knn=knn, data=data, sets=list(sets or []),
         batch_size=batch_size, max_steps=max_steps, eval_epochs=eval_epochs, image_size=image_size,
         workers=workers, augment=augment, device=device,
     )  # fmt: skip

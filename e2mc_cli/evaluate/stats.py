@@ -12,6 +12,12 @@ With ``a_i``, ``b_i`` ∈ {0, 1} the correctness of models A and B on sample ``i
   recomputed under random sign flips (``scipy.stats.permutation_test``, ``permutation_type=
   "samples"``, seeded); p = twice the smaller one-sided tail, each ``(1 + #as extreme)/(1 + N)``
   (exact enumeration when ``2^m ≤ N`` for the ``m`` non-zero differences).
+- **Difference of two paired gains** (:func:`gain_difference_test`): with ``g_i = b_i − a_i``
+  the gain of B over A on sample ``i`` and ``h_i`` that of D over C on the same samples,
+  ``d_i = h_i − g_i`` ∈ {−2, …, 2}; the exact two-sided sign-flip test of ``Σ d_i`` (every
+  non-zero ``d_i`` as likely to have the opposite sign), computed from the two binomial counts
+  of ``|d_i| = 1`` and ``|d_i| = 2``. With one shared control (A = C) it is McNemar's exact
+  test of B against D.
 - **Cohen's d**: per sample ``d_z = mean(d) / sd(d)`` (paired); across seeds
   ``(mean_B − mean_A) / √((s_A² + s_B²)/2)`` on the per-seed top-1.
 
@@ -109,6 +115,28 @@ def paired_permutation_test(correct_a, correct_b, n_resamples: int = 10_000, see
         "n_resamples": int(n_resamples),
         "seed": seed,
     }
+
+
+def gain_difference_test(control_a, model_a, control_b, model_b) -> dict:
+    """Whether gain B (``model_b`` over ``control_b``) differs from gain A (``model_a`` over
+    ``control_a``), all four the per-sample correctness on the same samples (see the module
+    docstring): ``{"difference": mean of d in points, "p": exact two-sided p, "n1", "n2"}`` with
+    ``n1``, ``n2`` the samples where ``|d_i|`` is 1 and 2. No non-zero ``d_i`` → p = 1."""
+    gain_a = np.asarray(model_a, dtype=int) - np.asarray(control_a, dtype=int)
+    gain_b = np.asarray(model_b, dtype=int) - np.asarray(control_b, dtype=int)
+    d = gain_b - gain_a
+    n1, n2 = int(np.sum(np.abs(d) == 1)), int(np.sum(np.abs(d) == 2))
+    total = int(d.sum())
+    out = {"difference": 100.0 * total / d.size if d.size else 0.0, "n1": n1, "n2": n2}
+    if total == 0:
+        return {**out, "p": 1.0}
+    from scipy import stats
+
+    # Σd = (2a − n1) + 2(2b − n2), a ~ Bin(n1, ½), b ~ Bin(n2, ½); symmetric, so p = 2 P(Σd ≥ |t|)
+    b = np.arange(n2 + 1)
+    need = np.ceil((abs(total) + n1 - 4 * b + 2 * n2) / 2)  # the least a with Σd ≥ |t| at this b
+    tail = stats.binom.pmf(b, n2, 0.5) * stats.binom.sf(need - 1, n1, 0.5)
+    return {**out, "p": float(min(1.0, 2.0 * tail.sum()))}
 
 
 def cohens_d_paired(correct_a, correct_b) -> float | None:

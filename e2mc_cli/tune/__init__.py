@@ -11,7 +11,8 @@ continue`` picks for the base and the criterion (the paper's coefficients, the r
 others to the first, then the learning rate. Every run is one study cell evaluated on ``--holdout``
 images held out of the training split (the test split is never read); each trial is compared
 with ``continued`` at the same learning rate: Δ top-1 and McNemar's exact p on each label column.
-The highest Δ on the first label column is chosen in each stage.
+The highest Δ on the first label column is chosen in each stage, if it beats the stage's ``×1``
+point with p < ``alpha`` (the exact test of the two gains); else the ``×1`` point stays.
 
 Layout: ``DIR/trials/<slug>/`` (one study cell of the criterion), ``DIR/controls/lr-<x>/`` (the
 ``continued`` cell at that learning rate, shared by its trials), ``DIR/tuning.json`` (format

@@ -14,6 +14,7 @@ from e2mc_cli.data.datasets import check_validation_holdout
 from e2mc_cli.errors import UserError
 from e2mc_cli.study.config import CONTROL, StudyConfig, check_config, check_sets
 from e2mc_cli.tune.plan import (
+    DEFAULT_ALPHA,
     DEFAULT_LR_SCALES,
     DEFAULT_RATIOS,
     DEFAULT_SCALES,
@@ -43,6 +44,7 @@ class TuneConfig:
     ratios: list[float] | str = _text(DEFAULT_RATIOS)
     lr_scales: list[float] | str = _text(DEFAULT_LR_SCALES)
     labels: list[str] | str = "1%,10%"
+    alpha: float = DEFAULT_ALPHA  # a stage leaves its ×1 point only for a Δ better with p below this
     seed: int = 0  # data order, augmentations and the probe's label subset of every run
     knn: bool = False
     data: str | None = None
@@ -96,6 +98,8 @@ def check_tune(cfg: TuneConfig) -> TuneConfig:
     check_validation_holdout(cfg.holdout, None, "tuning")
     if cfg.seed < 0:
         raise UserError(f"--seed must be 0 or more, got {cfg.seed}")
+    if not (0 < cfg.alpha <= 1):
+        raise UserError(f"--alpha must be in (0, 1] (1: the highest Δ whatever its p), got {cfg.alpha:g}")
     if cfg.epochs is not None and not (math.isfinite(cfg.epochs) and cfg.epochs > 0):
         raise UserError(f"--epochs must be a positive number (fractions allowed), got {cfg.epochs}")
     cfg.scales = parse_factors(cfg.scales, "--scales")

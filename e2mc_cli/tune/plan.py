@@ -10,7 +10,11 @@ three stages start from the recipe's values (the paper's coefficients, the recip
 
 Stages 2 and 3 start with their ``×1`` point, which is the point the previous stage chose (the
 same trial, so it is read back, not run again). :func:`choose` takes the highest Δ; a tie keeps
-the point closer to the starting values (the smaller ``|log factor|``), then the earlier one.
+the point closer to the starting values (the smaller ``|log factor|``), then the earlier one. With
+a significance level ``alpha`` < 1 it keeps the stage's ``×1`` point unless the highest Δ beats
+it with p < ``alpha`` (the test of the two gains, :func:`e2mc_cli.evaluate.stats.
+gain_difference_test`): one seed on a validation split is noisy, and a move the data cannot tell
+from noise would only carry that noise into the next stage and the test split.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ DEFAULT_RATIOS = (0.1, 10.0)
 DEFAULT_LR_SCALES = (0.33, 3.0)
 DIGITS = 6  # significant digits of a coefficient or learning rate (1000 × 0.1 is 100, not 100.00000000000001)
 TIE_DECIMALS = 6  # Δs equal to this many decimals of a point are a tie
+DEFAULT_ALPHA = 0.05  # a stage leaves its ×1 point only for a Δ better with p below this
 
 
 def rounded(value: float) -> float:
@@ -113,7 +118,7 @@ def lr_grid(best: Point, lr_scales: Sequence[float]) -> list[Point]:
     return [Point("lr", f, best.weights, rounded(best.lr * f)) for f in _ordered(lr_scales)]
 
 
-def choose(points: Sequence[Point], deltas: Sequence[float | None]) -> int | None:
+def highest(points: Sequence[Point], deltas: Sequence[float | None]) -> int | None:
     """The index of the point with the highest Δ (``None``: a point without one, e.g. a run that
     diverged); a tie keeps the point closer to the stage's start (smaller ``|log factor|``), then
     the earlier one. ``None`` when no point has a Δ."""
@@ -125,3 +130,24 @@ def choose(points: Sequence[Point], deltas: Sequence[float | None]) -> int | Non
         if best_key is None or key > best_key:
             best, best_key = i, key
     return best
+
+
+def start_index(points: Sequence[Point]) -> int | None:
+    """The index of the stage's ``×1`` point (``None`` when its grid has none)."""
+    return next((i for i, p in enumerate(points) if p.factor == 1.0), None)
+
+
+def choose(
+    points: Sequence[Point],
+    deltas: Sequence[float | None],
+    p_vs_start: Sequence[float | None] | None = None,
+    alpha: float = 1.0,
+) -> int | None:
+    """The chosen point of a stage: :func:`highest`, unless ``alpha`` < 1 and the stage has a
+    ``×1`` point with a Δ that the highest does not beat with ``p_vs_start[i]`` < ``alpha`` (the
+    p-value of point ``i``'s gain against the ``×1`` point's); then the ``×1`` point."""
+    best, start = highest(points, deltas), start_index(points)
+    if alpha >= 1 or best is None or start is None or best == start or deltas[start] is None:
+        return best
+    p = None if p_vs_start is None else p_vs_start[best]
+    return best if p is not None and p < alpha else start

@@ -9,6 +9,7 @@ from e2mc_cli.study.cells import KNN
 from e2mc_cli.tune.plan import number_text
 
 CHOSEN = "← chosen"
+NOT_SIGNIFICANT = "highest Δ, p not below α"
 STAGE_TITLES = {"scale": "Stage 1: scale", "ratio": "Stage 2: ratio", "lr": "Stage 3: learning rate"}
 
 
@@ -28,27 +29,38 @@ def values_text(weights: dict[str, float], lr: float) -> str:
 
 
 def table_header(doc: dict) -> list[str]:
-    """``×``, each weight, ``lr``, then per column continued / criterion / Δ / p, then the mark."""
+    """``×``, each weight, ``lr``, then per column continued / criterion / Δ / p, then the gain
+    against the ×1 point's on the choosing column and its p, then the mark."""
     head = ["×", *doc["weights"], "lr"]
     for col in doc["columns"]:
         label = column_label(col)
         head += [f"continued {label}", f"{doc['criterion']} {label}", f"Δ {label}", f"p {label}"]
-    return [*head, ""]
+    label = column_label(doc["choose_by"])
+    return [*head, f"Δ − Δ×1 {label}", f"p vs ×1 {label}", ""]
+
+
+def mark(stage: dict, row: dict) -> str:
+    """``← chosen``; on the highest Δ a ×1 point was kept over, ``not below α``."""
+    if (stage.get("chosen") or {}).get("slug") == row["slug"]:
+        return CHOSEN
+    if stage.get("kept_start") and stage.get("highest") == row["slug"]:
+        return NOT_SIGNIFICANT
+    return ""
 
 
 def row_cells(doc: dict, stage: dict, row: dict) -> list[str]:
     """The cells of one row of a stage's table (a row not done names its status instead)."""
     factor = f"{row['factor']:g}" + (" (reused)" if row.get("reused") else "")
     cells = [factor, *(number_text(row["weights"][k]) for k in doc["weights"]), number_text(row["lr"])]
-    width = 4 * len(doc["columns"])
+    width = 4 * len(doc["columns"]) + 2
     if row["status"] != "done":
-        cells += [row["status"], *([""] * (width - 1))]
-    else:
-        for col in doc["columns"]:
-            c = row["columns"][col]
-            cells += [f"{c['continued']:.2f}", f"{c['criterion']:.2f}", f"{c['delta']:+.2f}", p_text(c["p"])]
-    chosen = (stage.get("chosen") or {}).get("slug") == row["slug"]
-    return [*cells, CHOSEN if chosen else ""]
+        return [*cells, row["status"], *([""] * (width - 1)), mark(stage, row)]
+    for col in doc["columns"]:
+        c = row["columns"][col]
+        cells += [f"{c['continued']:.2f}", f"{c['criterion']:.2f}", f"{c['delta']:+.2f}", p_text(c["p"])]
+    vs = row.get("vs_start")
+    cells += ["", ""] if vs is None else [f"{vs['delta']:+.2f}", p_text(vs["p"])]
+    return [*cells, mark(stage, row)]
 
 
 def stage_text(doc: dict, stage: dict) -> str:
@@ -83,8 +95,20 @@ def intro(doc: dict) -> str:
         f"per rate): Δ = {crit} − continued (points), p = McNemar's exact p-value on the paired "
         f"predictions. The start is the recipe's values: {values_text(start['weights'], start['lr'])}. "
         f"Each stage keeps its highest Δ on {column_label(doc['choose_by'])} labels; a tie keeps the "
-        "point closer to the start. The ×1 row of stages 2 and 3 is the previous stage's choice (reused)."
+        "point closer to the start. The ×1 row of stages 2 and 3 is the previous stage's choice (reused). "
+        f"{alpha_text(cfg.get('alpha', 1.0))}"
     )
+
+
+def alpha_text(alpha: float) -> str:
+    """The significance rule of the stages, in words."""
+    rule = (
+        "Δ − Δ×1 is a point's gain minus the ×1 point's, p vs ×1 the exact two-sided sign-flip p-value "
+        "of that difference on the paired per-image gains"
+    )
+    if alpha >= 1:
+        return f"{rule}; the highest Δ is kept whatever its p (alpha = 1)."
+    return f"{rule}; a stage leaves its ×1 point only when the highest Δ has p vs ×1 < {alpha:g}."
 
 
 def render_tuning_markdown(doc: dict) -> str:

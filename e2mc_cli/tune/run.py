@@ -42,10 +42,9 @@ from e2mc_cli.tune.document import (
     DIVERGED,
     DONE,
     Outcome,
-    point_row,
     stage_choice,
+    stage_rows,
     summarise_tuning,
-    tune_columns,
 )
 from e2mc_cli.tune.plan import Point, lr_grid, ratio_grid, scale_grid
 from e2mc_cli.tune.render import render_tuning_markdown
@@ -145,9 +144,7 @@ class Tuner:
         for key in busy:
             with waiting_for(self.cfg.out, key, self.log):
                 self.cell(key, *cells[key])
-        columns = tune_columns(self.cfg)
-        rows = [point_row(self.cfg, p, self.outcomes, columns) for p in grid]
-        chosen = stage_choice(grid, rows, columns[0])
+        chosen = stage_choice(self.cfg, grid, stage_rows(self.cfg, grid, self.outcomes))
         return None if chosen is None else grid[chosen]
 
     def run_stages(self) -> str:
