@@ -4,11 +4,19 @@ must give the same numbers on 1 process × n samples and k processes × n/k."""
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
 
 from e2mc_cli.errors import UserError
+
+T = TypeVar("T")
+
+
+class PeerFault(RuntimeError):
+    """What rank 0 raised while writing (not an OSError), as every other process raises it."""
 
 
 def is_distributed() -> bool:
@@ -70,6 +78,48 @@ def leave(started: bool) -> None:
     """End the process group if :func:`join_process_group` started it."""
     if started and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def on_main_process(write: Callable[[], T]) -> T | None:
+    """``write()`` on rank 0 (its result; ``None`` on the other processes).
+
+    Under DDP every process calls it (a collective): rank 0 then tells the others whether its
+    write raised. If it did, every process raises: rank 0 its own exception, the others an
+    :class:`OSError` with the same errno, message and paths (a :class:`PeerFault` for anything
+    else). So every process stops at the same point with the same one line, and none is left
+    waiting in the next collective for a process that has stopped.
+    """
+    if not is_distributed():
+        return write()
+    result, error, report = None, None, [None]
+    if rank() == 0:
+        try:
+            result = write()
+        except Exception as exc:  # noqa: BLE001  (re-raised below, on every process)
+            error, report = exc, [_fault_report(exc)]
+    dist.broadcast_object_list(report, src=0)
+    if report[0] is None:
+        return result
+    if error is not None:
+        raise error
+    raise _rebuilt(report[0])
+
+
+def _fault_report(exc: Exception) -> tuple:
+    """What the other processes need to raise the same fault: plain values only."""
+    if isinstance(exc, OSError):
+        return ("os", exc.errno, exc.strerror, exc.filename, exc.filename2, str(exc))
+    return ("other", type(exc).__name__, str(exc))
+
+
+def _rebuilt(report: tuple) -> Exception:
+    """The exception a process other than rank 0 raises for rank 0's :func:`_fault_report`."""
+    if report[0] == "os":
+        _, errnum, strerror, filename, filename2, text = report
+        if errnum is None:
+            return OSError(f"rank 0: {text}")
+        return OSError(errnum, strerror, filename, None, filename2)
+    return PeerFault(f"rank 0 failed while writing: {report[1]}: {report[2]}")
 
 
 def barrier() -> None:

@@ -190,3 +190,88 @@ def test_two_process_swav_resume_gives_each_process_its_own_queue(env, tmp_path)
     final_ref = load_training_state(ref / STATE_FILE)["per_process"]["queue"]
     final_run = load_training_state(run / STATE_FILE)["per_process"]["queue"]
     assert all(torch.equal(a, b) for a, b in zip(final_ref, final_run, strict=True))
+
+
+FAILING_RANK0_SCRIPT = """
+import errno, os
+import e2mc_cli.training.state as S
+
+real = S.save_training_state
+
+
+def failing(path, payload):  # rank 0's disk fills up once the run is past step 2
+    if os.environ["RANK"] == "0" and payload["step"] > 2:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+    return real(path, payload)
+
+
+S.save_training_state = failing
+from e2mc_cli.cli import main
+main()
+"""
+
+
+def test_a_write_failing_on_rank_0_stops_every_process_with_its_line(env, tmp_path):
+    """Under DDP only rank 0 writes; when its checkpoint write fails (disk full at step 3), every
+    process stops at that step with the same one line and exit code 3, no traceback, instead of
+    the others waiting in the next collective; the state of step 2 is kept."""
+    script = tmp_path / "failing_rank0.py"
+    script.write_text(FAILING_RANK0_SCRIPT)
+    out, logs = tmp_path / "run", tmp_path / "logs"
+    args = ["--base", str(env["bases"]["vicreg"]), "--data", str(env["data"]), *SMALL, "--max-steps", "5"]
+    args += ["--set", "run.checkpoint_every=1", "--out", str(out)]
+    proc = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+        + ["--log-dir", str(logs), "--redirects", "3", str(script), "continue", *args],
+        env={**_env(), "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode != 0
+    errors = {}
+    for rank in (0, 1):
+        (log,) = logs.glob(f"*/attempt_0/{rank}/stderr.log")
+        errors[rank] = log.read_text()
+        assert "Traceback" not in errors[rank], errors[rank][-3000:]
+    lines = {rank: [x for x in text.splitlines() if x.startswith("error:")] for rank, text in errors.items()}
+    assert lines[0] == lines[1] and len(lines[0]) == 1, errors
+    (line,) = lines[0]
+    assert line.startswith(f"error: {out / STATE_FILE}: no space left on the device; free some space")
+    assert "continue from step 2 with: " in line
+    assert load_training_state(out / STATE_FILE)["step"] == 2  # the last good state
+
+
+def _writes_on_rank_0(rank: int) -> dict:
+    """What each process sees of three writes on rank 0: one that works, one that meets a full
+    disk, one that fails otherwise."""
+    import errno
+
+    from e2mc_cli import distributed as D
+
+    seen = {"ok": D.on_main_process(lambda: f"written by {rank}")}
+
+    def full_disk() -> None:
+        raise OSError(errno.ENOSPC, "No space left on device", "/runs/x/state.pt")
+
+    def broken() -> None:
+        raise ValueError("a bug")
+
+    for name, write in (("full", full_disk), ("broken", broken)):
+        try:
+            D.on_main_process(write)
+        except Exception as exc:  # noqa: BLE001
+            where = getattr(exc, "errno", None), getattr(exc, "filename", None)
+            seen[name] = (type(exc).__name__, *where, str(exc))
+    return seen
+
+
+def test_a_write_on_rank_0_reports_its_fault_to_every_process(tmp_path):
+    from two_processes import on_two_processes
+
+    zero, one = on_two_processes(_writes_on_rank_0, tmp_path)
+    assert (zero["ok"], one["ok"]) == ("written by 0", None)
+    full = ("OSError", 28, "/runs/x/state.pt", "[Errno 28] No space left on device: '/runs/x/state.pt'")
+    assert zero["full"] == one["full"] == full
+    assert zero["broken"] == ("ValueError", None, None, "a bug")
+    assert one["broken"] == ("PeerFault", None, None, "rank 0 failed while writing: ValueError: a bug")

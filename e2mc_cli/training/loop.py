@@ -202,10 +202,13 @@ class Loop:
             return
         line = {"step": record.step, "epoch": round(record.step / plan.steps_per_epoch, 6)}
         line.update({**terms, "lr": record.lr, "img_s": round(img_s, 3)})
-        if plan.is_main:
+
+        def write() -> None:
             line.update(state.health.update(record.step, [e.float() for e in record.embeddings]))
             append_metrics(plan.out, line)
             self.trackers.log_metrics(line)
+
+        D.on_main_process(write)
         self.last_log = (now, record.step)
 
     def iterate(self, signals: StopSignals) -> bool:
@@ -269,13 +272,15 @@ def _train(plan: RunPlan, console: Console, trackers: Trackers) -> tuple[str, di
             say(escape(note))
         state = build_state(plan, say)
         D.barrier()  # every process has checked --out before rank 0 writes into it
-        if plan.is_main:
+
+        def prepare() -> None:
             prepare_folder(plan)
             for where in trackers.start(
                 plan.out, plan.recipe, resume_step=plan.start_step if plan.resuming else None
             ):
                 say(escape(where))
-        D.barrier()
+
+        D.on_main_process(prepare)  # the others wait for it, and stop with it if it fails
         loop = Loop(plan, state, console, say, trackers)
         return loop.run()
     except (OSError, KeyboardInterrupt) as exc:

@@ -16,6 +16,7 @@ import shlex
 import shutil
 from pathlib import Path
 
+from e2mc_cli import distributed as D
 from e2mc_cli.checkpoint import save_checkpoint
 from e2mc_cli.io import append_line, write_json_atomic, write_text_atomic
 from e2mc_cli.run_layout import (
@@ -170,9 +171,12 @@ def write_final(
     plan: RunPlan, state: TrainState, status: str, wall: float, extra: dict | None = None
 ) -> dict:
     """``sslboost.safetensors`` and ``summary.json`` (with ``extra`` added) for the current step
-    (rank 0); the summary."""
+    (rank 0; every process raises if it could not write them); the summary."""
     summary = {**run_summary(plan, state, status, wall), **(extra or {})}
-    if plan.is_main:
+
+    def write() -> None:
         save_model(plan, state, plan.out / CHECKPOINT_FILE)
         write_json_atomic(plan.out / SUMMARY_FILE, summary)
+
+    D.on_main_process(write)
     return summary

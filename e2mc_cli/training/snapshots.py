@@ -23,6 +23,7 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
+from e2mc_cli import distributed as D
 from e2mc_cli.errors import UserError
 from e2mc_cli.io import write_json_atomic
 from e2mc_cli.run_layout import CHECKPOINT_FILE, SNAPSHOTS_DIR
@@ -109,9 +110,14 @@ def read_snapshot(out: str | Path, epochs: float) -> dict | None:
 
 def write_snapshot(plan: RunPlan, state: TrainState, wall: float) -> Path | None:
     """The snapshot of the run at its current step, if the step is one of its points and the
-    snapshot is not on disk yet (rank 0); its folder, else ``None``."""
-    if not plan.is_main or state.step not in plan.snapshot_steps:
+    snapshot is not on disk yet (rank 0; every process raises if it could not write it); its
+    folder, else ``None``."""
+    if state.step not in plan.snapshot_steps:
         return None
+    return D.on_main_process(lambda: _write_snapshot(plan, state, wall))
+
+
+def _write_snapshot(plan: RunPlan, state: TrainState, wall: float) -> Path | None:
     epochs = state.step / plan.steps_per_epoch
     folder = snapshot_dir(plan.out, epochs)
     if read_snapshot(plan.out, epochs) is not None:

@@ -277,11 +277,11 @@ class TrainState:
 
     def save(self, path: Path, plan: RunPlan, wall: float) -> None:
         """Write the state (rank 0) after gathering every process's own buffers (all processes
-        call it); a state with a NaN or an infinity is not written (:meth:`check_finite`)."""
+        call it, and all raise if rank 0 could not write it: :func:`e2mc_cli.distributed.
+        on_main_process`); a state with a NaN or an infinity is not written (:meth:`check_finite`)."""
         self.check_finite(path, plan.device)
         per_process = gather_per_process(self.method, plan.world)
-        if plan.is_main:
-            save_training_state(path, self.payload(plan, wall, per_process))
+        D.on_main_process(lambda: save_training_state(path, self.payload(plan, wall, per_process)))
         self.saved_step = self.step
 
     def restore(self, saved: dict, plan: RunPlan, say: Callable[[str], None]) -> None:
