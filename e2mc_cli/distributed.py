@@ -10,13 +10,9 @@ from typing import TypeVar
 import torch
 import torch.distributed as dist
 
-from e2mc_cli.errors import UserError
+from e2mc_cli.errors import PeerFault, UserError
 
 T = TypeVar("T")
-
-
-class PeerFault(RuntimeError):
-    """What rank 0 raised while writing (not an OSError), as every other process raises it."""
 
 
 def is_distributed() -> bool:
@@ -84,10 +80,12 @@ def on_main_process(write: Callable[[], T]) -> T | None:
     """``write()`` on rank 0 (its result; ``None`` on the other processes).
 
     Under DDP every process calls it (a collective): rank 0 then tells the others whether its
-    write raised. If it did, every process raises: rank 0 its own exception, the others an
-    :class:`OSError` with the same errno, message and paths (a :class:`PeerFault` for anything
-    else). So every process stops at the same point with the same one line, and none is left
-    waiting in the next collective for a process that has stopped.
+    write raised. If it did, every process raises: rank 0 its own exception, the others the same
+    fault rebuilt from plain values (an :class:`OSError` with the same errno, message and paths,
+    a :class:`UserError` with the same message and exit code, ``KeyboardInterrupt`` for an
+    interrupt, a :class:`PeerFault` for anything else). So every process stops at the same point
+    with the same one line, and none is left waiting in the next collective for a process that
+    has stopped.
     """
     if not is_distributed():
         return write()
@@ -95,7 +93,7 @@ def on_main_process(write: Callable[[], T]) -> T | None:
     if rank() == 0:
         try:
             result = write()
-        except Exception as exc:  # noqa: BLE001  (re-raised below, on every process)
+        except BaseException as exc:  # a second Ctrl-C inside a write too: re-raised below
             error, report = exc, [_fault_report(exc)]
     dist.broadcast_object_list(report, src=0)
     if report[0] is None:
@@ -105,20 +103,32 @@ def on_main_process(write: Callable[[], T]) -> T | None:
     raise _rebuilt(report[0])
 
 
-def _fault_report(exc: Exception) -> tuple:
+def _fault_report(exc: BaseException) -> tuple:
     """What the other processes need to raise the same fault: plain values only."""
     if isinstance(exc, OSError):
         return ("os", exc.errno, exc.strerror, exc.filename, exc.filename2, str(exc))
+    if isinstance(exc, UserError):
+        return ("user", str(exc), getattr(exc, "exit_code", None))
+    if isinstance(exc, KeyboardInterrupt):
+        return ("interrupt",)
     return ("other", type(exc).__name__, str(exc))
 
 
-def _rebuilt(report: tuple) -> Exception:
+def _rebuilt(report: tuple) -> BaseException:
     """The exception a process other than rank 0 raises for rank 0's :func:`_fault_report`."""
-    if report[0] == "os":
+    kind = report[0]
+    if kind == "os":
         _, errnum, strerror, filename, filename2, text = report
         if errnum is None:
             return OSError(f"rank 0: {text}")
         return OSError(errnum, strerror, filename, None, filename2)
+    if kind == "user":
+        error = UserError(report[1])
+        if report[2] is not None:
+            error.exit_code = report[2]
+        return error
+    if kind == "interrupt":
+        return KeyboardInterrupt()
     return PeerFault(f"rank 0 failed while writing: {report[1]}: {report[2]}")
 
 

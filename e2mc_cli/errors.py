@@ -49,6 +49,12 @@ class UserError(Exception):
     """
 
 
+class PeerFault(RuntimeError):
+    """A bug rank 0 met while writing under DDP, as every other process raises it
+    (:func:`e2mc_cli.distributed.on_main_process`): rank 0 keeps its own traceback, the others
+    print this one line and exit with code 1."""
+
+
 def close_matches(value: str, choices: Iterable[str], n: int = 1, cutoff: float = 0.6) -> list[str]:
     """Up to ``n`` of ``choices`` closest to ``value``, best first (:func:`difflib.get_close_matches`)."""
     return difflib.get_close_matches(value, list(choices), n=n, cutoff=cutoff)

@@ -243,11 +243,12 @@ def test_a_write_failing_on_rank_0_stops_every_process_with_its_line(env, tmp_pa
 
 
 def _writes_on_rank_0(rank: int) -> dict:
-    """What each process sees of three writes on rank 0: one that works, one that meets a full
-    disk, one that fails otherwise."""
+    """What each process sees of writes on rank 0: one that works, one that meets a full disk, a
+    bug, bad input, an interrupt."""
     import errno
 
     from e2mc_cli import distributed as D
+    from e2mc_cli.errors import UserError
 
     seen = {"ok": D.on_main_process(lambda: f"written by {rank}")}
 
@@ -257,12 +258,21 @@ def _writes_on_rank_0(rank: int) -> dict:
     def broken() -> None:
         raise ValueError("a bug")
 
-    for name, write in (("full", full_disk), ("broken", broken)):
+    def bad_input() -> None:
+        error = UserError("--out x: not a folder")
+        error.exit_code = 2
+        raise error
+
+    def interrupted() -> None:
+        raise KeyboardInterrupt
+
+    cases = (("full", full_disk), ("broken", broken), ("user", bad_input), ("interrupt", interrupted))
+    for name, write in cases:
         try:
             D.on_main_process(write)
-        except Exception as exc:  # noqa: BLE001
+        except BaseException as exc:  # noqa: BLE001
             where = getattr(exc, "errno", None), getattr(exc, "filename", None)
-            seen[name] = (type(exc).__name__, *where, str(exc))
+            seen[name] = (type(exc).__name__, *where, str(exc), getattr(exc, "exit_code", None))
     return seen
 
 
@@ -271,7 +281,22 @@ def test_a_write_on_rank_0_reports_its_fault_to_every_process(tmp_path):
 
     zero, one = on_two_processes(_writes_on_rank_0, tmp_path)
     assert (zero["ok"], one["ok"]) == ("written by 0", None)
-    full = ("OSError", 28, "/runs/x/state.pt", "[Errno 28] No space left on device: '/runs/x/state.pt'")
+    full = ("OSError", 28, "/runs/x/state.pt", "[Errno 28] No space left on device: '/runs/x/state.pt'", None)
     assert zero["full"] == one["full"] == full
-    assert zero["broken"] == ("ValueError", None, None, "a bug")
-    assert one["broken"] == ("PeerFault", None, None, "rank 0 failed while writing: ValueError: a bug")
+    assert zero["broken"] == ("ValueError", None, None, "a bug", None)
+    assert one["broken"] == ("PeerFault", None, None, "rank 0 failed while writing: ValueError: a bug", None)
+    assert zero["user"] == one["user"] == ("UserError", None, None, "--out x: not a folder", 2)
+    assert zero["interrupt"] == one["interrupt"] == ("KeyboardInterrupt", None, None, "", None)
+
+
+def test_a_peer_fault_is_one_line_with_exit_code_1(capsys):
+    """On a rank other than 0, rank 0's bug is one line (rank 0 itself shows the traceback)."""
+    import typer
+
+    from e2mc_cli.cli.app import fault_boundary
+    from e2mc_cli.errors import PeerFault
+
+    with pytest.raises(typer.Exit) as info, fault_boundary():
+        raise PeerFault("rank 0 failed while writing: ValueError: a bug")
+    assert info.value.exit_code == 1
+    assert capsys.readouterr().err == "error: rank 0 failed while writing: ValueError: a bug\n"

@@ -352,6 +352,12 @@ def test_a_tuning_shares_its_controls_chooses_the_best_and_resumes(cli, tmp_path
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps
     assert again.tuning["stages"] == doc["stages"] and again.tuning["chosen"] == doc["chosen"]
 
+    # another --alpha chooses the stages again, and says so (a folder without one chose at 1)
+    note = TR.alpha_note(_config(base, folder, out, alpha=1.0))
+    assert note.endswith("chose its stages at --alpha 0.05; they are chosen again at --alpha 1, so a "
+                         "stage may keep another point and later stages run other trials")
+    assert TR.alpha_note(_config(base, folder, out)) is None
+
     # a folder keeps its settings: other ones are refused before anything runs
     with pytest.raises(UserError, match="a tuning with seed = 0, not 1"):
         T.run_tune(_config(base, folder, out, seed=1))

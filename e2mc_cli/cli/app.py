@@ -23,7 +23,9 @@ from e2mc_cli import __version__
 from e2mc_cli.errors import (
     EXIT_BAD_INPUT,
     EXIT_INTERRUPTED,
+    EXIT_NONFINITE,
     EXIT_TERMINATED,
+    PeerFault,
     UserError,
     describe_fault,
     next_step,
@@ -82,7 +84,9 @@ def fault_boundary() -> Iterator[None]:
     OSError of the machine (no space, read-only, permission, a file in the way) is ``error: PATH:
     what happened; what to do`` and exit code 3 (:func:`e2mc_cli.errors.describe_fault`); Ctrl-C
     is ``interrupted`` and exit code 130, SIGTERM (outside training, which saves and stops)
-    ``interrupted by SIGTERM`` and 143. Anything else is a bug and keeps its traceback.
+    ``interrupted by SIGTERM`` and 143. On a DDP rank other than 0, a bug rank 0 met while
+    writing (:class:`~e2mc_cli.errors.PeerFault`) is one line and exit code 1. Anything else is a
+    bug and keeps its traceback.
     """
     try:
         yield
@@ -103,6 +107,8 @@ def fault_boundary() -> Iterator[None]:
         raise fail(message, code) from None
     except KeyboardInterrupt as exc:
         raise interrupted(exc) from None
+    except PeerFault as exc:  # rank 0 shows the traceback of its bug; the other ranks one line
+        raise fail(str(exc), EXIT_NONFINITE) from None
 
 
 class _Group(TyperGroup):

@@ -102,7 +102,8 @@ ALPHA = typer.Option(
     0.05,
     "--alpha",
     help="A stage leaves its ×1 point only for a higher Δ that beats it with p below this "
-    "(exact test of the two gains); 1: the highest Δ whatever its p.",
+    "(exact test of the two gains); 1: the highest Δ whatever its p. A stage without a ×1 result "
+    "(--scales without 1, a diverged ×1 run) keeps its highest Δ.",
 )
 SEED = typer.Option(
     0, "--seed", min=0, help="Data order, augmentations and the probe's label subset of every run."

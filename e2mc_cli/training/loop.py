@@ -169,7 +169,9 @@ class Loop:
         try:
             return train_step(self.state, self.plan, views, epoch)
         except RuntimeError:
-            self.settle()
+            # under DDP the step may have failed on this process alone: no metrics line, whose
+            # write is a collective the others, already in the next step, would not meet
+            self.settle(write=not D.is_distributed())
             raise
 
     def queue(self, record: StepRecord) -> None:
@@ -180,16 +182,17 @@ class Loop:
         self.settle()
         self.pending = record
 
-    def settle(self) -> None:
+    def settle(self, write: bool = True) -> None:
         """Read the pending step's terms: a non-finite loss raises :class:`NonFiniteLoss` naming the
-        step and its bad terms; else the step is logged (:meth:`log`)."""
+        step and its bad terms; else the step is logged (:meth:`log`; not with ``write=False``)."""
         record, self.pending = self.pending, None
         if record is None:
             return
         nonfinite, terms = record.read()
         if nonfinite:
             raise NonFiniteLoss(f"{nonfinite_message(terms, record.step, record.epoch + 1)}; {self.kept()}")
-        self.log(record, terms)
+        if write:
+            self.log(record, terms)
 
     def log(self, record: StepRecord, terms: dict[str, float]) -> None:
         """The progress display after every step; a metrics line (and health) on logging steps."""

@@ -14,7 +14,8 @@ the point closer to the starting values (the smaller ``|log factor|``), then the
 a significance level ``alpha`` < 1 it keeps the stage's ``×1`` point unless the highest Δ beats
 it with p < ``alpha`` (the test of the two gains, :func:`e2mc_cli.evaluate.stats.
 gain_difference_test`): one seed on a validation split is noisy, and a move the data cannot tell
-from noise would only carry that noise into the next stage and the test split.
+from noise would only carry that noise into the next stage and the test split. A stage without a
+``×1`` point with a Δ (a scale grid without 1, a diverged ``×1`` run) keeps its highest Δ.
 """
 
 from __future__ import annotations

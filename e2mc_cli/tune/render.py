@@ -108,7 +108,10 @@ def alpha_text(alpha: float) -> str:
     )
     if alpha >= 1:
         return f"{rule}; the highest Δ is kept whatever its p (alpha = 1)."
-    return f"{rule}; a stage leaves its ×1 point only when the highest Δ has p vs ×1 < {alpha:g}."
+    return (
+        f"{rule}; a stage leaves its ×1 point only when the highest Δ has p vs ×1 < {alpha:g} (a stage "
+        "without a ×1 result keeps its highest Δ)."
+    )
 
 
 def render_tuning_markdown(doc: dict) -> str:

@@ -77,6 +77,22 @@ def check_same_tuning(cfg: TuneConfig) -> None:
             )
 
 
+def alpha_note(cfg: TuneConfig) -> str | None:
+    """A note when the ``tuning.json`` already in ``DIR`` chose its stages at another ``--alpha``
+    (one written before the option chose at 1): the stages are chosen again at this one, so a
+    stage may keep another point and the later stages run other trials."""
+    path = Path(cfg.out) / TUNING_JSON
+    if not path.is_file():
+        return None
+    theirs = json.loads(path.read_text()).get("config", {}).get("alpha", 1.0)
+    if theirs == cfg.alpha:
+        return None
+    return (
+        f"note: {cfg.out} chose its stages at --alpha {theirs:g}; they are chosen again at "
+        f"--alpha {cfg.alpha:g}, so a stage may keep another point and later stages run other trials"
+    )
+
+
 @dataclass
 class Tuner:
     """One invocation of a tuning: the cells read or run so far and the stages planned so far."""
@@ -201,6 +217,9 @@ def run_tune(cfg: TuneConfig, *, log: Log = quiet, command: str = "") -> TuneRun
     check_validation_holdout(cfg.holdout, data, "tuning")  # leaves images to train the probe on
     start = start_point(cfg, resolve_base(cfg.base).method)  # a bad --set fails here, before any run
     check_same_tuning(cfg)
+    note = alpha_note(cfg)
+    if note:
+        log(note)
     Path(cfg.out).mkdir(parents=True, exist_ok=True)
     tuner = Tuner(cfg, data, start, log, command)
     try:
